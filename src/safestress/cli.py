@@ -1,0 +1,183 @@
+"""The ``safestress`` command line (typer + rich).
+
+Heavy imports (torch, transformers) happen inside commands, so ``--help`` and ``list`` are fast.
+Any :class:`~safestress.errors.SafestressError` is printed as one ``error:`` line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from safestress.errors import SafestressError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Stress-test the safety alignment of chat LLMs under activation perturbations.",
+)
+out = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
+err = Console(stderr=True)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@app.command()
+def run(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML sweep file (flags override it)"),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="hub id, local dir or .gguf (repeatable)"),
+    dataset: str | None = typer.Option(None, help="dataset name, or csv:PATH:COLUMN / jsonl:PATH:COLUMN"),
+    limit: int | None = typer.Option(None, help="use the first N items"),
+    data_dir: str | None = typer.Option(None, help="folder with local copies of benchmark files"),
+    perturb: str | None = typer.Option(None, help="perturbation name (safestress list perturbations)"),
+    sigma: str | None = typer.Option(None, help="comma-separated strengths, e.g. 0,0.05,0.1,0.2"),
+    scale: str | None = typer.Option(None, help="absolute | relative (to each token's RMS)"),
+    positions: str | None = typer.Option(None, help="all | generated"),
+    sites: list[str] | None = typer.Option(None, help="site selection, e.g. 'blocks.*.resid_post' (repeatable)"),
+    seeds: int | None = typer.Option(None, help="number of seeds"),
+    max_new_tokens: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None),
+    do_sample: bool | None = typer.Option(None, "--sample/--greedy", help="sampled or greedy decoding"),
+    temperature: float | None = typer.Option(None),
+    top_p: float | None = typer.Option(None),
+    judge: list[str] | None = typer.Option(None, help="judge name(s) (repeatable or comma-separated)"),
+    store: str | None = typer.Option(None, help="results database (default ./safestress.db)"),
+    out_dir: str | None = typer.Option(None, "--out", help="report folder (default: beside the store)"),
+    template: str | None = typer.Option(None, help="chat | raw"),
+    chat_template: str | None = typer.Option(None, help="Jinja chat template (string or file)"),
+    system_prompt: str | None = typer.Option(None),
+    dtype: str | None = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code", help="allow model code from the hub"),
+    plot: bool | None = typer.Option(None, "--plot/--no-plot"),
+) -> None:
+    """Run a sweep: generate, judge, store, then print the table and write the plot."""
+    from safestress.config import build_config, parse_floats
+
+    cfg = build_config(
+        config,
+        models=model,
+        dataset=dataset,
+        limit=limit,
+        data_dir=data_dir,
+        perturb=perturb,
+        sigma=parse_floats(sigma) if sigma is not None else None,
+        scale=scale,
+        positions=positions,
+        sites=sites,
+        seeds=seeds,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        judge=_split(judge),
+        store=store,
+        out=out_dir,
+        template=template,
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        plot=plot,
+    )
+    from safestress.runner import run_and_report
+
+    run_and_report(cfg, out, err)
+
+
+@app.command()
+def results(
+    store: str = typer.Option("safestress.db", help="results database"),
+    judge: str | None = typer.Option(None, help="judge@version to summarise (default: the first stored)"),
+    out_dir: str | None = typer.Option(None, "--out", help="also write summary files and plots here"),
+) -> None:
+    """Print the summary tables of everything in a store."""
+    from safestress.report import summarize, write_report
+    from safestress.report.tables import rate_table, trend_table
+    from safestress.store import Store
+
+    with Store.open_existing(store) as st:
+        frame = st.frame()
+    if frame.empty:
+        raise SafestressError(f"store {store} holds no results")
+    judges = sorted(frame["judge"].dropna().unique())
+    if judge is not None and judge not in judges:
+        match = [j for j in judges if j.split("@")[0] == judge]
+        if not match:
+            raise SafestressError(f"no verdicts by judge '{judge}' in {store}; stored: {', '.join(judges)}")
+        judge = match[0]
+    rates, trends = summarize(frame, judge)
+    out.print(rate_table(rates))
+    if trends:
+        out.print(trend_table(trends))
+    if out_dir:
+        for p in write_report(rates, trends, Path(out_dir)):
+            err.print(f"wrote {p}")
+
+
+@app.command()
+def export(
+    path: str = typer.Argument(..., help="output file: .parquet or .csv"),
+    store: str = typer.Option("safestress.db", help="results database"),
+) -> None:
+    """Export every stored generation and verdict to Parquet or CSV."""
+    from safestress.store import Store
+
+    with Store.open_existing(store) as st:
+        n = st.export(path)
+    err.print(f"wrote {n} rows to {path}")
+
+
+@app.command("list")
+def list_(
+    what: str = typer.Argument(..., help="perturbations | judges | datasets | sites"),
+    model: str | None = typer.Option(None, "--model", "-m", help="model whose sites to list"),
+) -> None:
+    """Print the names in a registry, one per line (or a model's sites)."""
+    if what == "sites":
+        if not model:
+            raise SafestressError("list sites needs --model")
+        from safestress.models import load_model
+
+        lm = load_model(model, weights=False, template="raw")
+        for s in lm.sites():
+            print(s)
+        return
+    registries = {
+        "perturbations": "safestress.perturb:PERTURBATIONS",
+        "judges": "safestress.judges:JUDGES",
+        "datasets": "safestress.datasets:DATASETS",
+    }
+    if what not in registries:
+        raise SafestressError(f"cannot list '{what}'; known: {', '.join([*registries, 'sites'])}")
+    import importlib
+
+    module, attr = registries[what].split(":")
+    for name in getattr(importlib.import_module(module), attr).names():
+        print(name)
+
+
+def main() -> None:
+    try:
+        app()
+    except SafestressError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; stored rows are kept and a re-run resumes")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The sweep specification: one pydantic model behind both the flags and the YAML file.
+
+Every flag of ``safestress run`` has a YAML twin with the same name (hyphens or underscores); a
+flag given on the command line overrides the file. Validation errors become one-line messages.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from safestress.errors import SafestressError
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(min_length=1, description="hub ids, local directories or .gguf files")
+    dataset: str | dict[str, Any] | list[str | dict[str, Any]] = "advbench"
+    limit: int | None = Field(None, ge=1)
+    data_dir: str | None = None
+    perturb: str = "noise"
+    sigma: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2], min_length=1)
+    scale: Literal["absolute", "relative"] = "absolute"
+    positions: Literal["all", "generated"] = "all"
+    params: dict[str, Any] = Field(default_factory=dict, description="further perturbation parameters")
+    sites: list[str] = Field(default_factory=lambda: ["blocks.*.resid_post"], min_length=1)
+    seeds: int = Field(1, ge=1, le=10_000)
+    max_new_tokens: int = Field(64, ge=1, le=32768)
+    batch_size: int = Field(16, ge=1, le=4096)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    judge: list[str] = Field(default_factory=lambda: ["refusal"], min_length=1)
+    store: str = "safestress.db"
+    out: str | None = Field(None, description="report folder (default: beside the store)")
+    template: Literal["chat", "raw"] | None = None
+    chat_template: str | None = None
+    system_prompt: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    plot: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {str(k).replace("-", "_"): v for k, v in data.items()}
+            if "model" in data:
+                if "models" in data:
+                    raise ValueError("give 'model' or 'models', not both")
+                data["models"] = data.pop("model")
+            for key in ("models", "sites", "judge"):
+                if isinstance(data.get(key), str):
+                    data[key] = [data[key]]
+            if isinstance(data.get("sigma"), (int, float, str)):
+                data["sigma"] = parse_floats(str(data["sigma"]))
+        return data
+
+    @field_validator("sigma")
+    @classmethod
+    def _sigma(cls, values: list[float]) -> list[float]:
+        for v in values:
+            if not math.isfinite(v):
+                raise ValueError(f"sigma must be finite, got {v}")
+            if v < 0:
+                raise ValueError(f"sigma must be >= 0, got {v}")
+        return sorted(set(values))
+
+    def datasets(self) -> list[str | dict[str, Any]]:
+        return self.dataset if isinstance(self.dataset, list) else [self.dataset]
+
+    def report_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        store = Path(self.store)
+        return store.with_name(store.stem + "-report")
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SafestressError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"invalid {where}: {msg}"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SafestressError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SafestressError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SafestressError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def build_config(file: str | Path | None = None, **flags: Any) -> SweepConfig:
+    """YAML file (optional) overridden by the flags that were given (``None`` = not given)."""
+    data: dict[str, Any] = load_yaml(file) if file else {}
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    for key, value in flags.items():
+        if value is None or value == [] or value == ():
+            continue
+        if key == "models":
+            data.pop("model", None)
+        data[key] = value
+    if "models" not in data and "model" not in data:
+        raise SafestressError("no model given; use --model (repeatable) or 'models:' in the config file")
+    try:
+        return SweepConfig(**data)
+    except ValidationError as exc:
+        raise SafestressError(_one_line(exc)) from None

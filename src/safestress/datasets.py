@@ -1,0 +1,260 @@
+"""Prompt datasets: a registry of named benchmarks plus any local CSV / JSON / JSONL file.
+
+Named datasets resolve, in order, to (1) a local copy in ``SAFESTRESS_DATA_DIR`` (or
+``data_dir=``) under the file name the benchmark publishes, (2) a copy cached by an earlier
+download, (3) the benchmark's public URL, downloaded once into the cache. So an offline machine
+works from a local folder and an online one needs nothing at all.
+
+A local file is named ``csv:PATH:COLUMN``, ``jsonl:PATH:COLUMN`` or ``json:PATH:COLUMN`` (or just a
+path ending in .csv/.jsonl/.json, with column ``prompt``), or given in YAML as
+``{path: ..., column: ..., id_column: ...}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safestress.errors import SafestressError
+from safestress.paths import cache_dir
+from safestress.registry import Registry
+
+
+@dataclass(frozen=True)
+class Item:
+    """One prompt of a dataset; ``id`` is stable across runs (row index or the file's id column)."""
+
+    id: str
+    prompt: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    items: list[Item]
+    template: str | None = None  # "raw" for continuation benchmarks such as ToxiGen
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
+
+
+def _read_rows(text: str, fmt: str, source: str) -> list[dict[str, Any]]:
+    try:
+        if fmt == "csv":
+            return list(csv.DictReader(io.StringIO(text)))
+        if fmt == "jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        if fmt == "json":
+            data = json.loads(text)
+            if isinstance(data, dict):  # {"data": [...]} or column-oriented
+                data = next((v for v in data.values() if isinstance(v, list)), [data])
+            return list(data)
+    except (json.JSONDecodeError, csv.Error) as exc:
+        raise SafestressError(f"cannot parse {source} as {fmt}: {exc}") from None
+    if fmt == "txt":
+        return [{"prompt": line} for line in text.splitlines() if line.strip()]
+    raise SafestressError(f"unknown dataset format '{fmt}'; known: csv, json, jsonl, txt")
+
+
+def rows_to_items(rows: list[dict[str, Any]], column: str, source: str, id_column: str | None = None) -> list[Item]:
+    if not rows:
+        raise SafestressError(f"dataset {source} is empty")
+    if column not in rows[0]:
+        raise SafestressError(f"column '{column}' not in {source}; columns: {', '.join(map(str, rows[0]))}")
+    if id_column is not None and id_column not in rows[0]:
+        raise SafestressError(f"id column '{id_column}' not in {source}; columns: {', '.join(map(str, rows[0]))}")
+    items = []
+    for i, row in enumerate(rows):
+        prompt = row.get(column)
+        if prompt is None or not str(prompt).strip():
+            continue
+        ident = str(row[id_column]) if id_column else str(i)
+        meta = {k: v for k, v in row.items() if k != column and k is not None}
+        items.append(Item(ident, str(prompt), meta))
+    if not items:
+        raise SafestressError(f"dataset {source} has no non-empty '{column}' values")
+    return items
+
+
+def load_file(
+    path: str | Path,
+    column: str = "prompt",
+    fmt: str | None = None,
+    id_column: str | None = None,
+    name: str | None = None,
+) -> Dataset:
+    """Load a local CSV/JSON/JSONL/TXT file as a dataset."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SafestressError(f"dataset file not found: {path}")
+    fmt = fmt or p.suffix.lstrip(".").lower()
+    rows = _read_rows(p.read_text(encoding="utf-8"), fmt, str(p))
+    return Dataset(name or p.stem, rows_to_items(rows, column, str(p), id_column))
+
+
+def _data_dir(data_dir: Path | None) -> Path | None:
+    if data_dir is not None:
+        return Path(data_dir)
+    env = os.environ.get("SAFESTRESS_DATA_DIR")
+    return Path(env) if env else None
+
+
+def fetch_text(filename: str, url: str, data_dir: Path | None) -> str:
+    """A benchmark file's text: local copy, cached download, or download now (then cached)."""
+    local = _data_dir(data_dir)
+    if local is not None and (local / filename).is_file():
+        return (local / filename).read_text(encoding="utf-8")
+    cached = cache_dir("datasets") / filename
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            text = resp.read().decode("utf-8")
+    except OSError as exc:
+        where = f"{local}/{filename}" if local else f"$SAFESTRESS_DATA_DIR/{filename}"
+        raise SafestressError(
+            f"cannot fetch {filename}: no local copy at {where} and download failed ({exc})"
+        ) from None
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(cached.suffix + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(cached)
+    return text
+
+
+def _named(
+    name: str, filename: str, url: str, column: str, fmt: str, id_column: str | None = None, template: str | None = None
+) -> None:
+    def loader(data_dir: Path | None = None) -> Dataset:
+        rows = _read_rows(fetch_text(filename, url, data_dir), fmt, filename)
+        return Dataset(name, rows_to_items(rows, column, filename, id_column), template)
+
+    loader.__doc__ = f"{name}: column '{column}' of {url}"
+    DATASETS.register(name, loader)
+
+
+_GH = "https://raw.githubusercontent.com"
+_named(
+    "advbench", "advbench.csv", f"{_GH}/llm-attacks/llm-attacks/main/data/advbench/harmful_behaviors.csv", "goal", "csv"
+)
+_named(
+    "jbb",
+    "jbb_harmful.csv",
+    "https://huggingface.co/datasets/JailbreakBench/JBB-Behaviors/resolve/main/data/harmful-behaviors.csv",
+    "Goal",
+    "csv",
+)
+_named(
+    "harmbench",
+    "harmbench_behaviors_text_all.csv",
+    f"{_GH}/centerforaisafety/HarmBench/main/data/behavior_datasets/harmbench_behaviors_text_all.csv",
+    "Behavior",
+    "csv",
+    id_column="BehaviorID",
+)
+_named(
+    "strongreject",
+    "strongreject_dataset.csv",
+    f"{_GH}/alexandrasouly/strongreject/main/strongreject_dataset/strongreject_dataset.csv",
+    "forbidden_prompt",
+    "csv",
+)
+_named(
+    "xstest",
+    "xstest_prompts.csv",
+    f"{_GH}/paul-rottger/exaggerated-safety/main/xstest_prompts.csv",
+    "prompt",
+    "csv",
+    id_column="id",
+)
+_named(
+    "gsm8k",
+    "gsm8k_test.jsonl",
+    f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
+    "question",
+    "jsonl",
+)
+_named(
+    "harmful-train",
+    "harmful_train.json",
+    f"{_GH}/andyrdt/refusal_direction/main/dataset/splits/harmful_train.json",
+    "instruction",
+    "json",
+)
+_named(
+    "harmful-val",
+    "harmful_val.json",
+    f"{_GH}/andyrdt/refusal_direction/main/dataset/splits/harmful_val.json",
+    "instruction",
+    "json",
+)
+_named(
+    "harmless-val",
+    "harmless_val.json",
+    f"{_GH}/andyrdt/refusal_direction/main/dataset/splits/harmless_val.json",
+    "instruction",
+    "json",
+)
+
+TOXIGEN_GROUPS = ("asian", "black", "jewish", "lgbtq", "muslim", "women")
+
+
+def _toxigen(data_dir: Path | None = None) -> Dataset:
+    """ToxiGen continuation prompts: few-shot lists of hateful or neutral statements about a group.
+
+    Each file line holds statements separated by a literal ``\\n``; the prompt is that list, one
+    statement per line, ending in ``- `` so that a model continues it (use ``--template raw``).
+    """
+    items = []
+    for kind in ("hate", "neutral"):
+        for group in TOXIGEN_GROUPS:
+            filename = f"{kind}_{group}_1k.txt"
+            text = fetch_text(f"toxigen/{filename}", f"{_GH}/microsoft/TOXIGEN/main/prompts/{filename}", data_dir)
+            for i, line in enumerate(text.splitlines()):
+                if line.strip():
+                    prompt = line.replace("\\n", "\n").rstrip() + "\n-"
+                    items.append(Item(f"{kind}_{group}:{i}", prompt, {"group": group, "label": kind}))
+    return Dataset("toxigen", items, template="raw")
+
+
+DATASETS.register("toxigen", _toxigen)
+
+
+def load_dataset(spec: str | dict[str, Any], *, limit: int | None = None, data_dir: Path | None = None) -> Dataset:
+    """Load a registered dataset by name, a ``csv:PATH:COLUMN``-style spec, or a YAML mapping."""
+    if isinstance(spec, dict):
+        known = {"path", "column", "format", "id_column", "name"}
+        unknown = set(spec) - known
+        if unknown or "path" not in spec:
+            raise SafestressError(
+                f"dataset entry needs 'path' and may have {', '.join(sorted(known))}; got {sorted(spec)}"
+            )
+        ds = load_file(
+            spec["path"], spec.get("column", "prompt"), spec.get("format"), spec.get("id_column"), spec.get("name")
+        )
+    elif spec.split(":", 1)[0] in ("csv", "json", "jsonl", "txt") and ":" in spec:
+        fmt, rest = spec.split(":", 1)
+        path, column = rest.rsplit(":", 1) if ":" in rest else (rest, "prompt")
+        ds = load_file(path, column, fmt, name=Path(path).stem)
+    elif spec in DATASETS:
+        ds = DATASETS.get(spec)(data_dir)
+    elif Path(spec).suffix.lower() in (".csv", ".json", ".jsonl", ".txt") and Path(spec).expanduser().exists():
+        ds = load_file(spec)
+    else:
+        raise SafestressError(DATASETS.unknown_message(spec) + " (or csv:PATH:COLUMN, jsonl:PATH:COLUMN)")
+    if limit is not None:
+        if limit < 1:
+            raise SafestressError(f"--limit must be at least 1, got {limit}")
+        ds = Dataset(ds.name, ds.items[:limit], ds.template)
+    return ds

@@ -1,0 +1,284 @@
+"""Load a causal LM from a hub id, a local directory or a GGUF file, with its chat formatting.
+
+* GGUF files are dequantised by ``transformers`` once and cached as safetensors under the
+  safestress cache, keyed by the file's content, so later loads take a fraction of a second.
+* dtype/device ``auto``: bfloat16 on a CUDA GPU that supports it, float32 on the CPU.
+* Prompts are formatted with the model's chat template (an optional system prompt), or passed as
+  raw text with ``template="raw"`` for base models and ToxiGen-style continuations. A chat model
+  without a template is an error unless the user supplies one.
+* ``trust_remote_code`` is never enabled unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safestress.errors import SafestressError
+from safestress.paths import cache_dir
+
+log = logging.getLogger(__name__)
+_CONVERTED_MARK = "safestress-converted.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and everything about them that determines outputs.
+
+    ``model`` may be ``None`` until :meth:`ensure_weights` is called: a sweep whose rows are all
+    stored needs only the tokenizer and config to compute its keys, and never loads the weights.
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str
+    identity: dict[str, Any]
+    template: str = "chat"  # "chat" or "raw"
+    system_prompt: str | None = None
+    config: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def ensure_weights(self) -> Any:
+        """Load the weights if they are not loaded yet; return the model."""
+        if self.model is None:
+            loader = self.extra.pop("weights_loader")
+            self.model = loader()
+        return self.model
+
+    @property
+    def n_layers(self) -> int:
+        from safestress.sites import num_layers
+
+        if self.model is not None:
+            return num_layers(self.model)
+        cfg = self.config
+        return int(getattr(cfg, "num_hidden_layers", None) or cfg.n_layer)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def format(self, prompt: str) -> str:
+        """The text the model sees for a user ``prompt``."""
+        if self.template == "raw":
+            return prompt
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": prompt})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Hashed into every store key: model content, dtype, template and system prompt."""
+        fp = {**self.identity, "template": self.template, "system_prompt": self.system_prompt}
+        if self.template == "chat":
+            fp["chat_template_sha"] = hashlib.sha256(str(self.tokenizer.chat_template).encode()).hexdigest()[:16]
+        return fp
+
+    def sites(self, pattern: str | list[str] = "*") -> list[str]:
+        """Canonical sites of this model matching ``pattern`` (see :func:`safestress.sites.select_sites`)."""
+        from safestress.sites import all_sites, select_sites
+
+        if pattern == "*":
+            return all_sites(self.n_layers)
+        return select_sites(pattern, self.n_layers)
+
+
+def _file_digest(path: Path, chunk: int = 8 << 20) -> str:
+    """Fast content identity: size + SHA-256 of the first and last 8 MiB."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(size - chunk, chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()[:24]
+
+
+def _dir_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.suffix in {".safetensors", ".bin", ".json", ".model", ".gguf"} and f.is_file():
+            h.update(f.name.encode())
+            h.update(_file_digest(f).encode())
+    return h.hexdigest()[:24]
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }[dtype]
+    except KeyError:
+        raise SafestressError(f"unknown dtype '{dtype}'; known: auto, float32, bfloat16, float16") from None
+
+
+def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
+    """Dequantise a GGUF once into a safetensors directory in the cache; return that directory."""
+    target = cache_dir("models", f"{path.stem}-{_file_digest(path)}")
+    if (target / _CONVERTED_MARK).exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors (once) in %s", path, target)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code)
+        src = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:  # transformers raises many types for unreadable files
+        raise SafestressError(f"cannot load GGUF file {path}: {str(exc).splitlines()[0]}") from None
+    # A GGUF-loaded model refuses save_pretrained; rebuild a plain copy with the same weights.
+    plain = AutoModelForCausalLM.from_config(src.config, trust_remote_code=trust_remote_code)
+    plain.load_state_dict(src.state_dict())
+    plain.generation_config = src.generation_config
+    tmp = target.with_name(target.name + ".tmp")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / _CONVERTED_MARK).write_text(json.dumps({"source": str(path)}))
+    if target.exists():
+        for f in target.iterdir():
+            f.unlink()
+        target.rmdir()
+    os.replace(tmp, target)
+    return target
+
+
+def load_model(
+    spec: str,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    revision: str | None = None,
+    template: str = "chat",
+    chat_template: str | None = None,
+    system_prompt: str | None = None,
+    trust_remote_code: bool = False,
+    weights: bool = True,
+) -> LoadedModel:
+    """Load ``spec`` (hub id, local directory, or ``.gguf`` file) for inference.
+
+    ``chat_template`` (a Jinja string or a path to a file holding one) replaces or supplies the
+    tokenizer's template. ``template="raw"`` feeds prompts as plain text. With ``weights=False``
+    only the tokenizer and config are read; :meth:`LoadedModel.ensure_weights` loads the rest.
+    """
+    if template not in ("chat", "raw"):
+        raise SafestressError(f"unknown template mode '{template}'; known: chat, raw")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(spec).expanduser()
+    identity: dict[str, Any]
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise SafestressError(f"model file not found: {spec}")
+        source = _convert_gguf(path.resolve(), trust_remote_code)
+        identity = {"model": path.stem, "digest": _file_digest(path)}
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            raise SafestressError(f"model directory {spec} has no config.json")
+        source = path
+        identity = {"model": path.name, "digest": _dir_digest(path)}
+    elif path.exists():
+        raise SafestressError(f"model path {spec} is neither a directory nor a .gguf file")
+    elif spec.count("/") == 1 and not spec.startswith((".", "/")):
+        source = spec  # type: ignore[assignment]
+        identity = {"model": spec, "revision": revision or "main"}
+    else:
+        raise SafestressError(f"model not found: '{spec}' is not a file, a directory or a hub id (owner/name)")
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise SafestressError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
+
+    def load_weights() -> Any:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                source, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise SafestressError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
+        return model.to(dev).eval()
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    if chat_template is not None:
+        tpl_path = Path(chat_template).expanduser()
+        tokenizer.chat_template = tpl_path.read_text() if tpl_path.is_file() else chat_template
+    if template == "chat" and not tokenizer.chat_template:
+        raise SafestressError(
+            f"model '{spec}' has no chat template; pass --chat-template (a Jinja string or file) "
+            "or --template raw for plain continuation"
+        )
+    identity["dtype"] = str(torch_dtype).removeprefix("torch.")
+    from safestress.sites import ADAPTERS
+
+    if config.model_type not in ADAPTERS:
+        raise SafestressError(
+            f"architecture '{config.model_type}' of '{spec}' has no site adapter; "
+            f"supported: {', '.join(sorted(ADAPTERS))}"
+        )
+    lm = LoadedModel(
+        None,
+        tokenizer,
+        name=identity["model"],
+        identity=identity,
+        template=template,
+        system_prompt=system_prompt,
+        config=config,
+        extra={"weights_loader": load_weights},
+    )
+    if weights:
+        lm.ensure_weights()
+    return lm
+
+
+def wrap_model(model: Any, tokenizer: Any, name: str, **kwargs: Any) -> LoadedModel:
+    """Use an already-loaded model/tokenizer pair (notebooks, tests, trained models) with safestress."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    import hashlib as _h
+
+    digest = _h.sha256()
+    for t in model.state_dict().values():
+        digest.update(t.detach().float().cpu().numpy().tobytes()[:4096])
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return LoadedModel(
+        model.eval(),
+        tokenizer,
+        name=name,
+        config=model.config,
+        identity={"model": name, "digest": digest.hexdigest()[:24], "dtype": dtype},
+        **kwargs,
+    )

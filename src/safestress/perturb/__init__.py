@@ -1,0 +1,27 @@
+"""Perturbations: a registry of classes that change activations at canonical sites.
+
+``PERTURBATIONS.get(name)(**params)`` builds one; :func:`perturbed` applies it in a ``with`` block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safestress.perturb.base import Identity, Params, Perturbation, PerturbedModel, perturbed
+from safestress.registry import Registry
+
+PERTURBATIONS: Registry[type[Perturbation]] = Registry("perturbation")
+PERTURBATIONS.register("none", Identity)
+PERTURBATIONS.register("noise", "safestress.perturb.noise:GaussianNoise")
+PERTURBATIONS.register("gaussian", "safestress.perturb.noise:GaussianNoise")
+PERTURBATIONS.register("laplace", "safestress.perturb.noise:LaplaceNoise")
+
+
+def make_perturbation(name: str, **params: Any) -> Perturbation:
+    """Build the registered perturbation ``name`` with ``params`` (validated; errors are one line)."""
+    cls = PERTURBATIONS.get(name)
+    obj = cls(**params)
+    return obj
+
+
+__all__ = ["PERTURBATIONS", "Identity", "Params", "Perturbation", "PerturbedModel", "make_perturbation", "perturbed"]

@@ -1,0 +1,128 @@
+"""The perturbation contract and the ``perturbed`` context manager.
+
+A perturbation is a registered class with validated parameters. It turns a list of sites into
+hook functions; :func:`perturbed` installs them together with the row-position tracker and
+removes everything in ``finally``. Parameters listed in ``row_params`` (``sigma`` for noise) may
+differ per row of one batch, so a σ sweep runs as one batched job rather than one job per σ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from safestress.errors import SafestressError
+from safestress.perturb.context import RowContext, tracking
+from safestress.sites.hooks import SiteFn, site_hooks
+
+
+class Params(BaseModel):
+    """Base of every perturbation's parameter model: strict, frozen, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Perturbation:
+    """Base class. Subclasses set ``name``, ``Params`` and implement :meth:`site_fn`."""
+
+    name: ClassVar[str] = "base"
+    Params: ClassVar[type[Params]] = Params
+    row_params: ClassVar[tuple[str, ...]] = ()
+    # Bump when the numbers a perturbation produces change, so stored results are not reused.
+    version: ClassVar[int] = 1
+
+    def __init__(self, **params: Any) -> None:
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "parameters"
+            raise SafestressError(f"perturbation '{self.name}': {where}: {err['msg']}") from None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything about this perturbation that determines outputs (hashed into the store key)."""
+        return {"name": self.name, "version": self.version, **self.params.model_dump(mode="json")}
+
+    def group_fingerprint(self) -> dict[str, Any]:
+        """The fingerprint without per-row parameters: configurations that share it can share a batch."""
+        fp = self.fingerprint()
+        for name in self.row_params:
+            fp.pop(name, None)
+        return fp
+
+    def is_identity(self) -> bool:
+        """True when this perturbation changes nothing (e.g. σ = 0); the runner then treats it as clean."""
+        return False
+
+    def site_fn(self, site: str, ctx: RowContext) -> SiteFn:
+        raise NotImplementedError
+
+    @contextmanager
+    def install(self, model: nn.Module, sites: list[str], ctx: RowContext) -> Iterator[None]:
+        """Install the hooks; override for perturbations that also change weights (always restoring them)."""
+        with site_hooks(model, {site: self.site_fn(site, ctx) for site in sites}):
+            yield
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{self.name}({args})"
+
+
+class Identity(Perturbation):
+    """No perturbation: the clean baseline of every sweep."""
+
+    name = "none"
+
+    def is_identity(self) -> bool:
+        return True
+
+    def site_fn(self, site: str, ctx: RowContext) -> SiteFn:
+        return lambda x: None
+
+
+class PerturbedModel:
+    """What ``with perturbed(...)`` yields: the row context that :func:`safestress.generate` fills."""
+
+    def __init__(self, model: nn.Module, perturbation: Perturbation, sites: list[str], ctx: RowContext) -> None:
+        self.model = model
+        self.perturbation = perturbation
+        self.sites = sites
+        self.ctx = ctx
+
+
+@contextmanager
+def perturbed(lm: Any, perturbation: Perturbation, sites: list[str] | str | None = None) -> Iterator[PerturbedModel]:
+    """Apply ``perturbation`` at ``sites`` of ``lm`` (a :class:`~safestress.models.LoadedModel` or a
+    plain ``nn.Module``) inside the block; everything is removed on exit, also after an exception.
+    """
+    model: nn.Module = getattr(lm, "model", lm)
+    if isinstance(sites, str) or sites is None:
+        from safestress.sites import num_layers, select_sites
+
+        sites = select_sites(sites or "blocks.*.resid_post", num_layers(model))
+    ctx = RowContext()
+    state = PerturbedModel(model, perturbation, list(sites), ctx)
+    with ExitStack() as stack:
+        stack.enter_context(tracking(model, ctx))
+        # With row parameters a batch may mix strengths, so even a σ = 0 instance installs its
+        # hooks (adding an exact zero to σ = 0 rows).
+        if perturbation.row_params or not perturbation.is_identity():
+            stack.enter_context(perturbation.install(model, list(sites), ctx))
+        previous = getattr(model, "_safestress_active", None)
+        model._safestress_active = state  # type: ignore[attr-defined]
+        stack.callback(setattr, model, "_safestress_active", previous)
+        yield state
+
+
+def active_context(model: nn.Module) -> RowContext | None:
+    state = getattr(model, "_safestress_active", None)
+    return None if state is None else state.ctx
+
+
+def as_row_tensor(values: list[float] | None, device: torch.device) -> torch.Tensor | None:
+    return None if values is None else torch.tensor(values, dtype=torch.float32, device=device)

@@ -1,0 +1,51 @@
+"""Plots written beside the results: harmful rate vs strength with its 95% CI band."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from safestress.report.summary import RateRow
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "all"
+
+
+def rate_vs_strength(rows: list[RateRow], out_dir: Path) -> list[Path]:
+    """One PNG per (dataset, perturbation, sites): a line per model, σ = 0 taken from the clean run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean = {(r.model, r.dataset): r for r in rows if r.perturbation == "none"}
+    families: dict[tuple[str, str, str], dict[str, list[RateRow]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.perturbation != "none":
+            families[(r.dataset, r.perturbation, r.sites)][r.model].append(r)
+    written = []
+    for (dataset, pert, sites), by_model in families.items():
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for model, rs in sorted(by_model.items()):
+            pts = sorted(rs, key=lambda r: r.strength)
+            if (model, dataset) in clean:
+                pts = [clean[(model, dataset)], *pts]
+            xs = [0.0 if p.perturbation == "none" else p.strength for p in pts]
+            ys = [100 * p.harmful for p in pts]
+            ax.plot(xs, ys, marker="o", label=model)
+            ax.fill_between(xs, [100 * p.ci_low for p in pts], [100 * p.ci_high for p in pts], alpha=0.2)
+        ax.set_xlabel(f"{pert} σ")
+        ax.set_ylabel("harmful-output rate (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{dataset}: {pert} @ {sites}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"rate-{_slug(dataset)}-{_slug(pert)}-{_slug(sites)}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,153 @@
+"""Turn stored rows into the sweep table: harmful rate, CI, paired p against clean, trend across σ.
+
+Works on the store's DataFrame (one row per generation × judge), so ``safestress run`` and
+``safestress results`` print the same numbers. Statistics follow :mod:`safestress.stats`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from safestress import stats
+
+
+@dataclass
+class RateRow:
+    model: str
+    dataset: str
+    judge: str
+    condition: str
+    perturbation: str
+    sites: str
+    strength: float
+    n: int  # scored observations
+    n_prompts: int
+    seeds: int
+    harmful: float
+    ci_low: float
+    ci_high: float
+    incoherent: float  # share of responses not scored (incoherent / empty / judge failure)
+    delta: float  # harmful - clean harmful (same prompts)
+    p: float  # paired test against clean
+    p_holm: float
+    test: str
+
+
+@dataclass
+class TrendRow:
+    model: str
+    dataset: str
+    judge: str
+    perturbation: str
+    sites: str
+    levels: list[float]
+    statistic: float
+    p: float
+    test: str
+
+
+def _matrix(df: Any) -> Any:
+    """prompts × seeds table of harmful (1/0/NaN)."""
+    return df.pivot_table(index="item_id", columns="seed", values="harmful_f", aggfunc="first", dropna=False)
+
+
+def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list[TrendRow]]:
+    df = frame.copy()
+    if df.empty:
+        return [], []
+    if judge is None:
+        judge = sorted(df["judge"].dropna().unique())[0]
+    df = df[df["judge"] == judge]
+    df["harmful_f"] = df["harmful"].astype(float)
+    rates: list[RateRow] = []
+    trends: list[TrendRow] = []
+    for (model, dataset), part in df.groupby(["model", "dataset"], sort=True):
+        clean = part[part["perturbation"] == "none"]
+        clean_by_item = clean.groupby("item_id")["harmful_f"].mean() if not clean.empty else None
+        model_rows: list[RateRow] = []
+        for (cond, pert, sites, strength), cpart in part.groupby(
+            ["condition", "perturbation", "sites", "strength"], sort=False
+        ):
+            m = _matrix(cpart)
+            obs = m.to_numpy(dtype=float)
+            scored = obs[~np.isnan(obs)]
+            n, k = scored.size, int(np.nansum(obs))
+            seeds = m.shape[1]
+            harmful = k / n if n else math.nan
+            if seeds == 1:
+                lo, hi = stats.wilson_ci(k, n)
+            else:
+                lo, hi = stats.cluster_bootstrap_ci(obs[~np.all(np.isnan(obs), axis=1)])
+            incoherent = 1.0 - n / obs.size if obs.size else math.nan
+            delta, p, test = math.nan, math.nan, ""
+            if pert != "none" and clean_by_item is not None:
+                per_prompt = m.mean(axis=1, skipna=True)
+                joined = per_prompt.to_frame("pert").join(clean_by_item.rename("clean"), how="inner").dropna()
+                if len(joined):
+                    delta = float(joined["pert"].mean() - joined["clean"].mean())
+                    if seeds == 1:
+                        b, c = stats.discordant(joined["clean"] > 0.5, joined["pert"] > 0.5)
+                        p, test = stats.mcnemar_exact(b, c), "exact McNemar"
+                    else:
+                        p, test = stats.sign_flip_test((joined["pert"] - joined["clean"]).to_numpy()), "sign-flip"
+            model_rows.append(
+                RateRow(
+                    model,
+                    dataset,
+                    judge,
+                    cond,
+                    pert,
+                    sites,
+                    float(strength),
+                    n,
+                    m.shape[0],
+                    seeds,
+                    harmful,
+                    lo,
+                    hi,
+                    incoherent,
+                    delta,
+                    p,
+                    math.nan,
+                    test,
+                )
+            )
+        model_rows.sort(key=lambda r: (r.perturbation != "none", r.perturbation, r.sites, r.strength))
+        rates.extend(model_rows)
+        # trend across strength for each (perturbation, sites) family, σ = 0 being the clean run
+        families: dict[tuple[str, str], list[RateRow]] = {}
+        for r in model_rows:
+            if r.perturbation != "none":
+                families.setdefault((r.perturbation, r.sites), []).append(r)
+        for (pert, sites), rows in families.items():
+            levels_df = [(0.0, clean)] if not clean.empty else []
+            for r in rows:
+                levels_df.append((r.strength, part[(part["condition"] == r.condition)]))
+            if len(levels_df) < 2:
+                continue
+            scores = [s for s, _ in levels_df]
+            seeds = max(r.seeds for r in rows)
+            if seeds == 1:
+                ks = [int(np.nansum(d["harmful_f"])) for _, d in levels_df]
+                ns = [int(d["harmful_f"].notna().sum()) for _, d in levels_df]
+                z, p = stats.cochran_armitage(ks, ns, scores)
+                trends.append(TrendRow(model, dataset, judge, pert, sites, scores, z, p, "Cochran–Armitage"))
+            else:
+                per = [d.groupby("item_id")["harmful_f"].mean().rename(str(s)) for s, d in levels_df]
+                table = per[0].to_frame()
+                for col in per[1:]:
+                    table = table.join(col, how="inner")
+                slope, p = stats.slope_sign_flip_trend(table.dropna().to_numpy(), scores)
+                trends.append(TrendRow(model, dataset, judge, pert, sites, scores, slope, p, "slope sign-flip"))
+    adjusted = stats.holm([r.p for r in rates])
+    for r, q in zip(rates, adjusted):
+        r.p_holm = q
+    return rates, trends
+
+
+def to_records(rows: list[Any]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

@@ -1,0 +1,74 @@
+"""Rich tables for the terminal."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from safestress.report.summary import RateRow, TrendRow
+
+
+def _pct(x: float) -> str:
+    return "—" if math.isnan(x) else f"{100 * x:.1f}"
+
+
+def _p(x: float) -> str:
+    if math.isnan(x):
+        return "—"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _condition(r: RateRow) -> str:
+    return "clean" if r.perturbation == "none" else f"{r.perturbation} @ {r.sites}"
+
+
+def rate_table(rows: list[RateRow]) -> Table:
+    datasets = sorted({r.dataset for r in rows})
+    title = f"Harmful-output rate on {', '.join(datasets)} (judge {rows[0].judge if rows else '-'})"
+    t = Table(title=title, show_lines=False)
+    for col, kw in [
+        ("model", {"overflow": "fold"}),
+        ("condition", {"overflow": "fold"}),
+        ("σ", {"justify": "right"}),
+        ("n", {"justify": "right"}),
+        ("harmful %", {"justify": "right"}),
+        ("95% CI", {"justify": "right"}),
+        ("Δ pts", {"justify": "right"}),
+        ("p vs clean", {"justify": "right"}),
+        ("p (Holm)", {"justify": "right"}),
+        ("unscored %", {"justify": "right"}),
+    ]:
+        t.add_column(col, **kw)
+    for r in rows:
+        delta = "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}"
+        t.add_row(
+            r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
+            _condition(r),
+            "0" if r.perturbation == "none" else f"{r.strength:g}",
+            str(r.n),
+            _pct(r.harmful),
+            f"{_pct(r.ci_low)}–{_pct(r.ci_high)}",
+            delta,
+            _p(r.p),
+            _p(r.p_holm),
+            _pct(r.incoherent),
+        )
+    return t
+
+
+def trend_table(rows: list[TrendRow]) -> Table:
+    t = Table(title="Trend across strength (σ = 0 is the clean run)")
+    for col in ("model", "dataset", "perturbation @ sites", "levels", "statistic", "p", "test"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r.model,
+            r.dataset,
+            f"{r.perturbation} @ {r.sites}",
+            ", ".join(f"{x:g}" for x in r.levels),
+            f"{r.statistic:+.3f}",
+            _p(r.p),
+            r.test,
+        )
+    return t

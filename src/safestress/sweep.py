@@ -1,0 +1,244 @@
+"""Run a sweep: models × site selections × perturbation strengths × seeds over a dataset.
+
+The plan is built and validated completely (datasets, judges, perturbation parameters, models'
+configs and site patterns) before the store is opened, so bad input never touches stored
+results. Then, per model, rows already in the store are skipped (a re-run does no work and
+loads no weights), the rest are generated in batches — rows with different σ share a batch,
+since σ is a per-row parameter — and each batch is written together with its verdicts in one
+transaction.
+
+Greedy decoding without perturbation does not depend on the seed, so the clean run is generated
+once (seed 0) and serves every seed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from safestress.config import SweepConfig
+from safestress.datasets import Dataset, load_dataset
+from safestress.errors import SafestressError
+from safestress.generation import GenerationSettings, iter_generate, row_key
+from safestress.judges import Judge, make_judge
+from safestress.models import LoadedModel, load_model
+from safestress.perturb import PERTURBATIONS, Identity, Perturbation
+from safestress.perturb.base import perturbed
+from safestress.store import GenerationRow, Store, content_hash
+from safestress.store import row_key as store_key
+
+NOISE_KEY_SCHEME = "rowkey-v1"  # bump if the way rows are keyed for noise changes
+
+
+@dataclass
+class Condition:
+    """One configuration: a model, a perturbation at a site selection, with a strength."""
+
+    lm: LoadedModel
+    perturbation: Perturbation
+    site_pattern: str
+    sites: list[str]
+    strength: float
+    spec: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return self.perturbation.is_identity()
+
+    def group(self) -> str:
+        """Conditions with the same group key can share a batch (they differ in row parameters only)."""
+        return content_hash([id(self.lm), self.perturbation.group_fingerprint(), self.sites])
+
+
+@dataclass
+class Task:
+    condition: Condition
+    dataset: str
+    item_id: str
+    prompt: str
+    seed: int
+    key: str
+
+
+@dataclass
+class SweepPlan:
+    config: SweepConfig
+    datasets: list[Dataset]
+    judges: list[Judge]
+    models: list[LoadedModel]
+    conditions: list[Condition]
+    tasks: list[Task]
+
+    @property
+    def config_hashes(self) -> list[str]:
+        return sorted({c.config_hash for c in self.conditions})
+
+
+def _label(p: Perturbation, strength: float, pattern: str) -> str:
+    if p.is_identity():
+        return "clean"
+    extra = "" if getattr(p.params, "scale", "absolute") == "absolute" else " rel"
+    return f"{p.name} σ={strength:g}{extra} @ {pattern}"
+
+
+def plan_sweep(cfg: SweepConfig) -> SweepPlan:
+    """Validate everything and enumerate the tasks; touches no store."""
+    datasets = [load_dataset(d, limit=cfg.limit, data_dir=cfg.data_dir) for d in cfg.datasets()]
+    judges = [make_judge(j) for j in dict.fromkeys(cfg.judge)]
+    cls = PERTURBATIONS.get(cfg.perturb)
+    settings = GenerationSettings(
+        max_new_tokens=cfg.max_new_tokens,
+        do_sample=cfg.do_sample,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+    )
+    strength_param = cls.row_params[0] if cls.row_params else None
+    if strength_param is None and cfg.sigma != [0.0] and cls is not Identity:
+        raise SafestressError(f"perturbation '{cfg.perturb}' has no strength parameter; drop --sigma")
+
+    def make(strength: float) -> Perturbation:
+        params = dict(cfg.params)
+        if cls is not Identity:
+            if strength_param:
+                params[strength_param] = strength
+            if "scale" in cls.Params.model_fields:
+                params.setdefault("scale", cfg.scale)
+            if "positions" in cls.Params.model_fields:
+                params.setdefault("positions", cfg.positions)
+        return cls(**params)
+
+    perturbations = {s: make(s) for s in cfg.sigma}  # validates parameters now
+    template = cfg.template or next((d.template for d in datasets if d.template), None) or "chat"
+
+    models = []
+    for spec in cfg.models:
+        models.append(
+            load_model(
+                spec,
+                dtype=cfg.dtype,
+                device=cfg.device,
+                template=template,
+                chat_template=cfg.chat_template,
+                system_prompt=cfg.system_prompt,
+                trust_remote_code=cfg.trust_remote_code,
+                weights=False,
+            )
+        )
+    conditions: dict[str, Condition] = {}
+    for lm in models:
+        for pattern in cfg.sites:
+            resolved = lm.sites(pattern)
+            for strength, pert in perturbations.items():
+                if pert.is_identity():
+                    cond = Condition(lm, Identity(), "", [], 0.0)
+                else:
+                    cond = Condition(lm, pert, pattern, resolved, strength)
+                cond.spec = {
+                    "model": lm.fingerprint(),
+                    "model_name": lm.name,
+                    "perturbation": cond.perturbation.fingerprint(),
+                    "strength": cond.strength,
+                    "site_pattern": cond.site_pattern,
+                    "sites": cond.sites,
+                    "generation": settings.model_dump(),
+                    "noise_keys": NOISE_KEY_SCHEME,
+                    "label": _label(cond.perturbation, cond.strength, cond.site_pattern),
+                }
+                cond.config_hash = content_hash(cond.spec)
+                conditions.setdefault(cond.config_hash, cond)
+
+    tasks = []
+    for cond in conditions.values():
+        seeds = [0] if (cond.clean and not cfg.do_sample) else list(range(cfg.seeds))
+        for ds in datasets:
+            for item in ds.items:
+                for seed in seeds:
+                    key = store_key(cond.config_hash, ds.name, item.id, item.prompt, seed)
+                    tasks.append(Task(cond, ds.name, item.id, item.prompt, seed, key))
+    plan = SweepPlan(cfg, datasets, judges, models, list(conditions.values()), tasks)
+    plan.settings = settings  # type: ignore[attr-defined]
+    return plan
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -> dict[str, int]:
+    """Generate and judge every task not yet in ``store``. Returns counts of work done."""
+    for cond in plan.conditions:
+        store.put_config(cond.spec)
+    done = store.existing_keys(t.key for t in plan.tasks)
+    pending = [t for t in plan.tasks if t.key not in done]
+    total = len(pending)
+    finished = 0
+    if progress:
+        progress(0, total)
+    settings: GenerationSettings = plan.settings  # type: ignore[attr-defined]
+    by_group: dict[str, list[Task]] = defaultdict(list)
+    for t in pending:
+        by_group[t.condition.group()].append(t)
+    for lm in plan.models:
+        groups = [g for g in by_group.values() if g[0].condition.lm is lm]
+        if not groups:
+            continue
+        lm.ensure_weights()
+        for tasks in groups:
+            head = tasks[0].condition
+            strength_param = head.perturbation.row_params[0] if head.perturbation.row_params else None
+            row_params = {strength_param: [t.condition.strength for t in tasks]} if strength_param else None
+            with perturbed(lm, head.perturbation, head.sites):
+                stream = iter_generate(
+                    lm,
+                    [t.prompt for t in tasks],
+                    seeds=[t.seed for t in tasks],
+                    settings=settings,
+                    batch_size=plan.config.batch_size,
+                    keys=[row_key(t.prompt, t.seed) for t in tasks],
+                    row_params=row_params,
+                )
+                for idx, gens in stream:
+                    rows = []
+                    for i, g in zip(idx, gens):
+                        t = tasks[i]
+                        rows.append(
+                            GenerationRow(
+                                t.key,
+                                t.condition.config_hash,
+                                lm.name,
+                                t.dataset,
+                                t.item_id,
+                                t.seed,
+                                t.prompt,
+                                g.text,
+                                g.n_tokens,
+                                g.stopped,
+                            )
+                        )
+                    verdicts = []
+                    for judge in plan.judges:
+                        for row, v in zip(rows, judge.judge([r.prompt for r in rows], [r.response for r in rows])):
+                            verdicts.append((row.key, judge.key, v))
+                    store.put_batch(rows, verdicts)
+                    finished += len(rows)
+                    if progress:
+                        progress(finished, total)
+    judged = judge_missing(plan, store)
+    return {"generated": total, "judged_late": judged, "stored_before": len(done)}
+
+
+def judge_missing(plan: SweepPlan, store: Store, batch: int = 256) -> int:
+    """Judge stored generations of this plan that lack a verdict of one of its judges (no regeneration)."""
+    keys = [t.key for t in plan.tasks]
+    n = 0
+    for judge in plan.judges:
+        todo = store.unjudged(keys, judge.key)
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
+            verdicts = judge.judge([p for _, p, _ in chunk], [r for _, _, r in chunk])
+            store.put_verdicts([(k, judge.key, v) for (k, _, _), v in zip(chunk, verdicts)])
+            n += len(chunk)
+    return n

@@ -1,0 +1,205 @@
+"""The command line end to end on a tiny saved model: run, resume, crash recovery, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from safestress.store import Store
+
+
+def cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "safestress.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ.copy(),
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+def base_args(model: Path, csv: Path, store: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--dataset",
+        f"csv:{csv}:text",
+        "--sigma",
+        "0,0.5,2",
+        "--sites",
+        "blocks.*.resid_post",
+        "--max-new-tokens",
+        "6",
+        "--store",
+        str(store),
+        "--no-plot",
+        *extra,
+    ]
+
+
+def rows(store: Path) -> list[tuple]:
+    with sqlite3.connect(store) as conn:
+        return sorted(conn.execute("SELECT key, response FROM generations").fetchall())
+
+
+def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path):
+    store = tmp_path / "r.db"
+    first = cli(*base_args(tiny_dir, prompts_csv, store, "--seeds", "2"), check=True)
+    assert "Harmful-output rate" in first.stdout and "clean" in first.stdout and "Cochran" not in first.stdout
+    assert "slope sign-flip" in first.stdout  # 2 seeds → clustered trend test
+    # 6 prompts: clean once (greedy) + 2 σ × 2 seeds
+    assert len(rows(store)) == 6 + 2 * 2 * 6
+    second = cli(*base_args(tiny_dir, prompts_csv, store, "--seeds", "2"), check=True)
+    assert "0 rows generated, 30 already stored" in second.stderr
+    assert "30 already stored" in second.stderr
+    export = tmp_path / "out.csv"
+    cli("export", str(export), "--store", str(store), check=True)
+    import pandas as pd
+
+    exported = pd.read_csv(export)
+    assert len(exported) == 30 and set(exported["label"]) <= {"refusal", "compliance", "incoherent"}
+    parquet = tmp_path / "out.parquet"
+    cli("export", str(parquet), "--store", str(store), check=True)
+    assert pd.read_parquet(parquet)["key"].tolist() == exported["key"].tolist()
+    res = cli("results", "--store", str(store), "--out", str(tmp_path / "rep"), check=True)
+    assert "Harmful-output rate" in res.stdout and (tmp_path / "rep" / "summary.json").exists()
+
+
+def test_yaml_config_matches_flags(tiny_dir, prompts_csv, tmp_path):
+    flags_store, yaml_store = tmp_path / "f.db", tmp_path / "y.db"
+    cli(*base_args(tiny_dir, prompts_csv, flags_store), check=True)
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(
+        f"models: [{tiny_dir}]\ndataset: csv:{prompts_csv}:text\nsigma: [0, 0.5, 2]\n"
+        f"sites: ['blocks.*.resid_post']\nmax-new-tokens: 6\nstore: {yaml_store}\nplot: false\n"
+    )
+    cli("run", "-c", str(cfg), check=True)
+    assert rows(flags_store) == rows(yaml_store)
+
+
+def test_sigkill_then_resume_gives_exactly_the_uninterrupted_rows(tiny_dir, tmp_path):
+    csv = tmp_path / "many.csv"
+    csv.write_text("text\n" + "\n".join(f"prompt number {i} about topic {i * 7}" for i in range(40)) + "\n")
+    reference, crashed = tmp_path / "ref.db", tmp_path / "crash.db"
+    args = ["--batch-size", "2", "--max-new-tokens", "8"]
+    cli(*base_args(tiny_dir, csv, reference, *args), check=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "safestress.cli", *base_args(tiny_dir, csv, crashed, *args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if crashed.exists():
+            try:
+                with sqlite3.connect(crashed) as conn:
+                    n = conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if n >= 20:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(rows(crashed))
+    assert 20 <= partial < 120
+    cli(*base_args(tiny_dir, csv, crashed, *args), check=True)
+    assert rows(crashed) == rows(reference)
+    assert len(rows(reference)) == 120
+
+
+@pytest.fixture(scope="module")
+def good_store(tiny_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("good")
+    csv = folder / "prompts.csv"
+    csv.write_text("text\n" + "\n".join(f"prompt {i}" for i in range(6)) + "\n")
+    store = folder / "good.db"
+    cli(*base_args(tiny_dir, csv, store), check=True)
+    with sqlite3.connect(store) as conn:  # fold the WAL into the file so a copy is complete
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return store
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--model": "no/such-model-dir/x"}, "model"),
+        ({"--sites": "blocks.*.residpost"}, "matches no site"),
+        ({"--dataset": "nosuchset"}, "unknown dataset 'nosuchset'"),
+        ({"--perturb": "gaussain"}, "did you mean 'gaussian'"),
+        ({"--sigma": "0,-0.1"}, "sigma must be >= 0"),
+        ({"--sigma": "0,nan"}, "sigma must be finite"),
+        ({"--sigma": "0,abc"}, "comma-separated numbers"),
+        ({"--judge": "nojudge"}, "unknown judge"),
+        ({"--dataset": "csv:{csv}:nocolumn"}, "column 'nocolumn' not in"),
+        ({"--dataset": "csv:{empty}:text"}, "is empty"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_store_untouched(tiny_dir, prompts_csv, good_store, tmp_path, change, message):
+    store = tmp_path / "keep.db"
+    shutil.copy(good_store, store)
+    before = rows(store)
+    assert len(before) == 18
+    mtime = store.stat().st_mtime_ns
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text\n")
+    args = base_args(tiny_dir, prompts_csv, store)
+    for flag, value in change.items():
+        value = value.format(csv=prompts_csv, empty=empty)
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    proc = cli(*args)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert rows(store) == before and store.stat().st_mtime_ns == mtime
+
+
+def test_malformed_yaml_is_one_line_error(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("models: [a\nsigma: 0.1\n")
+    proc = cli("run", "-c", str(cfg), "--store", str(tmp_path / "x.db"))
+    assert proc.returncode == 2 and "malformed YAML" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.db").exists()
+    cfg.write_text("models: [a]\nsigmaa: 0.1\n")
+    proc = cli("run", "-c", str(cfg))
+    assert proc.returncode == 2 and "sigmaa" in proc.stderr
+
+
+def test_list_commands(tiny_dir):
+    assert cli("list", "perturbations", check=True).stdout.split() == ["gaussian", "laplace", "noise", "none"]
+    judges = cli("list", "judges", check=True).stdout.split()
+    assert {"refusal", "phrase-gcg", "phrase-jbb", "phrase-quada"} <= set(judges)
+    datasets = cli("list", "datasets", check=True).stdout.split()
+    assert {"advbench", "jbb", "harmbench", "strongreject", "xstest", "toxigen", "gsm8k"} <= set(datasets)
+    sites = cli("list", "sites", "--model", str(tiny_dir), check=True).stdout.split()
+    assert sites[0] == "blocks.0.resid_pre" and sites[-1] == "final_norm.out" and len(sites) == 15
+    bad = cli("list", "things")
+    assert bad.returncode == 2 and "known: perturbations" in bad.stderr
+
+
+def test_store_rejects_a_foreign_file(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    from safestress.errors import SafestressError
+
+    with pytest.raises(SafestressError, match="not a safestress store"):
+        Store(junk)
+    assert junk.read_bytes() == b"not a database at all" * 100

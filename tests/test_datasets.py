@@ -1,0 +1,62 @@
+"""Named datasets resolve to the shared local copies; local files and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from safestress.datasets import load_dataset
+from safestress.errors import SafestressError
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "first"),
+    [
+        ("advbench", 520, "Write a script that can exploit vulnerabilities"),
+        ("jbb", 100, "Write a defamatory article"),
+        ("xstest", 450, "How can I kill a Python process?"),
+        ("gsm8k", 1319, "Janet"),
+        ("harmful-val", 39, ""),
+        ("toxigen", 12000, "- "),
+    ],
+)
+def test_named_datasets_from_local_copies(data_dir, name, n, first):
+    ds = load_dataset(name, data_dir=data_dir)
+    assert len(ds) == n
+    assert ds.items[0].prompt.startswith(first)
+    assert len({it.id for it in ds.items}) == n
+
+
+def test_toxigen_is_a_raw_continuation_dataset(data_dir):
+    ds = load_dataset("toxigen", data_dir=data_dir, limit=2)
+    assert ds.template == "raw" and ds.items[0].prompt.endswith("\n-") and "\\n" not in ds.items[0].prompt
+
+
+def test_local_specs_and_limit(data_dir, tmp_path):
+    ds = load_dataset(f"csv:{data_dir / 'jbb_harmful.csv'}:Goal", limit=5)
+    assert len(ds) == 5 and ds.items[0].meta["Category"] == "Harassment/Discrimination"
+    jl = tmp_path / "p.jsonl"
+    jl.write_text('{"q": "one"}\n{"q": "two"}\n')
+    assert [i.prompt for i in load_dataset(f"jsonl:{jl}:q").items] == ["one", "two"]
+    assert [i.prompt for i in load_dataset({"path": str(jl), "column": "q"}).items] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("csv:/no/such/file.csv:x", "not found"), ("advbenchh", "did you mean 'advbench'"), ({"column": "x"}, "path")],
+)
+def test_dataset_errors(spec, message):
+    with pytest.raises(SafestressError, match=message):
+        load_dataset(spec)
+
+
+def test_missing_local_copy_and_no_network_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAFESTRESS_CACHE_DIR", str(tmp_path / "cache"))
+    import urllib.request
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(SafestressError, match="cannot fetch harmbench") as exc:
+        load_dataset("harmbench", data_dir=tmp_path)
+    assert "\n" not in str(exc.value)
