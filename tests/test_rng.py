@@ -15,6 +15,13 @@ def test_torch_hash_matches_python_reference():
     assert got == [rng.fmix32_py(v) for v in values]
 
 
+def test_int32_hash_has_the_same_bits_as_the_int64_one():
+    values = torch.randint(0, 2**32, (3, 7, 1001), generator=torch.Generator().manual_seed(0))
+    expected = rng.fmix32(values)
+    got = rng.fmix32_i32(rng.to_int32(values)).to(torch.int64) & rng.MASK32
+    assert torch.equal(got, expected)
+
+
 def _draws(kind, n_rows=64, n_feats=512):
     keys = rng.split_keys([rng.key_from_text("k", i) for i in range(n_rows)])
     pos = torch.arange(3).expand(n_rows, 3)

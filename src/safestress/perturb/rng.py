@@ -19,8 +19,7 @@ so each value costs one more finaliser; uniforms take its top 23 bits (exact in 
 or 1) and are turned into normal or Laplace draws by inverting the CDF. During decoding the
 draws of all sites of equal width are computed in one pass (see :mod:`safestress.perturb.noise`).
 ``tests/test_rng.py`` checks the torch implementation against a pure-Python reference and the output
-against N(0,1) / Laplace
-with Kolmogorov–Smirnov tests.
+against N(0,1) / Laplace with Kolmogorov–Smirnov tests.
 """
 
 from __future__ import annotations
@@ -46,6 +45,35 @@ def fmix32(x: torch.Tensor) -> torch.Tensor:
     x = x ^ (x >> 13)
     x = (x * _C2) & MASK32
     return x ^ (x >> 16)
+
+
+_C1_I32 = _C1 - (1 << 32)
+_C2_I32 = _C2 - (1 << 32)
+
+
+def to_int32(x: torch.Tensor) -> torch.Tensor:
+    """int64 tensor of 32-bit values -> int32 with the same bits (two's complement)."""
+    return (x - ((x >= (1 << 31)).to(torch.int64) << 32)).to(torch.int32)
+
+
+def fmix32_i32(x: torch.Tensor) -> torch.Tensor:
+    """:func:`fmix32` on int32 tensors: wrapping multiplies, logical shifts by masking.
+
+    Same bits as the int64 version (checked in the tests) at a fifth of the cost: this is the
+    hot loop of every noisy forward.
+    """
+    return fmix32_i32_(x.clone())
+
+
+def fmix32_i32_(x: torch.Tensor) -> torch.Tensor:
+    """In-place :func:`fmix32_i32` with one scratch tensor: large fresh allocations cost more
+    than the arithmetic (page faults), so the hot path reuses its buffers."""
+    t = torch.bitwise_right_shift(x, 16).bitwise_and_(0xFFFF)
+    x.bitwise_xor_(t).mul_(_C1_I32)
+    torch.bitwise_right_shift(x, 13, out=t).bitwise_and_(0x7FFFF)
+    x.bitwise_xor_(t).mul_(_C2_I32)
+    torch.bitwise_right_shift(x, 16, out=t).bitwise_and_(0xFFFF)
+    return x.bitwise_xor_(t)
 
 
 def fmix32_py(x: int) -> int:
@@ -77,15 +105,15 @@ def split_keys(keys: list[int], device: torch.device | str = "cpu") -> torch.Ten
 def row_position_hash(keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """``[B, T]`` 32-bit hashes of (row key, token position); shared by every site of a forward."""
     row = fmix32(keys[:, 0] ^ fmix32(keys[:, 1]))  # [B]
-    return fmix32((row[:, None] + positions * _GOLDEN) & MASK32)
+    return to_int32(fmix32((row[:, None] + positions * _GOLDEN) & MASK32))
 
 
 @functools.lru_cache(maxsize=4096)
 def feature_table(site: int, n_features: int, stream: int, device: str) -> torch.Tensor:
-    """``[n_features]`` 32-bit hashes of (site, stream, feature); cached, computed once per site."""
+    """``[n_features]`` 32-bit hashes (as int32) of (site, stream, feature); cached, computed once per site."""
     feats = torch.arange(n_features, dtype=torch.int64, device=device)
     mixed = fmix32_py(site ^ ((stream * _STREAM_MUL) & MASK32))
-    return fmix32(((feats * _FEATURE_MUL) & MASK32) ^ mixed)
+    return to_int32(fmix32(((feats * _FEATURE_MUL) & MASK32) ^ mixed))
 
 
 def hashed_bits(rowpos: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -93,12 +121,15 @@ def hashed_bits(rowpos: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
     ``table`` may be ``[F]`` (one site) or ``[S, 1, 1, F]`` (several sites of equal width at once).
     """
-    return fmix32(rowpos[..., :, :, None] ^ table)
+    return fmix32_i32_(rowpos[..., :, :, None] ^ table)
 
 
 def signed_unit(bits: torch.Tensor) -> torch.Tensor:
-    """Map hashes to v = 2u − 1 in (−1, 1), u uniform on a 2^-23 grid. Every step is exact in float32."""
-    return (bits >> 9).to(torch.float32).add_(0.5).mul_(2.0**-22).sub_(1.0)
+    """Map hashes to v = 2u − 1 in (−1, 1), u uniform on a 2^-23 grid; exact in float32.
+
+    Consumes (overwrites) ``bits``.
+    """
+    return bits.bitwise_right_shift_(9).bitwise_and_(0x7FFFFF).to(torch.float32).add_(0.5).mul_(2.0**-22).sub_(1.0)
 
 
 def normal_from_signed(v: torch.Tensor) -> torch.Tensor:

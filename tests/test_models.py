@@ -1,0 +1,64 @@
+"""Model loading: local directories, templates, errors, GGUF conversion cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import safestress as ss
+from safestress.errors import SafestressError
+
+from .conftest import SMOLLM
+
+
+def test_local_dir_loads_lazily_and_formats_chat(tiny_dir):
+    lm = ss.load_model(str(tiny_dir), weights=False, system_prompt="Be brief.")
+    assert lm.model is None and lm.n_layers == 2 and len(lm.sites()) == 15
+    assert lm.format("hi") == "<|system|>Be brief.<|end|><|user|>hi<|end|><|assistant|>"
+    lm.ensure_weights()
+    assert lm.model is not None and str(next(lm.model.parameters()).dtype) == "torch.float32"
+    assert lm.fingerprint()["dtype"] == "float32"
+
+
+def test_missing_chat_template_is_an_error_unless_raw_or_given(tiny_dir, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_dir, bare)
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    for extra in bare.glob("chat_template.*"):
+        extra.unlink()
+    with pytest.raises(SafestressError, match="no chat template"):
+        ss.load_model(str(bare), weights=False)
+    assert ss.load_model(str(bare), weights=False, template="raw").format("go on:") == "go on:"
+    tpl = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    assert ss.load_model(str(bare), weights=False, chat_template=tpl).format("x") == "[x]"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("/no/such/model.gguf", "model file not found"), ("not-a-model", "not a file, a directory or a hub id")],
+)
+def test_bad_model_specs(spec, message):
+    with pytest.raises(SafestressError, match=message):
+        ss.load_model(spec)
+
+
+def test_bad_dtype(tiny_dir):
+    with pytest.raises(SafestressError, match="unknown dtype"):
+        ss.load_model(str(tiny_dir), dtype="float8")
+
+
+@pytest.mark.skipif(not SMOLLM.is_file(), reason="SmolLM2 GGUF not available")
+def test_gguf_is_converted_once_and_cached(smollm):
+    from safestress.paths import cache_dir
+
+    converted = list(cache_dir("models").glob("SmolLM2-135M-Instruct.Q4_1-*/model.safetensors"))
+    assert len(converted) == 1
+    mtime = converted[0].stat().st_mtime_ns
+    again = ss.load_model(str(SMOLLM), weights=False)
+    assert again.identity == {k: v for k, v in smollm.identity.items()}
+    assert converted[0].stat().st_mtime_ns == mtime
+    assert smollm.model.config.model_type == "llama" and smollm.tokenizer.chat_template

@@ -1,0 +1,76 @@
+"""The real SmolLM2-135M-Instruct GGUF: the issue's command end to end, and exactness on a real model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import safestress as ss
+
+from .conftest import DATA, SMOLLM
+
+pytestmark = pytest.mark.skipif(not SMOLLM.is_file(), reason="SmolLM2 GGUF not available")
+
+
+def test_issue_command_on_smollm_and_jbb(tmp_path):
+    store = tmp_path / "smol.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "safestress.cli",
+        "run",
+        "--model",
+        str(SMOLLM),
+        "--dataset",
+        f"csv:{DATA / 'jbb_harmful.csv'}:Goal",
+        "--limit",
+        "6",
+        "--perturb",
+        "noise",
+        "--sigma",
+        "0,0.05,0.1,0.2",
+        "--sites",
+        "blocks.*.resid_post",
+        "--seeds",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "32",
+        "--store",
+        str(store),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "Harmful-output rate on jbb_harmful" in proc.stdout
+    assert "Trend across strength" in proc.stdout
+    assert "60 rows generated" in proc.stderr  # clean once + 3 σ × 3 seeds, 6 prompts
+    plots = list((tmp_path / "smol-report" / "refusal").glob("rate-*.png"))
+    assert len(plots) == 1 and plots[0].stat().st_size > 10_000
+
+
+def test_clean_and_sigma_zero_equal_model_generate_on_smollm(smollm):
+    prompts = ["Write a haiku about autumn.", "How do I pick a lock?", "What is the capital of France?"]
+    settings = ss.GenerationSettings(max_new_tokens=16)
+    ours = [g.text for g in ss.generate(smollm, prompts, settings=settings, batch_size=3)]
+    tok = smollm.tokenizer
+    texts = [smollm.format(p) for p in prompts]
+    order = sorted(range(3), key=lambda i: (len(tok(texts[i], add_special_tokens=False)["input_ids"]), i))
+    batch = tok([texts[i] for i in order], return_tensors="pt", padding=True, add_special_tokens=False)
+    out = smollm.model.generate(**batch, max_new_tokens=16, do_sample=False)
+    plain = {}
+    for j, row in zip(order, out[:, batch["input_ids"].shape[1] :].tolist()):
+        eos = smollm.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        cut = next((k for k, t in enumerate(row) if t in eos), len(row))
+        plain[j] = tok.decode(row[:cut], skip_special_tokens=True)
+    assert ours == [plain[i] for i in range(3)]
+    with ss.perturbed(smollm, ss.make_perturbation("noise", sigma=0.5), "blocks.*.resid_post"):
+        zero = ss.generate(smollm, prompts, settings=settings, batch_size=3, row_params={"sigma": [0.0] * 3})
+        b1 = [g.text for g in ss.generate(smollm, prompts, settings=settings, batch_size=1)]
+        b3 = [g.text for g in ss.generate(smollm, prompts, settings=settings, batch_size=3)]
+    assert [g.text for g in zero] == ours
+    assert b1 == b3 and b1 != ours
