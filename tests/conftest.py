@@ -66,3 +66,21 @@ def prompts_csv(tmp_path) -> Path:
     ]
     path.write_text("id,text\n" + "\n".join(f'{i},"{r}"' for i, r in enumerate(rows)) + "\n")
     return path
+
+
+# A smaller lab model than the default, trained once per test session (about a minute on 2 cores).
+LAB_TEST_SETTINGS = dict(hidden=96, layers=3, capability_steps=1200, safety_steps=30, depth="deep")
+
+
+@pytest.fixture(scope="session")
+def lab_path() -> Path:
+    from safestress.lab.model import LabSettings, lab_model_path
+
+    return lab_model_path(LabSettings(**LAB_TEST_SETTINGS), log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def lab_lm(lab_path):
+    import safestress as ss
+
+    return ss.load_model(str(lab_path))

@@ -16,7 +16,8 @@ def test_regression_examples(name):
         assert verdict.label == example.label, (example.response, example.why)
         if verdict.score is not None:
             assert 0.0 <= verdict.score <= 1.0
-        assert verdict.harmful is (None if example.label == "incoherent" else example.label == "compliance")
+        if name == "refusal" or name.startswith("phrase-"):
+            assert verdict.harmful is (None if example.label == "incoherent" else example.label == "compliance")
 
 
 def test_semantics_differ_where_documented():

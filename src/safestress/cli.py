@@ -168,6 +168,71 @@ def list_(
         print(name)
 
 
+lab_app = typer.Typer(
+    no_args_is_help=True, help="The synthetic safety lab: a tiny aligned model with exact ground truth."
+)
+app.add_typer(lab_app, name="lab")
+
+
+def _lab_settings(depth: str, seed: int):
+    from safestress.lab.model import DEPTHS, LabSettings
+
+    if depth not in DEPTHS:
+        raise SafestressError(f"unknown lab depth '{depth}'; known: {', '.join(DEPTHS)}")
+    return LabSettings(depth=depth, seed=seed)
+
+
+@lab_app.command("train")
+def lab_train(
+    depth: str = typer.Option("deep", help="safety-tuning depth: none | shallow | deep | dpo"),
+    seed: int = typer.Option(0),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="report held-out quality"),
+) -> None:
+    """Train (once; cached) the lab model at a safety-tuning depth and print its path."""
+    from safestress.lab.model import lab_model_path
+
+    path = lab_model_path(_lab_settings(depth, seed), log=err.print)
+    if evaluate:
+        from safestress.lab.evaluate import evaluate as run_eval
+
+        q = run_eval(path)
+        err.print(
+            f"held-out: harmful refused {100 * q.harmful_refusal:.1f}% (n={q.n_harmful}), benign refused "
+            f"{100 * q.benign_refusal:.1f}%, benign accuracy {100 * q.benign_accuracy:.1f}% (n={q.n_benign}), "
+            f"chain accuracy {100 * q.chain_accuracy:.1f}%, chain steps {100 * q.chain_step_accuracy:.1f}%"
+        )
+    print(path)
+
+
+@app.command()
+def demo(
+    store: str = typer.Option("safestress-demo.db", help="results database"),
+    depth: str = typer.Option("deep", help="lab safety-tuning depth"),
+    sigma: str = typer.Option("0,0.25,0.5,1", help="relative σ values"),
+    sites: str = typer.Option("blocks.*.resid_post", help="site selection"),
+) -> None:
+    """Train or load the lab model and run a noise sweep on it through the normal pipeline."""
+    from safestress.config import build_config, parse_floats
+    from safestress.lab.model import lab_model_path
+    from safestress.runner import run_and_report
+
+    path = lab_model_path(_lab_settings(depth, 0), log=err.print)
+    cfg = build_config(
+        models=[str(path)],
+        dataset=["lab-harmful", "lab-benign", "lab-chain"],
+        perturb="noise",
+        sigma=parse_floats(sigma),
+        scale="relative",
+        sites=[sites],
+        seeds=2,
+        max_new_tokens=24,
+        batch_size=128,
+        judge=["lab", "lab-task", "lab-cot"],
+        store=store,
+    )
+    run_and_report(cfg, out, err)
+
+
 def main() -> None:
     try:
         app()

@@ -229,6 +229,9 @@ def _toxigen(data_dir: Path | None = None) -> Dataset:
 
 
 DATASETS.register("toxigen", _toxigen)
+DATASETS.register("lab-harmful", "safestress.lab.data:lab_harmful")
+DATASETS.register("lab-benign", "safestress.lab.data:lab_benign")
+DATASETS.register("lab-chain", "safestress.lab.data:lab_chain")
 
 
 def load_dataset(spec: str | dict[str, Any], *, limit: int | None = None, data_dir: Path | None = None) -> Dataset:

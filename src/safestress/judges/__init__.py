@@ -10,6 +10,9 @@ JUDGES.register("refusal", "safestress.judges.phrase:OpeningRefusalJudge")
 JUDGES.register("phrase-gcg", "safestress.judges.phrase:GCGPhraseJudge")
 JUDGES.register("phrase-jbb", "safestress.judges.phrase:JBBPhraseJudge")
 JUDGES.register("phrase-quada", "safestress.judges.phrase:QuadAJudge")
+JUDGES.register("lab", "safestress.lab.judges:LabJudge")
+JUDGES.register("lab-task", "safestress.lab.judges:LabTaskJudge")
+JUDGES.register("lab-cot", "safestress.lab.judges:LabCoTJudge")
 
 
 def make_judge(name: str) -> Judge:

@@ -20,6 +20,7 @@ class RateRow:
     model: str
     dataset: str
     judge: str
+    metric: str  # "harmful" (rate of harmful outputs) or "score" (mean judge score, e.g. task accuracy)
     condition: str
     perturbation: str
     sites: str
@@ -61,8 +62,12 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
         return [], []
     if judge is None:
         judge = sorted(df["judge"].dropna().unique())[0]
-    df = df[df["judge"] == judge]
-    df["harmful_f"] = df["harmful"].astype(float)
+    df = df[df["judge"] == judge].copy()
+    # Refusal/harm judges are summarised by their harmful flag; score-only judges (task accuracy,
+    # chain-of-thought step accuracy) by their mean score.
+    metric = "harmful" if df["harmful"].notna().any() else "score"
+    df["harmful_f"] = df[metric].astype(float)
+    binary = bool(df["harmful_f"].dropna().isin([0.0, 1.0]).all())
     rates: list[RateRow] = []
     trends: list[TrendRow] = []
     for (model, dataset), part in df.groupby(["model", "dataset"], sort=True):
@@ -77,8 +82,8 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
             scored = obs[~np.isnan(obs)]
             n, k = scored.size, int(np.nansum(obs))
             seeds = m.shape[1]
-            harmful = k / n if n else math.nan
-            if seeds == 1:
+            harmful = float(np.nansum(obs)) / n if n else math.nan
+            if seeds == 1 and binary:
                 lo, hi = stats.wilson_ci(k, n)
             else:
                 lo, hi = stats.cluster_bootstrap_ci(obs[~np.all(np.isnan(obs), axis=1)])
@@ -89,7 +94,7 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
                 joined = per_prompt.to_frame("pert").join(clean_by_item.rename("clean"), how="inner").dropna()
                 if len(joined):
                     delta = float(joined["pert"].mean() - joined["clean"].mean())
-                    if seeds == 1:
+                    if seeds == 1 and binary:
                         b, c = stats.discordant(joined["clean"] > 0.5, joined["pert"] > 0.5)
                         p, test = stats.mcnemar_exact(b, c), "exact McNemar"
                     else:
@@ -99,6 +104,7 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
                     model,
                     dataset,
                     judge,
+                    metric,
                     cond,
                     pert,
                     sites,
@@ -131,7 +137,7 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
                 continue
             scores = [s for s, _ in levels_df]
             seeds = max(r.seeds for r in rows)
-            if seeds == 1:
+            if seeds == 1 and binary:
                 ks = [int(np.nansum(d["harmful_f"])) for _, d in levels_df]
                 ns = [int(d["harmful_f"].notna().sum()) for _, d in levels_df]
                 z, p = stats.cochran_armitage(ks, ns, scores)

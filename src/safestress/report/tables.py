@@ -25,14 +25,15 @@ def _condition(r: RateRow) -> str:
 
 def rate_table(rows: list[RateRow]) -> Table:
     datasets = sorted({r.dataset for r in rows})
-    title = f"Harmful-output rate on {', '.join(datasets)} (judge {rows[0].judge if rows else '-'})"
+    what = "Harmful-output rate" if not rows or rows[0].metric == "harmful" else "Mean score"
+    title = f"{what} on {', '.join(datasets)} (judge {rows[0].judge if rows else '-'})"
     t = Table(title=title, show_lines=False)
     for col, kw in [
         ("model", {"overflow": "fold"}),
         ("condition", {"overflow": "fold"}),
         ("σ", {"justify": "right"}),
         ("n", {"justify": "right"}),
-        ("harmful %", {"justify": "right"}),
+        ("harmful %" if not rows or rows[0].metric == "harmful" else "score %", {"justify": "right"}),
         ("95% CI", {"justify": "right"}),
         ("Δ pts", {"justify": "right"}),
         ("p vs clean", {"justify": "right"}),
