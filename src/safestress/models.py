@@ -263,6 +263,28 @@ def load_model(
     return lm
 
 
+def chat_tokenizer(tokenizer_object: Any, chat_template: str, specials: list[str], **tokens: str) -> Any:
+    """Wrap a ``tokenizers.Tokenizer`` as a left-padding HF tokenizer with a chat template.
+
+    ``specials`` are the pad, bos and end tokens followed by any role markers; used by the lab
+    and by the tiny test models, whose tokenizers are built in code.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    pad, bos, eos, *roles = specials
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer_object,
+        pad_token=pad,
+        bos_token=bos,
+        eos_token=eos,
+        additional_special_tokens=roles,
+        **tokens,
+    )
+    fast.chat_template = chat_template
+    fast.padding_side = "left"
+    return fast
+
+
 def wrap_model(model: Any, tokenizer: Any, name: str, **kwargs: Any) -> LoadedModel:
     """Use an already-loaded model/tokenizer pair (notebooks, tests, trained models) with safestress."""
     tokenizer.padding_side = "left"

@@ -22,7 +22,8 @@ ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3
 def byte_tokenizer() -> Any:
     """A byte-level tokenizer (256 byte tokens + specials) with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+
+    from safestress.models import chat_tokenizer
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
@@ -31,16 +32,7 @@ def byte_tokenizer() -> Any:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<|pad|>",
-        bos_token="<|bos|>",
-        eos_token="<|end|>",
-        additional_special_tokens=SPECIALS[3:],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.padding_side = "left"
-    return fast
+    return chat_tokenizer(tok, CHAT_TEMPLATE, SPECIALS)
 
 
 def tiny_config(arch: str, vocab_size: int, n_layers: int = 2, hidden: int = 64) -> Any:

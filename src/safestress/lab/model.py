@@ -70,22 +70,13 @@ class LabSettings:
 
 def build_tokenizer() -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+
+    from safestress.models import chat_tokenizer
 
     vocab = {w: i for i, w in enumerate(L.vocabulary())}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|pad|>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<|pad|>",
-        bos_token="<|bos|>",
-        eos_token="<|end|>",
-        unk_token="<|pad|>",
-        additional_special_tokens=list(L.SPECIALS[3:]),
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.padding_side = "left"
-    return fast
+    return chat_tokenizer(tok, CHAT_TEMPLATE, list(L.SPECIALS), unk_token="<|pad|>")
 
 
 def build_model(settings: LabSettings, vocab_size: int) -> Any:
