@@ -138,6 +138,7 @@ def good_store(tiny_dir, tmp_path_factory) -> Path:
     ("change", "message"),
     [
         ({"--model": "no/such-model-dir/x"}, "model"),
+        ({"--model": "nosuch-owner/nosuch-model"}, "cannot load model 'nosuch-owner/nosuch-model'"),
         ({"--sites": "blocks.*.residpost"}, "matches no site"),
         ({"--dataset": "nosuchset"}, "unknown dataset 'nosuchset'"),
         ({"--perturb": "gaussain"}, "did you mean 'gaussian'"),

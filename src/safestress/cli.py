@@ -234,6 +234,12 @@ def demo(
 
 
 def main() -> None:
+    import os
+
+    # Hub retries and transformers' advice are logged as warnings; the command line reports
+    # failures itself, in one line. (Both libraries read these when first imported.)
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         app()
     except SafestressError as exc:
