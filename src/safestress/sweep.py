@@ -71,6 +71,7 @@ class SweepPlan:
     models: list[LoadedModel]
     conditions: list[Condition]
     tasks: list[Task]
+    settings: GenerationSettings
 
     @property
     def config_hashes(self) -> list[str]:
@@ -159,9 +160,7 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
                 for seed in seeds:
                     key = store_key(cond.config_hash, ds.name, item.id, item.prompt, seed)
                     tasks.append(Task(cond, ds.name, item.id, item.prompt, seed, key))
-    plan = SweepPlan(cfg, datasets, judges, models, list(conditions.values()), tasks)
-    plan.settings = settings  # type: ignore[attr-defined]
-    return plan
+    return SweepPlan(cfg, datasets, judges, models, list(conditions.values()), tasks, settings)
 
 
 ProgressFn = Callable[[int, int], None]
@@ -177,7 +176,7 @@ def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -
     finished = 0
     if progress:
         progress(0, total)
-    settings: GenerationSettings = plan.settings  # type: ignore[attr-defined]
+    settings = plan.settings
     by_group: dict[str, list[Task]] = defaultdict(list)
     for t in pending:
         by_group[t.condition.group()].append(t)

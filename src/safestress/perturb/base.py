@@ -28,7 +28,9 @@ class Params(BaseModel):
 
 
 class Perturbation:
-    """Base class. Subclasses set ``name``, ``Params`` and implement :meth:`site_fn`."""
+    """Base class. Subclasses set ``name``, ``Params`` and implement :meth:`site_fn` (one hook
+    function per site) or override :meth:`install` (hooks that share work across sites, or that
+    also change weights)."""
 
     name: ClassVar[str] = "base"
     Params: ClassVar[type[Params]] = Params

@@ -90,14 +90,6 @@ class GaussianNoise(Perturbation):
         with site_hooks(model, {site: self._site_fn(site, ctx, draw) for site in sites}):
             yield
 
-    def site_fn(self, site: str, ctx: RowContext) -> SiteFn:
-        def draw(s: str, x: torch.Tensor) -> torch.Tensor:
-            table = rng.feature_table(rng.name_hash32(s), x.shape[-1], 0, str(x.device))
-            rowpos = ctx.row_position_hash(x.shape[0], x.shape[1], x.device)
-            return self.transform(rng.signed_unit(rng.hashed_bits(rowpos, table)))
-
-        return self._site_fn(site, ctx, draw)
-
     def _site_fn(self, site: str, ctx: RowContext, draw: Callable[[str, torch.Tensor], torch.Tensor]) -> SiteFn:
         p = self.params
 
