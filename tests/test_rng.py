@@ -22,6 +22,13 @@ def test_int32_hash_has_the_same_bits_as_the_int64_one():
     assert torch.equal(got, expected)
 
 
+def test_signed_unit_is_exact_on_every_23_bit_value():
+    k = torch.arange(2**23, dtype=torch.int32)
+    v = rng.signed_unit(k << 9)
+    expected = (k.double() + 0.5) * 2.0**-22 - 1.0
+    assert torch.equal(v.double(), expected) and v.abs().max() < 1
+
+
 def _draws(kind, n_rows=64, n_feats=512):
     keys = rng.split_keys([rng.key_from_text("k", i) for i in range(n_rows)])
     pos = torch.arange(3).expand(n_rows, 3)
