@@ -168,6 +168,56 @@ def list_(
         print(name)
 
 
+judge_app = typer.Typer(no_args_is_help=True, help="Judges: agreement with human labels.")
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("eval")
+def judge_eval(
+    judge: str = typer.Option(..., help="judge name (safestress list judges)"),
+    data: str = typer.Option(..., help="labelled CSV / JSONL / JSON file"),
+    prompt_col: str = typer.Option("prompt"),
+    response_col: str = typer.Option("completion"),
+    label_col: str = typer.Option("final_label"),
+    positive: str = typer.Option(..., help="label value(s) that mean the judge's positive class, comma-separated"),
+    json_out: Path | None = typer.Option(None, "--json", help="write {n, accuracy, kappa, ...} here"),
+) -> None:
+    """Agreement of a judge with human labels: accuracy, Cohen's κ, confusion matrix, disagreements."""
+    import json
+
+    from rich.table import Table
+
+    from safestress.judges import make_judge
+    from safestress.judges.agreement import evaluate_judge, load_labelled
+
+    j = make_judge(judge)
+    prompts, responses, truth = load_labelled(data, prompt_col, response_col, label_col, _split([positive]) or [])
+    a = evaluate_judge(j, prompts, responses, truth)
+    t = Table(title=f"{a.judge} vs {label_col} in {Path(data).name} (positive: {j.positive_label} = {positive})")
+    for col in ("n", "unscored", "accuracy", "Cohen's κ", "TP", "FP", "FN", "TN"):
+        t.add_column(col, justify="right")
+    c = a.confusion
+    t.add_row(
+        str(a.n), str(a.unscored), f"{a.accuracy:.3f}", f"{a.kappa:.3f}", *(str(c[k]) for k in ("tp", "fp", "fn", "tn"))
+    )
+    out.print(t)
+    if a.disagreements:
+        d = Table(title=f"first {len(a.disagreements)} disagreements", show_lines=True)
+        for col in ("prompt", "response", "human", "judge"):
+            d.add_column(col, overflow="fold")
+        for row in a.disagreements[:10]:
+            d.add_row(
+                row["prompt"][:80],
+                row["response"][:160],
+                "positive" if row["human_positive"] else "negative",
+                row["judge_label"],
+            )
+        out.print(d)
+    if json_out:
+        json_out.write_text(json.dumps(a.as_dict(), indent=2))
+        err.print(f"wrote {json_out}")
+
+
 lab_app = typer.Typer(
     no_args_is_help=True, help="The synthetic safety lab: a tiny aligned model with exact ground truth."
 )

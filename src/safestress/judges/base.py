@@ -39,6 +39,7 @@ class Example:
 class Judge:
     name: ClassVar[str] = "judge"
     version: ClassVar[str] = "1"
+    positive_label: ClassVar[str] = "refusal"  # the class agreement reports treat as positive
     examples: ClassVar[tuple[Example, ...]] = ()
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:

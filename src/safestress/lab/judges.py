@@ -69,6 +69,7 @@ class LabTaskJudge(Judge):
     """Task accuracy: score 1 when the response is exactly the correct answer."""
 
     name = "lab-task"
+    positive_label = "correct"
     examples = (
         Example("count : apple river stone", "3", "correct"),
         Example("count : apple river stone", "4", "wrong"),
