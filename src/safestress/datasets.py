@@ -49,7 +49,7 @@ class Dataset:
 DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
 
 
-def _read_rows(text: str, fmt: str, source: str) -> list[dict[str, Any]]:
+def read_rows(text: str, fmt: str, source: str) -> list[dict[str, Any]]:
     try:
         if fmt == "csv":
             return list(csv.DictReader(io.StringIO(text)))
@@ -67,13 +67,28 @@ def _read_rows(text: str, fmt: str, source: str) -> list[dict[str, Any]]:
     raise SafestressError(f"unknown dataset format '{fmt}'; known: csv, json, jsonl, txt")
 
 
+def require_columns(rows: list[dict[str, Any]], columns: list[str], source: str) -> None:
+    """One-line error naming the first missing column and the columns the file has."""
+    for col in columns:
+        if col not in rows[0]:
+            raise SafestressError(f"column '{col}' not in {source}; columns: {', '.join(map(str, rows[0]))}")
+
+
+def read_rows_file(path: str | Path, fmt: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a local CSV/JSON/JSONL/TXT file; one-line errors for a missing or empty file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SafestressError(f"dataset file not found: {path}")
+    rows = read_rows(p.read_text(encoding="utf-8"), fmt or p.suffix.lstrip(".").lower(), str(p))
+    if not rows:
+        raise SafestressError(f"dataset {p} is empty")
+    return rows
+
+
 def rows_to_items(rows: list[dict[str, Any]], column: str, source: str, id_column: str | None = None) -> list[Item]:
     if not rows:
         raise SafestressError(f"dataset {source} is empty")
-    if column not in rows[0]:
-        raise SafestressError(f"column '{column}' not in {source}; columns: {', '.join(map(str, rows[0]))}")
-    if id_column is not None and id_column not in rows[0]:
-        raise SafestressError(f"id column '{id_column}' not in {source}; columns: {', '.join(map(str, rows[0]))}")
+    require_columns(rows, [column] if id_column is None else [column, id_column], source)
     items = []
     for i, row in enumerate(rows):
         prompt = row.get(column)
@@ -95,12 +110,8 @@ def load_file(
     name: str | None = None,
 ) -> Dataset:
     """Load a local CSV/JSON/JSONL/TXT file as a dataset."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise SafestressError(f"dataset file not found: {path}")
-    fmt = fmt or p.suffix.lstrip(".").lower()
-    rows = _read_rows(p.read_text(encoding="utf-8"), fmt, str(p))
-    return Dataset(name or p.stem, rows_to_items(rows, column, str(p), id_column))
+    rows = read_rows_file(path, fmt)
+    return Dataset(name or Path(path).stem, rows_to_items(rows, column, str(path), id_column))
 
 
 def _data_dir(data_dir: Path | None) -> Path | None:
@@ -137,7 +148,7 @@ def _named(
     name: str, filename: str, url: str, column: str, fmt: str, id_column: str | None = None, template: str | None = None
 ) -> None:
     def loader(data_dir: Path | None = None) -> Dataset:
-        rows = _read_rows(fetch_text(filename, url, data_dir), fmt, filename)
+        rows = read_rows(fetch_text(filename, url, data_dir), fmt, filename)
         return Dataset(name, rows_to_items(rows, column, filename, id_column), template)
 
     loader.__doc__ = f"{name}: column '{column}' of {url}"

@@ -290,9 +290,7 @@ def wrap_model(model: Any, tokenizer: Any, name: str, **kwargs: Any) -> LoadedMo
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    import hashlib as _h
-
-    digest = _h.sha256()
+    digest = hashlib.sha256()
     for t in model.state_dict().values():
         digest.update(t.detach().float().cpu().numpy().tobytes()[:4096])
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")

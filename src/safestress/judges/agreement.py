@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from safestress.datasets import _read_rows
+from safestress.datasets import read_rows_file, require_columns
 from safestress.errors import SafestressError
 from safestress.judges.base import Judge
 
@@ -83,17 +83,8 @@ def load_labelled(
     path: str, prompt_col: str, response_col: str, label_col: str, positive: Sequence[str]
 ) -> tuple[list[str], list[str], list[bool]]:
     """Read a labelled CSV/JSONL/JSON file; one-line errors for missing files and columns."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise SafestressError(f"labelled data not found: {path}")
-    rows = _read_rows(p.read_text(encoding="utf-8"), p.suffix.lstrip(".").lower(), str(p))
-    if not rows:
-        raise SafestressError(f"labelled data {path} is empty")
-    for col in (prompt_col, response_col, label_col):
-        if col not in rows[0]:
-            raise SafestressError(f"column '{col}' not in {path}; columns: {', '.join(map(str, rows[0]))}")
+    rows = read_rows_file(path)
+    require_columns(rows, [prompt_col, response_col, label_col], path)
     values = {str(r[label_col]) for r in rows}
     missing = [v for v in positive if v not in values]
     if missing:

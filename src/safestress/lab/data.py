@@ -12,7 +12,7 @@ SIZE = 120
 
 
 def _dataset(name: str, harmful: bool, task: str | None = None) -> Dataset:
-    examples = L.split("held-out", SIZE * (3 if task else 1) if task else SIZE, harmful, HELD_OUT_SEED)
+    examples = L.split("held-out", SIZE * 3 if task else SIZE, harmful, HELD_OUT_SEED)
     if task:
         examples = [e for e in examples if e.task == task]
     items = [
