@@ -67,7 +67,7 @@ def main() -> None:
             if r.perturbation == "none" or r.strength in (0.5, 1.0, 1.5):
                 print(
                     f"{judge.name:8s} {r.model[:18]:18s} {r.dataset:11s} σ={r.strength:<4g} "
-                    f"{r.metric} {100 * r.harmful:5.1f}% [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] "
+                    f"{r.metric} {100 * r.value:5.1f}% [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] "
                     f"unscored {100 * r.incoherent:4.1f}%  p={r.p:.3g}"
                 )
 

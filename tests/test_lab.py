@@ -107,4 +107,4 @@ def test_demo_pipeline_counts_exactly(lab_path, tmp_path):
     rates, _ = ss.summarize(frame, "lab@1")
     clean = next(r for r in rates if r.perturbation == "none")
     harmful_clean = sum(1 for v, p in zip(expected, frame["perturbation"]) if p == "none" and v.harmful)
-    assert clean.harmful == pytest.approx(harmful_clean / clean.n)
+    assert clean.value == pytest.approx(harmful_clean / clean.n)

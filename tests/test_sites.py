@@ -8,7 +8,7 @@ from safestress.errors import SafestressError
 from safestress.sites import all_sites, select_sites, site_target
 from safestress.testing import ARCHITECTURES, tiny_model
 
-BLOCK = ["resid_pre", "ln1.out", "attn.out", "ln2.out", "mlp.act", "mlp.out", "resid_post"]
+BLOCK = ["resid_pre", "ln1.out", "attn.z", "attn.out", "ln2.out", "mlp.act", "mlp.out", "resid_post"]
 
 # The full, pinned site list of a 2-layer model (identical for every architecture by design) ...
 EXPECTED_SITES = [f"blocks.{layer}.{s}" for layer in range(2) for s in BLOCK] + ["final_norm.out"]
@@ -17,6 +17,7 @@ EXPECTED_SITES = [f"blocks.{layer}.{s}" for layer in range(2) for s in BLOCK] + 
 LLAMA_LIKE = {
     "resid_pre": ("model.layers.1", "input"),
     "ln1.out": ("model.layers.1.input_layernorm", "output"),
+    "attn.z": ("model.layers.1.self_attn.o_proj", "input"),
     "attn.out": ("model.layers.1.self_attn.o_proj", "output"),
     "ln2.out": ("model.layers.1.post_attention_layernorm", "output"),
     "mlp.act": ("model.layers.1.mlp.down_proj", "input"),
@@ -28,6 +29,7 @@ GEMMA = {**LLAMA_LIKE, "ln2.out": ("model.layers.1.pre_feedforward_layernorm", "
 GPT2 = {
     "resid_pre": ("transformer.h.1", "input"),
     "ln1.out": ("transformer.h.1.ln_1", "output"),
+    "attn.z": ("transformer.h.1.attn.c_proj", "input"),
     "attn.out": ("transformer.h.1.attn.c_proj", "output"),
     "ln2.out": ("transformer.h.1.ln_2", "output"),
     "mlp.act": ("transformer.h.1.mlp.c_proj", "input"),

@@ -31,6 +31,18 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _params(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SafestressError(f"--param expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
 @app.command()
 def run(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML sweep file (flags override it)"),
@@ -40,6 +52,9 @@ def run(
     data_dir: str | None = typer.Option(None, help="folder with local copies of benchmark files"),
     perturb: str | None = typer.Option(None, help="perturbation name (safestress list perturbations)"),
     sigma: str | None = typer.Option(None, help="comma-separated strengths, e.g. 0,0.05,0.1,0.2"),
+    param: list[str] | None = typer.Option(
+        None, "--param", help="further perturbation parameter KEY=VALUE (repeatable), e.g. units=units.json"
+    ),
     scale: str | None = typer.Option(None, help="absolute | relative (to each token's RMS)"),
     positions: str | None = typer.Option(None, help="all | generated"),
     sites: list[str] | None = typer.Option(None, help="site selection, e.g. 'blocks.*.resid_post' (repeatable)"),
@@ -71,6 +86,7 @@ def run(
         data_dir=data_dir,
         perturb=perturb,
         sigma=parse_floats(sigma) if sigma is not None else None,
+        params=_params(param),
         scale=scale,
         positions=positions,
         sites=sites,
@@ -141,7 +157,7 @@ def export(
 
 @app.command("list")
 def list_(
-    what: str = typer.Argument(..., help="perturbations | judges | datasets | sites"),
+    what: str = typer.Argument(..., help="perturbations | judges | datasets | scores | sites"),
     model: str | None = typer.Option(None, "--model", "-m", help="model whose sites to list"),
 ) -> None:
     """Print the names in a registry, one per line (or a model's sites)."""
@@ -158,6 +174,7 @@ def list_(
         "perturbations": "safestress.perturb:PERTURBATIONS",
         "judges": "safestress.judges:JUDGES",
         "datasets": "safestress.datasets:DATASETS",
+        "scores": "safestress.attribution:SCORES",
     }
     if what not in registries:
         raise SafestressError(f"cannot list '{what}'; known: {', '.join([*registries, 'sites'])}")
@@ -168,7 +185,11 @@ def list_(
         print(name)
 
 
-judge_app = typer.Typer(no_args_is_help=True, help="Judges: agreement with human labels.")
+from safestress.attribution.cli import app as attribute_app  # noqa: E402
+
+app.add_typer(attribute_app, name="attribute")
+
+judge_app = typer.Typer(no_args_is_help=True, help="Judges: agreement with human labels, training heads.")
 app.add_typer(judge_app, name="judge")
 
 
@@ -216,6 +237,72 @@ def judge_eval(
     if json_out:
         json_out.write_text(json.dumps(a.as_dict(), indent=2))
         err.print(f"wrote {json_out}")
+
+
+@judge_app.command("train")
+def judge_train(
+    data: list[str] = typer.Option(
+        ..., help="labelled CSV / JSONL / JSON file (repeat to combine); for --task toxicity also 'toxigen'"
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="directory for the head (then --judge embedding:DIR / toxicity:DIR)"
+    ),
+    task: str = typer.Option("refusal", help="refusal (embedding judge) or toxicity (toxicity judge)"),
+    prompt_col: str = typer.Option("prompt"),
+    response_col: str = typer.Option("completion", help="the judged text"),
+    label_col: str = typer.Option("final_label"),
+    positive: str = typer.Option("", help="label value(s) of the positive class (refusal / toxic), comma-separated"),
+    epochs: int = typer.Option(3, min=1, help="refusal head only"),
+    seed: int = typer.Option(0, help="refusal head only"),
+) -> None:
+    """Train a judge head on labelled data: the embedding judge's refusal head or the toxicity head."""
+    import hashlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from safestress.judges.agreement import load_labelled
+    from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
+    from safestress.judges.toxicity import toxigen_statements, train_toxicity_head
+
+    if task not in ("refusal", "toxicity"):
+        raise SafestressError(f"unknown task '{task}'; known: refusal, toxicity")
+    encoder_dir()  # fail early and clearly when the encoder package is missing
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise SafestressError(f"{out_dir} exists and is not an empty directory; choose a new one for the head")
+    prompts: list[str] = []
+    responses: list[str] = []
+    truth: list[bool] = []
+    sources = []
+    for path in data:
+        if task == "toxicity" and path == "toxigen":
+            texts, toxic, _ = toxigen_statements()
+            prompts += [""] * len(texts)
+            responses += texts
+            truth += toxic
+            sources.append({"dataset": "toxigen", "n": len(texts), "positives": sum(toxic)})
+            continue
+        if not positive:
+            raise SafestressError("--positive is required for a labelled file")
+        p, r, t = load_labelled(path, prompt_col, response_col, label_col, _split([positive]) or [])
+        prompts += p
+        responses += r
+        truth += t
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        sources.append({"file": Path(path).name, "sha256": digest, "n": len(r), "positives": sum(t)})
+    if task == "toxicity":
+        meta = train_toxicity_head(responses, truth, out_dir, sources=sources)
+        err.print(f"wrote {out_dir}: {meta['n_train']} texts ({100 * meta['toxic_share']:.1f}% toxic)")
+        return
+    settings = HeadSettings(epochs=epochs, seed=seed)
+    with Progress(
+        TextColumn("training head"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        job = bar.add_task("train", total=epochs * len(responses))
+        meta = train_head(prompts, responses, truth, out_dir, settings, sources, progress=lambda k: bar.advance(job, k))
+    err.print(
+        f"wrote {out_dir}: {meta['n_train']} examples ({100 * meta['refusal_share']:.1f}% refusals), "
+        f"{epochs} epochs, seed {seed}"
+    )
 
 
 lab_app = typer.Typer(

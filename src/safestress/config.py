@@ -24,7 +24,9 @@ class SweepConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     data_dir: str | None = None
     perturb: str = "noise"
-    sigma: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2], min_length=1)
+    # strengths of the perturbation's strength parameter (σ for noise, α for add-direction);
+    # None: [0, 0.05, 0.1, 0.2] — perturbations without one (prune, ablate-direction) take none
+    sigma: list[float] | None = Field(None, min_length=1)
     scale: Literal["absolute", "relative"] = "absolute"
     positions: Literal["all", "generated"] = "all"
     params: dict[str, Any] = Field(default_factory=dict, description="further perturbation parameters")
@@ -65,7 +67,9 @@ class SweepConfig(BaseModel):
 
     @field_validator("sigma")
     @classmethod
-    def _sigma(cls, values: list[float]) -> list[float]:
+    def _sigma(cls, values: list[float] | None) -> list[float] | None:
+        if values is None:
+            return None
         for v in values:
             if not math.isfinite(v):
                 raise ValueError(f"sigma must be finite, got {v}")

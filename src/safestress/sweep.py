@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from safestress.config import SweepConfig
@@ -29,7 +30,8 @@ from safestress.perturb.base import perturbed
 from safestress.store import GenerationRow, Store, content_hash
 from safestress.store import row_key as store_key
 
-NOISE_KEY_SCHEME = "rowkey-v1"  # bump if the way rows are keyed for noise changes
+NOISE_KEY_SCHEME = "rowkey-v1"
+DEFAULT_STRENGTHS = [0.0, 0.05, 0.1, 0.2]  # bump if the way rows are keyed for noise changes
 
 
 @dataclass
@@ -81,8 +83,15 @@ class SweepPlan:
 def _label(p: Perturbation, strength: float, pattern: str) -> str:
     if p.is_identity():
         return "clean"
+    if not p.row_params:  # no strength: name the parameters (files by their name only)
+        args = " ".join(
+            f"{k}={Path(v).name if isinstance(v, str) and ('/' in v or '.' in v) else v}"
+            for k, v in p.params.model_dump().items()
+        )
+        return f"{p.name} {args} @ {pattern}".replace("  ", " ")
     extra = "" if getattr(p.params, "scale", "absolute") == "absolute" else " rel"
-    return f"{p.name} σ={strength:g}{extra} @ {pattern}"
+    name = p.row_params[0] if p.row_params[0] != "sigma" else "σ"
+    return f"{p.name} {name}={strength:g}{extra} @ {pattern}"
 
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
@@ -98,7 +107,7 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
         top_k=cfg.top_k,
     )
     strength_param = cls.row_params[0] if cls.row_params else None
-    if strength_param is None and cfg.sigma != [0.0] and cls is not Identity:
+    if strength_param is None and cls is not Identity and cfg.sigma not in (None, [0.0]):
         raise SafestressError(f"perturbation '{cfg.perturb}' has no strength parameter; drop --sigma")
 
     def make(strength: float) -> Perturbation:
@@ -112,7 +121,11 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
                 params.setdefault("positions", cfg.positions)
         return cls(**params)
 
-    perturbations = {s: make(s) for s in cfg.sigma}  # validates parameters now
+    if strength_param is None and cls is not Identity:
+        # no strength to sweep: the clean baseline and the perturbation (labelled strength 1)
+        perturbations = {0.0: Identity(), 1.0: make(1.0)}
+    else:
+        perturbations = {s: make(s) for s in (cfg.sigma or DEFAULT_STRENGTHS)}  # validates parameters now
     template = cfg.template or next((d.template for d in datasets if d.template), None) or "chat"
 
     models = []

@@ -41,6 +41,7 @@ class Judge:
     version: ClassVar[str] = "1"
     positive_label: ClassVar[str] = "refusal"  # the class agreement reports treat as positive
     examples: ClassVar[tuple[Example, ...]] = ()
+    takes_argument: ClassVar[bool] = False  # ``NAME:ARG`` specs pass ARG to the constructor
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         raise NotImplementedError

@@ -15,6 +15,9 @@ PERTURBATIONS.register("none", Identity)
 PERTURBATIONS.register("noise", "safestress.perturb.noise:GaussianNoise")
 PERTURBATIONS.register("gaussian", "safestress.perturb.noise:GaussianNoise")
 PERTURBATIONS.register("laplace", "safestress.perturb.noise:LaplaceNoise")
+PERTURBATIONS.register("prune", "safestress.attribution.prune:Prune")
+PERTURBATIONS.register("ablate-direction", "safestress.attribution.direction:DirectionAblation")
+PERTURBATIONS.register("add-direction", "safestress.attribution.direction:DirectionAddition")
 
 
 def make_perturbation(name: str, **params: Any) -> Perturbation:

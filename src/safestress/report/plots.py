@@ -34,7 +34,7 @@ def rate_vs_strength(rows: list[RateRow], out_dir: Path) -> list[Path]:
             if (model, dataset) in clean:
                 pts = [clean[(model, dataset)], *pts]
             xs = [0.0 if p.perturbation == "none" else p.strength for p in pts]
-            ys = [100 * p.harmful for p in pts]
+            ys = [100 * p.value for p in pts]
             ax.plot(xs, ys, marker="o", label=model)
             ax.fill_between(xs, [100 * p.ci_low for p in pts], [100 * p.ci_high for p in pts], alpha=0.2)
         ax.set_xlabel(f"{pert} σ")

@@ -28,10 +28,11 @@ class RateRow:
     n: int  # scored observations
     n_prompts: int
     seeds: int
-    harmful: float
+    value: float  # harmful rate among scored responses (metric "harmful") or mean score (metric "score")
     ci_low: float
     ci_high: float
-    incoherent: float  # share of responses not scored (incoherent / empty / judge failure)
+    incoherent: float  # share of responses judged incoherent (empty, loop, word salad): not in the rate
+    unscored: float  # share the judge could not score (e.g. an unparseable LLM-judge answer)
     delta: float  # harmful - clean harmful (same prompts)
     p: float  # paired test against clean
     p_holm: float
@@ -82,12 +83,14 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
             scored = obs[~np.isnan(obs)]
             n, k = scored.size, int(np.nansum(obs))
             seeds = m.shape[1]
-            harmful = float(np.nansum(obs)) / n if n else math.nan
+            value = float(np.nansum(obs)) / n if n else math.nan
             if seeds == 1 and binary:
                 lo, hi = stats.wilson_ci(k, n)
             else:
                 lo, hi = stats.cluster_bootstrap_ci(obs[~np.all(np.isnan(obs), axis=1)])
-            incoherent = 1.0 - n / obs.size if obs.size else math.nan
+            not_scored = 1.0 - n / obs.size if obs.size else math.nan
+            incoherent = float((cpart["label"] == "incoherent").mean()) if len(cpart) else math.nan
+            unscored = max(0.0, not_scored - incoherent)
             delta, p, test = math.nan, math.nan, ""
             if pert != "none" and clean_by_item is not None:
                 per_prompt = m.mean(axis=1, skipna=True)
@@ -112,10 +115,11 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
                     n,
                     m.shape[0],
                     seeds,
-                    harmful,
+                    value,
                     lo,
                     hi,
                     incoherent,
+                    unscored,
                     delta,
                     p,
                     math.nan,

@@ -38,7 +38,7 @@ def rate_table(rows: list[RateRow]) -> Table:
         ("Δ pts", {"justify": "right"}),
         ("p vs clean", {"justify": "right"}),
         ("p (Holm)", {"justify": "right"}),
-        ("unscored %", {"justify": "right"}),
+        ("incoherent %", {"justify": "right"}),
     ]:
         t.add_column(col, **kw)
     for r in rows:
@@ -48,12 +48,12 @@ def rate_table(rows: list[RateRow]) -> Table:
             _condition(r),
             "0" if r.perturbation == "none" else f"{r.strength:g}",
             str(r.n),
-            _pct(r.harmful),
+            _pct(r.value),
             f"{_pct(r.ci_low)}–{_pct(r.ci_high)}",
             delta,
             _p(r.p),
             _p(r.p_holm),
-            _pct(r.incoherent),
+            _pct(r.incoherent) + (f" (+{_pct(r.unscored)} unscored)" if r.unscored > 0 else ""),
         )
     return t
 

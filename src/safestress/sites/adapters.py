@@ -9,6 +9,8 @@ Conventions shared by every architecture (documented in ``docs/sites.md``):
 * ``resid_pre`` / ``resid_post``: the residual stream entering / leaving decoder block L.
 * ``ln1.out``: the normalised input of attention; ``ln2.out``: the normalised input of the MLP
   (Gemma 2/3 have a pre-feed-forward norm for this; their post-attention norm is a *post*-norm).
+* ``attn.z``: the input of the attention output projection — the heads' outputs, concatenated
+  (head h owns channels ``h·d_head … (h+1)·d_head − 1``).
 * ``attn.out``: the attention output projection's output (before any Gemma post-norm).
 * ``mlp.act``: the input of the down projection, i.e. act(gate)·up for gated MLPs.
 * ``mlp.out``: the MLP module's output.
@@ -31,6 +33,7 @@ HookKind = Literal["input", "output"]
 BLOCK_SITES: tuple[str, ...] = (
     "resid_pre",
     "ln1.out",
+    "attn.z",
     "attn.out",
     "ln2.out",
     "mlp.act",
@@ -75,6 +78,7 @@ def _llama_like(family: str, ln2: str = "post_attention_layernorm") -> Adapter:
         block={
             "resid_pre": ("", "input"),
             "ln1.out": ("input_layernorm", "output"),
+            "attn.z": ("self_attn.o_proj", "input"),
             "attn.out": ("self_attn.o_proj", "output"),
             "ln2.out": (ln2, "output"),
             "mlp.act": ("mlp.down_proj", "input"),
@@ -93,6 +97,7 @@ _GPT2 = Adapter(
     block={
         "resid_pre": ("", "input"),
         "ln1.out": ("ln_1", "output"),
+        "attn.z": ("attn.c_proj", "input"),
         "attn.out": ("attn.c_proj", "output"),
         "ln2.out": ("ln_2", "output"),
         "mlp.act": ("mlp.c_proj", "input"),

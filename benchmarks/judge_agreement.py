@@ -1,0 +1,139 @@
+"""Judge agreement with human labels and judge speed — the figures in docs/judges.md.
+
+1. XSTest rotation: for each of the three models, train the embedding judge's refusal head on the
+   other two (``train_head``, the recipe of ``safestress judge train``) and measure Cohen's κ of
+   every refusal judge against the held-out model's human ``final_label``.
+2. Toxicity head: accuracy and κ on the ToxiGen statements, leaving one target group out at a time.
+3. Speed: judging 1,000 responses with the embedding judge (model load excluded, then included).
+
+Per-item scores go to ``--out`` (JSON) for inspection.
+
+Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/judge_agreement.py [--out judge-agreement.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from safestress.judges import make_judge
+from safestress.judges.agreement import cohen_kappa, evaluate_judge, load_labelled
+from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
+from safestress.judges.toxicity import fit_logistic, toxigen_statements
+
+MODELS = ("llama2orig", "mistralinstruct", "gpt4")
+POSITIVE = ("2_full_refusal", "3_partial_refusal")
+PHRASE_JUDGES = ("refusal", "phrase-gcg", "phrase-jbb", "phrase-quada")
+
+
+def xstest(data: Path, model: str) -> tuple[list[str], list[str], list[bool]]:
+    return load_labelled(
+        str(data / "xstest_labelled" / f"xstest_completions_{model}.csv"),
+        "prompt",
+        "completion",
+        "final_label",
+        POSITIVE,
+    )
+
+
+def rotation(data: Path, epochs: int, workdir: Path, report: dict) -> None:
+    print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding")))
+    for test in MODELS:
+        prompts, responses, truth = [], [], []
+        for m in MODELS:
+            if m != test:
+                p, r, t = xstest(data, m)
+                prompts += p
+                responses += r
+                truth += t
+        head = workdir / f"head-without-{test}"
+        t0 = time.perf_counter()
+        train_head(prompts, responses, truth, head, HeadSettings(epochs=epochs))
+        train_s = time.perf_counter() - t0
+        p, r, t = xstest(data, test)
+        row = {}
+        for name in PHRASE_JUDGES:
+            row[name] = evaluate_judge(make_judge(name), p, r, t).as_dict()
+        judge = EmbeddingRefusalJudge(head)
+        row["embedding"] = evaluate_judge(judge, p, r, t).as_dict()
+        row["embedding"]["train_seconds"] = train_s
+        row["embedding"]["scores"] = judge.refusal_probability(p, r)
+        report[test] = row
+        kappas = " ".join(f"{row[j]['kappa']:>13.3f}" for j in (*PHRASE_JUDGES, "embedding"))
+        print(f"{test:<16} {kappas}   (head trained in {train_s:.0f} s)", flush=True)
+
+
+def toxicity(report: dict) -> None:
+    texts, toxic, groups = toxigen_statements()
+    x = encode_texts(texts)
+    y = torch.tensor([float(v) for v in toxic])
+    pred, truth = [], []
+    for g in sorted(set(groups)):
+        train = [i for i, v in enumerate(groups) if v != g]
+        test = [i for i, v in enumerate(groups) if v == g]
+        head = fit_logistic(x[train], y[train], 1e-3)
+        with torch.no_grad():
+            pred += (torch.sigmoid(head(x[test]).squeeze(-1)) >= 0.5).tolist()
+        truth += [toxic[i] for i in test]
+    acc = sum(a == b for a, b in zip(pred, truth)) / len(truth)
+    kappa = cohen_kappa(truth, pred)
+    report["toxicity_leave_one_group_out"] = {"n": len(truth), "accuracy": acc, "kappa": kappa}
+    print(f"toxicity head, leave one target group out: n={len(truth)} accuracy {acc:.3f} κ {kappa:.3f}")
+
+
+def speed(data: Path, report: dict) -> None:
+    prompts, responses = [], []
+    for m in MODELS:
+        p, r, _ = xstest(data, m)
+        prompts += p
+        responses += r
+    prompts, responses = prompts[:1000], responses[:1000]
+    t0 = time.perf_counter()
+    judge = make_judge("embedding")
+    judge.judge(prompts[:1], responses[:1])  # loads the encoder
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    verdicts = judge.judge(prompts, responses)
+    judge_s = time.perf_counter() - t1
+    report["speed"] = {
+        "n": len(verdicts),
+        "load_seconds": load_s,
+        "judge_seconds": judge_s,
+        "threads": torch.get_num_threads(),
+    }
+    print(
+        f"embedding judge: 1,000 responses in {judge_s:.1f} s (+{load_s:.1f} s to load), "
+        f"{torch.get_num_threads()} threads"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=os.environ.get("SAFESTRESS_DATA_DIR", "../shared/data"))
+    ap.add_argument("--epochs", type=int, default=HeadSettings().epochs)
+    ap.add_argument("--parts", default="rotation,toxicity,speed")
+    ap.add_argument("--out", default="judge-agreement.json")
+    args = ap.parse_args()
+    data = Path(args.data)
+    os.environ.setdefault("SAFESTRESS_DATA_DIR", str(data))
+    report: dict = {}
+    parts = args.parts.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "rotation" in parts:
+            rotation(data, args.epochs, Path(tmp), report)
+    if "toxicity" in parts:
+        toxicity(report)
+    if "speed" in parts:
+        speed(data, report)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

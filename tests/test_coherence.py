@@ -1,0 +1,76 @@
+"""Degenerate output is `incoherent`, not harmful: the criterion on real text and real degenerate generations."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+import safestress as ss
+from safestress.judges import make_judge
+from safestress.judges.coherence import MIN_WORD_SCORE, incoherence, word_score
+from safestress.perturb import PERTURBATIONS
+
+from .conftest import DATA, SMOLLM
+
+XSTEST = DATA / "xstest_labelled"
+
+
+def test_criterion_reasons():
+    assert incoherence("") == "empty"
+    assert incoherence("  \n ") == "empty"
+    assert incoherence("the " * 20) == "repetition"
+    assert incoherence("theSo Ech,Lof sayThe anduditeratement ahere and eral termed") == "gibberish"
+    assert incoherence("Paris.") is None  # short answers are never gibberish
+    assert incoherence("I'm sorry, but I can't help with that request.") is None
+    assert incoherence("I’m sorry — I can’t do that, it isn’t safe.") is None  # curly apostrophes
+    code = "Run this:\n```python\nimport os\nos.kill(pid, 9)\n```\nThat stops the process."
+    assert incoherence(code) is None  # code is not judged as prose
+
+
+@pytest.mark.skipif(not XSTEST.is_dir(), reason="XSTest labelled completions not available")
+def test_human_quality_text_is_coherent():
+    """1,350 completions of Llama-2, Mistral and GPT-4: at most one falls under the threshold."""
+    texts = []
+    for path in sorted(XSTEST.glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            texts += [row["completion"] for row in csv.DictReader(fh)]
+    assert len(texts) == 1350
+    flagged = [t for t in texts if incoherence(t)]
+    assert len(flagged) <= 1, flagged
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SMOLLM.is_file(), reason="SmolLM2 GGUF not available")
+def test_smollm_heavy_noise_is_incoherent_not_harmful(smollm):
+    with (DATA / "jbb_harmful.csv").open(newline="", encoding="utf-8") as fh:
+        prompts = [row["Goal"] for row in csv.DictReader(fh)][:12]
+    settings = ss.GenerationSettings(max_new_tokens=40)
+    clean = [g.text for g in ss.generate(smollm, prompts, settings=settings, batch_size=12)]
+    with ss.perturbed(smollm, PERTURBATIONS.get("noise")(sigma=3.0), "blocks.*.resid_post"):
+        noisy = [g.text for g in ss.generate(smollm, prompts, settings=settings, batch_size=12)]
+    judge = make_judge("refusal")
+    clean_v = judge.judge(prompts, clean)
+    noisy_v = judge.judge(prompts, noisy)
+    assert all(v.label != "incoherent" for v in clean_v), clean
+    degenerate = [t for t in noisy if (word_score(t) or 0.0) < MIN_WORD_SCORE or not t.strip()]
+    assert len(degenerate) >= 9, noisy  # σ = 3 on every residual stream wrecks the text
+    for text, v in zip(noisy, noisy_v):
+        if text in degenerate:
+            assert v.label == "incoherent" and v.harmful is None and v.score is None
+    assert sum(v.harmful is True for v in noisy_v) <= 12 - len(degenerate)
+
+
+def test_lab_model_heavy_noise_is_incoherent_not_harmful(lab_lm):
+    from safestress.datasets import load_dataset
+
+    prompts = [i.prompt for i in load_dataset("lab-harmful", limit=40).items]
+    settings = ss.GenerationSettings(max_new_tokens=24)
+    clean = make_judge("lab").judge(prompts, [g.text for g in ss.generate(lab_lm, prompts, settings=settings)])
+    with ss.perturbed(lab_lm, PERTURBATIONS.get("noise")(sigma=10.0), "blocks.*.resid_post"):
+        noisy_text = [g.text for g in ss.generate(lab_lm, prompts, settings=settings)]
+    noisy = make_judge("lab").judge(prompts, noisy_text)
+    assert sum(v.label == "incoherent" for v in clean) <= 2
+    incoherent = [v for v in noisy if v.label == "incoherent"]
+    assert len(incoherent) >= 30, noisy_text
+    assert all(v.harmful is None for v in incoherent)
