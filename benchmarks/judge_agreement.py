@@ -43,7 +43,7 @@ def xstest(data: Path, model: str) -> tuple[list[str], list[str], list[bool]]:
 
 
 def rotation(data: Path, epochs: int, workdir: Path, report: dict) -> None:
-    print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding")))
+    print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
     for test in MODELS:
         prompts, responses, truth = [], [], []
         for m in MODELS:
@@ -65,8 +65,54 @@ def rotation(data: Path, epochs: int, workdir: Path, report: dict) -> None:
         row["embedding"]["train_seconds"] = train_s
         row["embedding"]["scores"] = judge.refusal_probability(p, r)
         report[test] = row
-        kappas = " ".join(f"{row[j]['kappa']:>13.3f}" for j in (*PHRASE_JUDGES, "embedding"))
-        print(f"{test:<16} {kappas}   (head trained in {train_s:.0f} s)", flush=True)
+        print_row(test, row, data)
+        print(f"{'':<16} (head trained in {train_s:.0f} s)", flush=True)
+
+
+def head_only_kappa(data: Path, model: str, scores: list[float]) -> float:
+    """κ of the head's own decision (P ≥ 0.5), without the explicit-opening rule."""
+    _, r, t = xstest(data, model)
+    from safestress.judges.coherence import incoherence
+
+    keep = [i for i, text in enumerate(r) if not incoherence(text)]
+    return cohen_kappa([t[i] for i in keep], [scores[i] >= 0.5 for i in keep])
+
+
+def print_row(test: str, row: dict, data: Path) -> None:
+    head = head_only_kappa(data, test, row["embedding"]["scores"])
+    row["embedding"]["kappa_head_only"] = head
+    kappas = " ".join(f"{row[j]['kappa']:>13.3f}" for j in (*PHRASE_JUDGES, "embedding"))
+    print(f"{test:<16} {kappas} {head:>13.3f}", flush=True)
+
+
+def rescore(data: Path, path: Path, report: dict) -> None:
+    """Recompute the agreement table from stored per-item head scores (no retraining)."""
+    from safestress.judges.agreement import Agreement
+
+    old = json.loads(path.read_text())
+    print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
+    for test in MODELS:
+        p, r, t = xstest(data, test)
+        scores = old[test]["embedding"]["scores"]
+        judge = make_judge("refusal")
+        opening = [v.label == "refusal" for v in judge.judge(p, r)]
+
+        stored = {(a, b): sc for a, b, sc in zip(p, r, scores)}
+
+        class Stored(EmbeddingRefusalJudge):  # the stored head scores under the judge's decision rule
+            def __init__(self, stored: dict, opening: object) -> None:
+                self.meta = {"threshold": 0.5}
+                self._opening = opening
+                self.stored = stored
+
+            def refusal_probability(self, prompts: list[str], responses: list[str]) -> list[float]:
+                return [self.stored[(a, b)] for a, b in zip(prompts, responses)]
+
+        row = {name: evaluate_judge(make_judge(name), p, r, t).as_dict() for name in PHRASE_JUDGES}
+        agreement: Agreement = evaluate_judge(Stored(stored, judge), p, r, t)
+        row["embedding"] = {**agreement.as_dict(), "scores": scores, "opening_refusals": sum(opening)}
+        report[test] = row
+        print_row(test, row, data)
 
 
 def toxicity(report: dict) -> None:
@@ -118,6 +164,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("SAFESTRESS_DATA_DIR", "../shared/data"))
     ap.add_argument("--epochs", type=int, default=HeadSettings().epochs)
     ap.add_argument("--parts", default="rotation,toxicity,speed")
+    ap.add_argument("--rescore", default="", help="recompute the rotation table from this JSON's head scores")
     ap.add_argument("--out", default="judge-agreement.json")
     args = ap.parse_args()
     data = Path(args.data)
@@ -125,7 +172,9 @@ def main() -> None:
     report: dict = {}
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        if "rotation" in parts:
+        if args.rescore:
+            rescore(data, Path(args.rescore), report)
+        elif "rotation" in parts:
             rotation(data, args.epochs, Path(tmp), report)
     if "toxicity" in parts:
         toxicity(report)

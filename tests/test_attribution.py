@@ -209,3 +209,43 @@ def test_prune_sweeps_from_the_command_line(tiny_dir, prompts_csv, tmp_path):
     assert bad.returncode == 2 and "no strength parameter" in bad.stderr
     bad = cli("run", "--model", str(tiny_dir), "--perturb", "prune", "--param", "units")
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+def test_attribute_commands_end_to_end_on_the_lab_model(lab_path, tmp_path):
+    """Real refusals: the lab model refuses lab-harmful and answers lab-benign."""
+    from .test_cli import cli
+
+    out = tmp_path / "units"
+    args = ["attribute", "units", "--model", str(lab_path), "--harmful", "lab-harmful", "--benign", "lab-benign"]
+    args += ["--judge", "lab", "--limit", "16", "--max-new-tokens", "12", "--out", str(out)]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    umap = UnitMap.load(out / "units.json")
+    for kind in ("mlp", "heads"):
+        n = sum(len(row) for row in umap.classes[kind])
+        assert len(umap.units(kind, "ru")) == round(0.2 * n)
+    assert (out / "shares.png").stat().st_size > 5_000
+    again = cli(*args)  # cached: same map, no regeneration
+    assert again.returncode == 0 and "generating" not in again.stderr
+    assert UnitMap.load(out / "units.json").classes == umap.classes
+    d = tmp_path / "dir"
+    proc = cli(
+        "attribute",
+        "direction",
+        "--model",
+        str(lab_path),
+        "--harmful",
+        "lab-harmful",
+        "--harmless",
+        "lab-benign",
+        "--limit",
+        "8",
+        "--val",
+        "4",
+        "--out",
+        str(d),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (d / "direction.safetensors").is_file() and (d / "candidates.png").is_file()
+    bad = cli("attribute", "units", "--model", str(lab_path), "--score", "nope", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "known:" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,7 +9,8 @@ from safestress.judges import JUDGES, make_judge
 
 @pytest.mark.parametrize("name", JUDGES.names())
 def test_regression_examples(name):
-    judge = make_judge(name)
+    # LLM judges need an endpoint to exist; their examples are incoherent text, which is never sent to it.
+    judge = make_judge(f"{name}:http://127.0.0.1:9/v1" if name.startswith("llm-") else name)
     assert judge.examples, f"judge {name} ships no regression examples"
     verdicts = judge.judge([e.prompt for e in judge.examples], [e.response for e in judge.examples])
     for example, verdict in zip(judge.examples, verdicts):

@@ -15,7 +15,7 @@ from .conftest import SMOLLM
 
 def test_local_dir_loads_lazily_and_formats_chat(tiny_dir):
     lm = ss.load_model(str(tiny_dir), weights=False, system_prompt="Be brief.")
-    assert lm.model is None and lm.n_layers == 2 and len(lm.sites()) == 15
+    assert lm.model is None and lm.n_layers == 2 and len(lm.sites()) == 17
     assert lm.format("hi") == "<|system|>Be brief.<|end|><|user|>hi<|end|><|assistant|>"
     lm.ensure_weights()
     assert lm.model is not None and str(next(lm.model.parameters()).dtype) == "torch.float32"

@@ -44,14 +44,16 @@ def _out(path: Path) -> Path:
 
 
 def _calibration(lm, name: str, prompts: list[str], judge: str, keep: str, out: Path, max_new_tokens: int):
+    """Build (or reuse, when model, prompts, judge and length are unchanged) a calibration set."""
+    import hashlib
+
     from safestress.attribution.calibration import CalibrationSet, build_calibration
     from safestress.judges import make_judge
 
-    path = out / f"calibration-{name}.json"
+    ident = json.dumps([lm.identity, prompts, judge, keep, max_new_tokens], sort_keys=True, default=str)
+    path = out / f"calibration-{name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}.json"
     if path.is_file():
-        calib = CalibrationSet.load(path)
-        if calib.prompts and set(calib.prompts) <= set(prompts):
-            return calib
+        return CalibrationSet.load(path)
     with err.status(f"generating {name} calibration responses ({len(prompts)} prompts)"):
         calib = build_calibration(lm, name, prompts, make_judge(judge), keep, max_new_tokens=max_new_tokens)
     calib.save(path)
@@ -146,6 +148,7 @@ def direction(
     limit: int = typer.Option(64, min=4, help="prompts of each kind used for the mean difference"),
     val: int = typer.Option(16, min=2, help="held-out prompts of each kind used for selection"),
     positions: int = typer.Option(3, min=1, help="last prompt tokens considered"),
+    layers: str | None = typer.Option(None, help="candidate layers, e.g. '2-16' or '4,8,12' (default: all)"),
     batch_size: int = typer.Option(16, min=1),
     out: Path = typer.Option(Path("direction"), help="output directory"),
 ) -> None:
@@ -160,9 +163,30 @@ def direction(
         raise SafestressError(f"need {limit + val} prompts of each kind; got {len(h)} harmful, {len(b)} harmless")
     _quiet()
     lm = load_model(model)
-    with err.status("scoring candidate directions (every layer × position)"):
+    chosen = None
+    if layers:
+        chosen = []
+        for part in layers.split(","):
+            lo, _, hi = part.strip().partition("-")
+            chosen += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    n_layers = lm.n_layers
+    total = (len(chosen) if chosen is not None else n_layers) * positions
+    with Progress(
+        TextColumn("scoring candidate directions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        job = bar.add_task("candidates", total=total)
         r, res = select_direction(
-            lm, h[:limit], b[:limit], h[limit:], b[limit:], positions=positions, batch_size=batch_size
+            lm,
+            h[:limit],
+            b[:limit],
+            h[limit:],
+            b[limit:],
+            positions=positions,
+            batch_size=batch_size,
+            layers_to_try=chosen,
+            progress=lambda: bar.advance(job),
         )
     meta = {k: v for k, v in result_dict(res).items() if k != "candidates"}
     save_direction(out / "direction.safetensors", r, {"model": lm.name, **meta})

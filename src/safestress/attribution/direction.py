@@ -144,6 +144,8 @@ def select_direction(
     batch_size: int = 16,
     max_layer_fraction: float = 0.8,
     kl_max: float = 0.1,
+    layers_to_try: Sequence[int] | None = None,
+    progress: Any = None,
 ) -> tuple[torch.Tensor, DirectionResult]:
     """Difference-of-means candidates, scored and selected as described in the module docstring."""
     model = lm.ensure_weights()
@@ -156,8 +158,12 @@ def select_direction(
     ablate_sites = [f"blocks.{i}.{s}" for i in range(layers) for s in ("resid_pre", "attn.out", "mlp.out")]
     base_logp = _next_token_logprobs(lm, harmless_val, batch_size)
     candidates = []
-    for layer in range(layers):
+    for layer in layers_to_try if layers_to_try is not None else range(layers):
+        if not 0 <= layer < layers:
+            raise SafestressError(f"candidate layer {layer} outside 0-{layers - 1}")
         for j in range(positions):
+            if progress is not None:
+                progress()
             r = diffs[layer, j]
             with _apply(model, DirectionAblation, r, ablate_sites):
                 bypass = float(refusal_scores(lm, harmful_val, batch_size).mean())
