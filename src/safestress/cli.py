@@ -51,7 +51,9 @@ def run(
     limit: int | None = typer.Option(None, help="use the first N items"),
     data_dir: str | None = typer.Option(None, help="folder with local copies of benchmark files"),
     perturb: str | None = typer.Option(None, help="perturbation name (safestress list perturbations)"),
-    sigma: str | None = typer.Option(None, help="comma-separated strengths, e.g. 0,0.05,0.1,0.2"),
+    sigma: str | None = typer.Option(
+        None, "--sigma", "--strength", help="comma-separated strengths (σ, α, sparsity, bits…), e.g. 0,0.05,0.1,0.2"
+    ),
     param: list[str] | None = typer.Option(
         None, "--param", help="further perturbation parameter KEY=VALUE (repeatable), e.g. units=units.json"
     ),
@@ -65,6 +67,8 @@ def run(
     temperature: float | None = typer.Option(None),
     top_p: float | None = typer.Option(None),
     judge: list[str] | None = typer.Option(None, help="judge name(s) (repeatable or comma-separated)"),
+    ppl: str | None = typer.Option(None, help="also measure perplexity of this corpus: wikitext2 or a text file"),
+    ppl_tokens: int | None = typer.Option(None, help="corpus tokens used for perplexity (default 4096)"),
     store: str | None = typer.Option(None, help="results database (default ./safestress.db)"),
     out_dir: str | None = typer.Option(None, "--out", help="report folder (default: beside the store)"),
     template: str | None = typer.Option(None, help="chat | raw"),
@@ -97,6 +101,8 @@ def run(
         temperature=temperature,
         top_p=top_p,
         judge=_split(judge),
+        ppl=ppl,
+        ppl_tokens=ppl_tokens,
         store=store,
         out=out_dir,
         template=template,
@@ -120,20 +126,22 @@ def results(
 ) -> None:
     """Print the summary tables of everything in a store."""
     from safestress.report import summarize, write_report
+    from safestress.report.summary import attach_perplexity
     from safestress.report.tables import rate_table, trend_table
     from safestress.store import Store
 
     with Store.open_existing(store) as st:
         frame = st.frame()
-    if frame.empty:
-        raise SafestressError(f"store {store} holds no results")
-    judges = sorted(frame["judge"].dropna().unique())
-    if judge is not None and judge not in judges:
-        match = [j for j in judges if j.split("@")[0] == judge]
-        if not match:
-            raise SafestressError(f"no verdicts by judge '{judge}' in {store}; stored: {', '.join(judges)}")
-        judge = match[0]
-    rates, trends = summarize(frame, judge)
+        if frame.empty:
+            raise SafestressError(f"store {store} holds no results")
+        judges = sorted(frame["judge"].dropna().unique())
+        if judge is not None and judge not in judges:
+            match = [j for j in judges if j.split("@")[0] == judge]
+            if not match:
+                raise SafestressError(f"no verdicts by judge '{judge}' in {store}; stored: {', '.join(judges)}")
+            judge = match[0]
+        rates, trends = summarize(frame, judge)
+        attach_perplexity(rates, frame, st)
     out.print(rate_table(rates))
     if trends:
         out.print(trend_table(trends))
@@ -188,6 +196,10 @@ def list_(
 from safestress.attribution.cli import app as attribute_app  # noqa: E402
 
 app.add_typer(attribute_app, name="attribute")
+
+from safestress.analysis.cli import app as analyze_app  # noqa: E402
+
+app.add_typer(analyze_app, name="analyze")
 
 judge_app = typer.Typer(no_args_is_help=True, help="Judges: agreement with human labels, training heads.")
 app.add_typer(judge_app, name="judge")

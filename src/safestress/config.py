@@ -39,6 +39,9 @@ class SweepConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     judge: list[str] = Field(default_factory=lambda: ["refusal"], min_length=1)
+    # utility beside safety: perplexity of this corpus under each condition (utility.load_corpus)
+    ppl: str | None = None
+    ppl_tokens: int = Field(4096, ge=16)
     store: str = "safestress.db"
     out: str | None = Field(None, description="report folder (default: beside the store)")
     template: Literal["chat", "raw"] | None = None

@@ -14,6 +14,7 @@ from rich.progress import (
 
 from safestress.config import SweepConfig
 from safestress.report import summarize, write_report
+from safestress.report.summary import attach_perplexity
 from safestress.report.tables import rate_table, trend_table
 from safestress.store import Store
 from safestress.sweep import execute, plan_sweep
@@ -45,8 +46,12 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
             f"({len(plan.tasks)} in this sweep)"
         )
         frame = store.frame(plan.config_hashes)
+        rates_by_judge = {}
+        for judge in plan.judges:
+            rates_by_judge[judge.key] = summarize(frame, judge.key)
+            attach_perplexity(rates_by_judge[judge.key][0], frame, store)
     for judge in plan.judges:
-        rates, trends = summarize(frame, judge.key)
+        rates, trends = rates_by_judge[judge.key]
         out.print(rate_table(rates))
         if trends:
             out.print(trend_table(trends))

@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS verdicts (
     created REAL NOT NULL,
     PRIMARY KEY (key, judge)
 );
+CREATE TABLE IF NOT EXISTS metrics (
+    config_hash TEXT NOT NULL REFERENCES configs(config_hash),
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (config_hash, name)
+);
 """
 
 
@@ -130,6 +137,18 @@ class Store:
 
     def configs(self) -> dict[str, dict[str, Any]]:
         return {h: json.loads(s) for h, s in self.conn.execute("SELECT config_hash, spec FROM configs")}
+
+    # -- per-configuration metrics (perplexity, …) ---------------------------------------------------
+    def put_metric(self, config_hash: str, name: str, value: float) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?)", (config_hash, name, float(value), time.time())
+            )
+
+    def metrics(self, name_prefix: str = "") -> dict[tuple[str, str], float]:
+        """``{(config_hash, name): value}`` of every stored metric whose name starts with ``name_prefix``."""
+        rows = self.conn.execute("SELECT config_hash, name, value FROM metrics WHERE name LIKE ?", (name_prefix + "%",))
+        return {(h, n): v for h, n, v in rows}
 
     # -- generations ----------------------------------------------------------------------------
     def existing_keys(self, keys: Iterable[str]) -> set[str]:

@@ -83,14 +83,14 @@ class SweepPlan:
 def _label(p: Perturbation, strength: float, pattern: str) -> str:
     if p.is_identity():
         return "clean"
-    if not p.row_params:  # no strength: name the parameters (files by their name only)
+    if not (p.strength or p.row_params):  # no strength: name the parameters (files by their name only)
         args = " ".join(
             f"{k}={Path(v).name if isinstance(v, str) and ('/' in v or '.' in v) else v}"
             for k, v in p.params.model_dump().items()
         )
         return f"{p.name} {args} @ {pattern}".replace("  ", " ")
     extra = "" if getattr(p.params, "scale", "absolute") == "absolute" else " rel"
-    name = p.row_params[0] if p.row_params[0] != "sigma" else "σ"
+    name = p.strength or (p.row_params[0] if p.row_params[0] != "sigma" else "σ")
     return f"{p.name} {name}={strength:g}{extra} @ {pattern}"
 
 
@@ -106,9 +106,9 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
         top_p=cfg.top_p,
         top_k=cfg.top_k,
     )
-    strength_param = cls.row_params[0] if cls.row_params else None
+    strength_param = cls.strength or (cls.row_params[0] if cls.row_params else None)
     if strength_param is None and cls is not Identity and cfg.sigma not in (None, [0.0]):
-        raise SafestressError(f"perturbation '{cfg.perturb}' has no strength parameter; drop --sigma")
+        raise SafestressError(f"perturbation '{cfg.perturb}' has no strength parameter; drop --sigma/--strength")
 
     def make(strength: float) -> Perturbation:
         params = dict(cfg.params)
@@ -125,7 +125,9 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
         # no strength to sweep: the clean baseline and the perturbation (labelled strength 1)
         perturbations = {0.0: Identity(), 1.0: make(1.0)}
     else:
-        perturbations = {s: make(s) for s in (cfg.sigma or DEFAULT_STRENGTHS)}  # validates parameters now
+        perturbations = {
+            s: make(s) for s in (cfg.sigma or cls.default_strengths or DEFAULT_STRENGTHS)
+        }  # validates parameters now
     template = cfg.template or next((d.template for d in datasets if d.template), None) or "chat"
 
     models = []
@@ -239,7 +241,33 @@ def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -
                     if progress:
                         progress(finished, total)
     judged = judge_missing(plan, store)
-    return {"generated": total, "judged_late": judged, "stored_before": len(done)}
+    measured = measure_perplexity(plan, store)
+    return {"generated": total, "judged_late": judged, "stored_before": len(done), "ppl_measured": measured}
+
+
+PPL_WINDOW = 512
+
+
+def measure_perplexity(plan: SweepPlan, store: Store) -> int:
+    """Store the corpus perplexity of every condition that lacks it (``ppl`` in the config)."""
+    cfg = plan.config
+    if not cfg.ppl:
+        return 0
+    from safestress.utility import corpus_id, load_corpus, perplexity
+
+    text = load_corpus(cfg.ppl)
+    name = corpus_id(cfg.ppl, text, cfg.ppl_tokens, PPL_WINDOW)
+    have = store.metrics(name)
+    n = 0
+    for cond in plan.conditions:
+        if (cond.config_hash, name) in have:
+            continue
+        cond.lm.ensure_weights()
+        with perturbed(cond.lm, cond.perturbation, cond.sites):
+            value = perplexity(cond.lm, text, max_tokens=cfg.ppl_tokens, window=PPL_WINDOW)
+        store.put_metric(cond.config_hash, name, value)
+        n += 1
+    return n
 
 
 def judge_missing(plan: SweepPlan, store: Store, batch: int = 256) -> int:

@@ -18,6 +18,12 @@ PERTURBATIONS.register("laplace", "safestress.perturb.noise:LaplaceNoise")
 PERTURBATIONS.register("prune", "safestress.attribution.prune:Prune")
 PERTURBATIONS.register("ablate-direction", "safestress.attribution.direction:DirectionAblation")
 PERTURBATIONS.register("add-direction", "safestress.attribution.direction:DirectionAddition")
+PERTURBATIONS.register("polynomial", "safestress.approx.polynomial:PolynomialActivation")
+PERTURBATIONS.register("teal", "safestress.approx.sparsify:Teal")
+PERTURBATIONS.register("cats", "safestress.approx.sparsify:Cats")
+PERTURBATIONS.register("quant", "safestress.approx.quantize:ActivationQuant")
+PERTURBATIONS.register("smoothquant", "safestress.approx.quantize:SmoothQuant")
+PERTURBATIONS.register("omniquant", "safestress.approx.quantize:OmniQuant")
 
 
 def make_perturbation(name: str, **params: Any) -> Perturbation:

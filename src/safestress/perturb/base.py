@@ -35,6 +35,10 @@ class Perturbation:
     name: ClassVar[str] = "base"
     Params: ClassVar[type[Params]] = Params
     row_params: ClassVar[tuple[str, ...]] = ()
+    # The parameter a sweep's strengths (``--strength``) set when it is not a row parameter
+    # (e.g. TEAL's ``sparsity``): each strength is then its own batch rather than a row value.
+    strength: ClassVar[str | None] = None
+    default_strengths: ClassVar[tuple[float, ...] | None] = None  # None: the sweep's default
     # Bump when the numbers a perturbation produces change, so stored results are not reused.
     version: ClassVar[int] = 1
 
@@ -60,6 +64,11 @@ class Perturbation:
     def is_identity(self) -> bool:
         """True when this perturbation changes nothing (e.g. σ = 0); the runner then treats it as clean."""
         return False
+
+    def prepare(self, lm: Any, sites: list[str]) -> None:
+        """Calibrate against the loaded model before hooks go in (called by :func:`perturbed` when
+        it is given a :class:`~safestress.models.LoadedModel`); calibrating perturbations cache
+        what they measure, so this runs once per model, data and settings."""
 
     def site_fn(self, site: str, ctx: RowContext) -> SiteFn:
         raise NotImplementedError
@@ -102,11 +111,15 @@ def perturbed(lm: Any, perturbation: Perturbation, sites: list[str] | str | None
     """Apply ``perturbation`` at ``sites`` of ``lm`` (a :class:`~safestress.models.LoadedModel` or a
     plain ``nn.Module``) inside the block; everything is removed on exit, also after an exception.
     """
-    model: nn.Module = getattr(lm, "model", lm)
+    # a LoadedModel carries its module in .model; a bare HF module's own .model is its trunk
+    loaded = not isinstance(lm, nn.Module)
+    model: nn.Module = lm.ensure_weights() if loaded else lm
     if isinstance(sites, str) or sites is None:
         from safestress.sites import num_layers, select_sites
 
         sites = select_sites(sites or "blocks.*.resid_post", num_layers(model))
+    if loaded and not perturbation.is_identity():
+        perturbation.prepare(lm, list(sites))
     ctx = RowContext()
     state = PerturbedModel(model, perturbation, list(sites), ctx)
     with ExitStack() as stack:

@@ -37,6 +37,7 @@ class RateRow:
     p: float  # paired test against clean
     p_holm: float
     test: str
+    ppl: float = float("nan")  # corpus perplexity under this condition, when the sweep measured it
 
 
 @dataclass
@@ -157,6 +158,21 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
     for r, q in zip(rates, adjusted):
         r.p_holm = q
     return rates, trends
+
+
+def attach_perplexity(rows: list[RateRow], frame: Any, store: Any) -> None:
+    """Fill ``ppl`` of each row from the store's perplexity metrics (one corpus: the latest)."""
+    found = store.metrics("ppl:")
+    if not found:
+        return
+    latest = list(found)[-1][1]
+    by_hash = {h: v for (h, name), v in found.items() if name == latest}
+    label_of = frame.drop_duplicates("config_hash").set_index("config_hash")[["model", "condition"]]
+    values = {
+        (label_of.loc[h, "model"], label_of.loc[h, "condition"]): v for h, v in by_hash.items() if h in label_of.index
+    }
+    for r in rows:
+        r.ppl = values.get((r.model, r.condition), float("nan"))
 
 
 def to_records(rows: list[Any]) -> list[dict[str, Any]]:

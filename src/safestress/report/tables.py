@@ -41,6 +41,9 @@ def rate_table(rows: list[RateRow]) -> Table:
         ("incoherent %", {"justify": "right"}),
     ]:
         t.add_column(col, **kw)
+    with_ppl = any(not math.isnan(r.ppl) for r in rows)
+    if with_ppl:
+        t.add_column("ppl", justify="right")
     for r in rows:
         delta = "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}"
         t.add_row(
@@ -54,6 +57,7 @@ def rate_table(rows: list[RateRow]) -> Table:
             _p(r.p),
             _p(r.p_holm),
             _pct(r.incoherent) + (f" (+{_pct(r.unscored)} unscored)" if r.unscored > 0 else ""),
+            *([("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")] if with_ppl else []),
         )
     return t
 

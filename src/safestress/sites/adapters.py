@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 import torch.nn as nn
 
 from safestress.errors import SafestressError
@@ -63,6 +64,18 @@ class Adapter:
     # (used by analysis code: unit scores, pruning).
     mlp_down: str = "mlp.down_proj"
     attn_out_proj: str = "self_attn.o_proj"
+    # The MLP's activation function module (its output is act(gate); polynomial and CATS hook it).
+    mlp_act_fn: str = "mlp.act_fn"
+    # Site -> the projections that read it (candidates; those a model lacks are skipped: Phi-3
+    # fuses q/k/v and gate/up). SmoothQuant and clipping calibration need their weights.
+    consumers: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "ln1.out": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv_proj"),
+            "attn.z": ("self_attn.o_proj",),
+            "ln2.out": ("mlp.gate_proj", "mlp.up_proj", "mlp.gate_up_proj"),
+            "mlp.act": ("mlp.down_proj",),
+        }
+    )
 
     def target(self, layer: int, suffix: str) -> SiteTarget:
         rel, kind = self.block[suffix]
@@ -106,6 +119,13 @@ _GPT2 = Adapter(
     },
     mlp_down="mlp.c_proj",
     attn_out_proj="attn.c_proj",
+    mlp_act_fn="mlp.act",
+    consumers={
+        "ln1.out": ("attn.c_attn",),
+        "attn.z": ("attn.c_proj",),
+        "ln2.out": ("mlp.c_fc",),
+        "mlp.act": ("mlp.c_proj",),
+    },
 )
 
 # model_type (from config.json) -> adapter. Qwen3, Mistral and Phi-3 share Llama's attribute
@@ -148,3 +168,27 @@ def num_layers(model: nn.Module) -> int:
 
 def resolve_module(model: nn.Module, path: str) -> nn.Module:
     return unwrap(model).get_submodule(path)
+
+
+def consumers(model: nn.Module, site: str) -> list[nn.Module]:
+    """The projections that read ``site`` (``blocks.L.ln1.out`` → q/k/v …); empty for other sites."""
+    from safestress.sites.names import parse_site
+
+    adapter = adapter_for(model)
+    layer, suffix = parse_site(site)
+    if layer is None or suffix not in adapter.consumers:
+        return []
+    block = resolve_module(model, f"{adapter.layers}.{layer}")
+    out = []
+    for rel in adapter.consumers[suffix]:
+        try:
+            out.append(block.get_submodule(rel))
+        except AttributeError:
+            continue
+    return out
+
+
+def input_columns(module: nn.Module) -> torch.Tensor:
+    """A projection's weight as [out, in] (GPT-2's ``Conv1D`` stores it transposed)."""
+    w = module.weight
+    return w.t() if type(module).__name__ == "Conv1D" else w

@@ -1,0 +1,97 @@
+"""Utility next to safety: perplexity of a text corpus under the same perturbation.
+
+Activation approximations are deployed because they keep utility; a sweep therefore reports, for
+each condition, the perplexity of a fixed corpus beside the harmful rate (the PPL/ASR tables of
+the approximation literature). Perplexity is measured by teacher forcing over consecutive,
+non-overlapping windows of the tokenised corpus (the first ``max_tokens`` tokens), every window
+its own forward with its own attention mask, so perturbation noise never depends on how many
+windows came before.
+
+Corpora: ``wikitext2`` (WikiText-2 raw test split, from a local ``wikitext-2-raw-v1-test.txt``
+in the data directory or through ``datasets`` from the hub), a ``.txt`` file, or a
+``csv:PATH:COLUMN`` / ``jsonl:PATH:FIELD`` / registered dataset whose texts are joined by blank
+lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safestress.errors import SafestressError
+
+WIKITEXT_FILE = "wikitext-2-raw-v1-test.txt"
+
+
+def _wikitext2() -> str:
+    data_dir = os.environ.get("SAFESTRESS_DATA_DIR")
+    if data_dir and (Path(data_dir) / WIKITEXT_FILE).is_file():
+        return (Path(data_dir) / WIKITEXT_FILE).read_text(encoding="utf-8")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
+    except Exception as exc:
+        raise SafestressError(
+            f"cannot load WikiText-2 ({type(exc).__name__}): put {WIKITEXT_FILE} in SAFESTRESS_DATA_DIR "
+            "or pass a local text file"
+        ) from None
+    return "".join(ds["text"])
+
+
+def load_corpus(spec: str) -> str:
+    """The text of corpus ``spec`` (see the module docstring)."""
+    if spec in ("wikitext2", "wikitext-2"):
+        return _wikitext2()
+    path = Path(spec)
+    if path.suffix in (".txt", ".md", ".raw") or (path.is_file() and ":" not in spec):
+        if not path.is_file():
+            raise SafestressError(f"corpus file not found: {spec}")
+        return path.read_text(encoding="utf-8")
+    from safestress.datasets import load_dataset
+
+    ds = load_dataset(spec)
+    return "\n\n".join(item.prompt for item in ds.items)
+
+
+def corpus_id(spec: str, text: str, max_tokens: int, window: int) -> str:
+    """Stable name of a perplexity measurement (corpus content, not its path)."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"ppl:{Path(spec).name}:{digest}:{max_tokens}:{window}"
+
+
+def perplexity(lm: Any, text: str, *, max_tokens: int = 4096, window: int = 512, batch_size: int = 4) -> float:
+    """exp(mean NLL) of the first ``max_tokens`` tokens of ``text``, in windows of ``window``.
+
+    Runs under whatever perturbation is active on ``lm`` (call it inside ``ss.perturbed``).
+    """
+    model = lm.ensure_weights()
+    ids = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0][:max_tokens]
+    if len(ids) < 2:
+        raise SafestressError("the perplexity corpus has fewer than two tokens")
+    windows = [ids[i : i + window] for i in range(0, len(ids), window)]
+    windows = [w for w in windows if len(w) >= 2]
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            width = max(len(w) for w in chunk)
+            batch = torch.zeros(len(chunk), width, dtype=torch.long)
+            mask = torch.zeros(len(chunk), width, dtype=torch.long)
+            for i, w in enumerate(chunk):  # right padding: positions stay 0..len-1
+                batch[i, : len(w)] = w
+                mask[i, : len(w)] = 1
+            logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], -1)
+            target = batch[:, 1:].to(device)
+            nll = -logp.gather(-1, target[..., None])[..., 0]
+            keep = mask[:, 1:].to(device).bool()
+            total_nll += float(nll[keep].sum())
+            total_tokens += int(keep.sum())
+    return math.exp(total_nll / total_tokens)
