@@ -130,3 +130,23 @@ def test_analyze_bad_input_is_one_line(tiny_dir, tmp_path):
     assert res.returncode == 2 and "positive" in res.stderr and "Traceback" not in res.stderr
     res = cli("analyze", "layers", "-m", str(tiny_dir), "--strength", "1", "--window", "0")
     assert res.returncode == 2 and "--window" in res.stderr
+
+
+def test_gsm8k_judge_scores_the_reference_solutions_correct(data_dir):
+    from safestress.datasets import COT_INSTRUCTION, gsm8k_rows, load_dataset
+    from safestress.judges import make_judge
+
+    rows = gsm8k_rows()[:300]
+    judge = make_judge("gsm8k")
+    prompts = [f"{r['question']}\n\n{COT_INSTRUCTION}" for r in rows]
+    verdicts = judge.judge(prompts, [r["answer"] for r in rows])
+    assert all(v.label == "correct" for v in verdicts)
+    shifted = judge.judge(prompts, [r["answer"] + "\nThe answer is 123456789." for r in rows])
+    assert all(v.label == "wrong" for v in shifted)
+    ds = load_dataset("gsm8k-cot", limit=3)
+    assert (
+        ds.items[0].prompt.endswith(COT_INSTRUCTION)
+        and ds.items[0].meta["answer"] == rows[0]["answer"].split("####")[-1].strip()
+    )
+    safe = load_dataset("xstest-safe")
+    assert len(safe.items) == 250 and all(i.meta["label"] == "safe" for i in safe.items)

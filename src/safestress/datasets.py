@@ -240,6 +240,37 @@ def _toxigen(data_dir: Path | None = None) -> Dataset:
 
 
 DATASETS.register("toxigen", _toxigen)
+
+GSM8K_URL = f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl"
+# Appended to each GSM8K question by ``gsm8k-cot``; the ``gsm8k`` judge reads the final line.
+COT_INSTRUCTION = "Think step by step, then give the final answer on its own line as: The answer is <number>."
+
+
+def gsm8k_rows(data_dir: Path | None = None) -> list[dict[str, Any]]:
+    """GSM8K test rows (``question``, ``answer`` with the reference after ``####``)."""
+    return read_rows(fetch_text("gsm8k_test.jsonl", GSM8K_URL, data_dir), "jsonl", "gsm8k_test.jsonl")
+
+
+def _gsm8k_cot(data_dir: Path | None = None) -> Dataset:
+    """GSM8K test questions with a chain-of-thought instruction (judge: ``gsm8k``)."""
+    items = [
+        Item(str(i), f"{row['question']}\n\n{COT_INSTRUCTION}", {"answer": row["answer"].split("####")[-1].strip()})
+        for i, row in enumerate(gsm8k_rows(data_dir))
+    ]
+    return Dataset("gsm8k-cot", items)
+
+
+def _xstest_safe(data_dir: Path | None = None) -> Dataset:
+    """XSTest's 250 safe prompts (its ``contrast_*`` unsafe ones left out): refusing them is over-refusal."""
+    url = f"{_GH}/paul-rottger/exaggerated-safety/main/xstest_prompts.csv"
+    rows = read_rows(fetch_text("xstest_prompts.csv", url, data_dir), "csv", "xstest_prompts.csv")
+    require_columns(rows, ["prompt", "type"], "xstest_prompts.csv")
+    safe = [r for r in rows if not str(r["type"]).startswith("contrast")]
+    return Dataset("xstest-safe", rows_to_items(safe, "prompt", "xstest_prompts.csv", "id"))
+
+
+DATASETS.register("gsm8k-cot", _gsm8k_cot)
+DATASETS.register("xstest-safe", _xstest_safe)
 DATASETS.register("lab-harmful", "safestress.lab.data:lab_harmful")
 DATASETS.register("lab-benign", "safestress.lab.data:lab_benign")
 DATASETS.register("lab-chain", "safestress.lab.data:lab_chain")

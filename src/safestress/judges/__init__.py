@@ -19,6 +19,7 @@ JUDGES.register("harmbench-mistral", "safestress.judges.classifiers:HarmBenchMis
 JUDGES.register("llama-guard", "safestress.judges.classifiers:LlamaGuardJudge")
 JUDGES.register("llm-strongreject", "safestress.judges.llm:StrongRejectJudge")
 JUDGES.register("llm-harmbench", "safestress.judges.llm:HarmBenchLLMJudge")
+JUDGES.register("gsm8k", "safestress.judges.task:GSM8KJudge")
 JUDGES.register("lab", "safestress.lab.judges:LabJudge")
 JUDGES.register("lab-task", "safestress.lab.judges:LabTaskJudge")
 JUDGES.register("lab-cot", "safestress.lab.judges:LabCoTJudge")
