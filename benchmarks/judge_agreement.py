@@ -134,6 +134,8 @@ def toxicity(report: dict) -> None:
 
 
 def speed(data: Path, report: dict) -> None:
+    """Seconds to judge 1,000 responses, and the ratio to a same-process baseline: the frozen
+    encoder alone embedding the same 1,000 (prompt, response) texts."""
     prompts, responses = [], []
     for m in MODELS:
         p, r, _ = xstest(data, m)
@@ -144,18 +146,24 @@ def speed(data: Path, report: dict) -> None:
     judge = make_judge("embedding")
     judge.judge(prompts[:1], responses[:1])  # loads the encoder
     load_s = time.perf_counter() - t0
+    encode_texts([f"{p} {r}" for p, r in zip(prompts[:1], responses[:1])])  # loads the frozen encoder
     t1 = time.perf_counter()
     verdicts = judge.judge(prompts, responses)
     judge_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    encode_texts([f"{p} {r}" for p, r in zip(prompts, responses)])
+    base_s = time.perf_counter() - t2
     report["speed"] = {
         "n": len(verdicts),
         "load_seconds": load_s,
         "judge_seconds": judge_s,
+        "encoder_only_seconds": base_s,
+        "ratio_to_encoder_only": judge_s / base_s,
         "threads": torch.get_num_threads(),
     }
     print(
         f"embedding judge: 1,000 responses in {judge_s:.1f} s (+{load_s:.1f} s to load), "
-        f"{torch.get_num_threads()} threads"
+        f"{judge_s / base_s:.2f}x the frozen encoder alone ({base_s:.1f} s), {torch.get_num_threads()} threads"
     )
 
 

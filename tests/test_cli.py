@@ -186,14 +186,30 @@ def test_malformed_yaml_is_one_line_error(tmp_path):
 
 def test_list_commands(tiny_dir):
     perturbations = cli("list", "perturbations", check=True).stdout.split()
-    assert perturbations == ["ablate-direction", "add-direction", "gaussian", "laplace", "noise", "none", "prune"]
+    assert perturbations == [
+        "ablate-direction",
+        "add-direction",
+        "cats",
+        "gaussian",
+        "laplace",
+        "noise",
+        "none",
+        "omniquant",
+        "polynomial",
+        "prune",
+        "quant",
+        "smoothquant",
+        "teal",
+    ]
     judges = cli("list", "judges", check=True).stdout.split()
     assert {"refusal", "phrase-gcg", "phrase-jbb", "phrase-quada", "embedding", "toxicity", "llm-strongreject"} <= set(
         judges
     )
+    assert "gsm8k" in judges
     assert cli("list", "scores", check=True).stdout.split() == ["snip", "ssah", "wanda"]
     datasets = cli("list", "datasets", check=True).stdout.split()
-    assert {"advbench", "jbb", "harmbench", "strongreject", "xstest", "toxigen", "gsm8k"} <= set(datasets)
+    assert {"advbench", "jbb", "harmbench", "strongreject", "xstest", "toxigen", "gsm8k", "gsm8k-cot"} <= set(datasets)
+    assert "xstest-safe" in datasets
     sites = cli("list", "sites", "--model", str(tiny_dir), check=True).stdout.split()
     assert sites[0] == "blocks.0.resid_pre" and sites[-1] == "final_norm.out" and len(sites) == 17
     bad = cli("list", "things")

@@ -20,7 +20,9 @@ def _p(x: float) -> str:
 
 
 def _condition(r: RateRow) -> str:
-    return "clean" if r.perturbation == "none" else f"{r.perturbation} @ {r.sites}"
+    # the stored label names the perturbation's parameters (preset, units file, …), which tell
+    # apart conditions of one perturbation at the same sites
+    return "clean" if r.perturbation == "none" else (r.condition or f"{r.perturbation} @ {r.sites}")
 
 
 def rate_table(rows: list[RateRow]) -> Table:
@@ -31,7 +33,7 @@ def rate_table(rows: list[RateRow]) -> Table:
     for col, kw in [
         ("model", {"overflow": "fold"}),
         ("condition", {"overflow": "fold"}),
-        ("σ", {"justify": "right"}),
+        ("strength", {"justify": "right"}),
         ("n", {"justify": "right"}),
         ("harmful %" if not rows or rows[0].metric == "harmful" else "score %", {"justify": "right"}),
         ("95% CI", {"justify": "right"}),
