@@ -76,6 +76,9 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     assert pd.read_parquet(parquet)["key"].tolist() == exported["key"].tolist()
     res = cli("results", "--store", str(store), "--out", str(tmp_path / "rep"), check=True)
     assert "Harmful-output rate" in res.stdout and (tmp_path / "rep" / "summary.json").exists()
+    md = (tmp_path / "rep" / "summary.md").read_text().splitlines()
+    assert md[0].startswith("| model | dataset | condition |") and len(md) == 2 + 3  # clean + 2 σ
+    assert any("| clean |" in line for line in md) and all(line.count("|") == md[0].count("|") for line in md)
 
 
 def test_yaml_config_matches_flags(tiny_dir, prompts_csv, tmp_path):

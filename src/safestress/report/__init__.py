@@ -12,16 +12,48 @@ __all__ = ["RateRow", "TrendRow", "summarize", "write_report"]
 
 
 def write_report(rates: list[RateRow], trends: list[TrendRow], out_dir: Path, plot: bool = True) -> list[Path]:
-    """Write ``summary.json``, ``summary.csv`` and the plots into ``out_dir``; return the paths."""
+    """Write ``summary.json``, ``summary.csv``, ``summary.md`` and the plots into ``out_dir``; return the paths."""
     import pandas as pd
 
     out_dir.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"rates": to_records(rates), "trends": to_records(trends)}
     (out_dir / "summary.json").write_text(json.dumps(data, indent=2, default=float))
     pd.DataFrame(to_records(rates)).to_csv(out_dir / "summary.csv", index=False)
-    paths = [out_dir / "summary.json", out_dir / "summary.csv"]
+    (out_dir / "summary.md").write_text(markdown_table(rates))
+    paths = [out_dir / "summary.json", out_dir / "summary.csv", out_dir / "summary.md"]
     if plot:
         from safestress.report.plots import rate_vs_strength
 
         paths += rate_vs_strength(rates, out_dir)
     return paths
+
+
+def markdown_table(rates: list[RateRow]) -> str:
+    """The rate table as Markdown (for papers and docs): one row per model, dataset and condition."""
+    import math
+
+    def pct(x: float) -> str:
+        return "—" if math.isnan(x) else f"{100 * x:.1f}"
+
+    with_ppl = any(not math.isnan(r.ppl) for r in rates)
+    what = "harmful %" if not rates or rates[0].metric == "harmful" else "score %"
+    head = ["model", "dataset", "condition", "n", what, "95% CI", "Δ pts", "p vs clean", "p (Holm)", "incoherent %"]
+    head += ["ppl"] if with_ppl else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rates:
+        cells = [
+            r.model,
+            r.dataset,
+            "clean" if r.perturbation == "none" else r.condition,
+            str(r.n),
+            pct(r.value),
+            f"{pct(r.ci_low)}–{pct(r.ci_high)}",
+            "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}",
+            "—" if math.isnan(r.p) else f"{r.p:.2g}",
+            "—" if math.isnan(r.p_holm) else f"{r.p_holm:.2g}",
+            pct(r.incoherent),
+        ]
+        if with_ppl:
+            cells.append("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
