@@ -32,6 +32,8 @@ def markdown_table(rates: list[RateRow]) -> str:
     """The rate table as Markdown (for papers and docs): one row per model, dataset and condition."""
     import math
 
+    from safestress.report.tables import condition_name
+
     def pct(x: float) -> str:
         return "—" if math.isnan(x) else f"{100 * x:.1f}"
 
@@ -44,7 +46,7 @@ def markdown_table(rates: list[RateRow]) -> str:
         cells = [
             r.model,
             r.dataset,
-            "clean" if r.perturbation == "none" else r.condition,
+            condition_name(r),
             str(r.n),
             pct(r.value),
             f"{pct(r.ci_low)}–{pct(r.ci_high)}",

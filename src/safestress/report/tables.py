@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from rich.table import Table
 
@@ -19,10 +20,15 @@ def _p(x: float) -> str:
     return "<0.001" if x < 0.001 else f"{x:.3f}"
 
 
-def _condition(r: RateRow) -> str:
-    # the stored label names the perturbation's parameters (preset, units file, …), which tell
-    # apart conditions of one perturbation at the same sites
-    return "clean" if r.perturbation == "none" else (r.condition or f"{r.perturbation} @ {r.sites}")
+_EMPTY_PARAM = re.compile(r" [\w-]+=(?= |$)")
+
+
+def condition_name(r: RateRow) -> str:
+    """The condition as shown: the stored label names the perturbation's parameters (preset, units
+    file, …), which tell apart conditions of one perturbation at the same sites; empty ones are dropped."""
+    if r.perturbation == "none":
+        return "clean"
+    return _EMPTY_PARAM.sub("", r.condition) if r.condition else f"{r.perturbation} @ {r.sites}"
 
 
 def rate_table(rows: list[RateRow]) -> Table:
@@ -50,7 +56,7 @@ def rate_table(rows: list[RateRow]) -> Table:
         delta = "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}"
         t.add_row(
             r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
-            _condition(r),
+            condition_name(r),
             "0" if r.perturbation == "none" else f"{r.strength:g}",
             str(r.n),
             _pct(r.value),
