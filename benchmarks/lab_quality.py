@@ -59,7 +59,7 @@ def main() -> None:
     plan = ss.plan_sweep(cfg)
     with ss.Store(cfg.store) as store:
         ss.execute(plan, store)
-        frame = store.frame(plan.config_hashes)
+        frame = plan.frame(store)
     for judge in plan.judges:
         rates, trends = ss.summarize(frame, judge.key)
         write_report(rates, trends, out / judge.name)

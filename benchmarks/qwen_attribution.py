@@ -86,7 +86,7 @@ def main() -> None:
         plan = plan_sweep(cfg)
         with Store(cfg.store) as store:
             counts = execute(plan, store)
-            frame = store.frame(plan.config_hashes)
+            frame = plan.frame(store)
         print(f"{label}: {counts['generated']} generated", flush=True)
         judge_key = plan.judges[0].key
         df = frame[frame["judge"] == judge_key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -227,3 +228,13 @@ def test_store_rejects_a_foreign_file(tmp_path):
     with pytest.raises(SafestressError, match="not a safestress store"):
         Store(junk)
     assert junk.read_bytes() == b"not a database at all" * 100
+
+
+def test_a_smaller_rerun_reports_only_its_own_prompts(tiny_dir, prompts_csv, tmp_path):
+    """Configurations shared with an earlier, larger sweep (the clean run) hold more rows in the
+    store; a sweep's table counts only its own prompts."""
+    store = tmp_path / "s.db"
+    cli(*base_args(tiny_dir, prompts_csv, store), check=True)
+    cli(*base_args(tiny_dir, prompts_csv, store, "--limit", "3", "--out", str(tmp_path / "rep")), check=True)
+    rates = json.loads((tmp_path / "rep" / "refusal" / "summary.json").read_text())["rates"]
+    assert {r["n_prompts"] for r in rates} == {3}

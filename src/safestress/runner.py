@@ -45,11 +45,11 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
             f"{counts['generated']} rows generated, {counts['stored_before']} already stored "
             f"({len(plan.tasks)} in this sweep)"
         )
-        frame = store.frame(plan.config_hashes)
+        frame = plan.frame(store)
         rates_by_judge = {}
         for judge in plan.judges:
             rates_by_judge[judge.key] = summarize(frame, judge.key)
-            attach_perplexity(rates_by_judge[judge.key][0], frame, store)
+            attach_perplexity(rates_by_judge[judge.key][0], frame, store, plan.ppl_metric)
     for judge in plan.judges:
         rates, trends = rates_by_judge[judge.key]
         out.print(rate_table(rates))

@@ -74,10 +74,17 @@ class SweepPlan:
     conditions: list[Condition]
     tasks: list[Task]
     settings: GenerationSettings
+    ppl_metric: str | None = None  # the perplexity metric's name in the store, set by execute
 
     @property
     def config_hashes(self) -> list[str]:
         return sorted({c.config_hash for c in self.conditions})
+
+    def frame(self, store: Store) -> Any:
+        """This sweep's rows (and no others: a configuration shared with a larger earlier sweep
+        has more rows in the store) with their verdicts, as a DataFrame."""
+        df = store.frame(self.config_hashes)
+        return df[df["key"].isin({t.key for t in self.tasks})].reset_index(drop=True)
 
 
 def _label(p: Perturbation, strength: float, pattern: str) -> str:
@@ -256,7 +263,7 @@ def measure_perplexity(plan: SweepPlan, store: Store) -> int:
     from safestress.utility import corpus_id, load_corpus, perplexity
 
     text = load_corpus(cfg.ppl)
-    name = corpus_id(cfg.ppl, text, cfg.ppl_tokens, PPL_WINDOW)
+    name = plan.ppl_metric = corpus_id(cfg.ppl, text, cfg.ppl_tokens, PPL_WINDOW)
     have = store.metrics(name)
     n = 0
     for cond in plan.conditions:

@@ -26,9 +26,9 @@ def run_rows(cfg: SweepConfig, progress: Progress | None = None) -> list[RateRow
     plan = plan_sweep(cfg)
     with Store(cfg.store) as store:
         execute(plan, store, progress)
-        frame = store.frame(plan.config_hashes)
+        frame = plan.frame(store)
         rows, _ = summarize(frame, plan.judges[0].key)
-        attach_perplexity(rows, frame, store)
+        attach_perplexity(rows, frame, store, plan.ppl_metric)
     return rows
 
 

@@ -160,13 +160,14 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
     return rates, trends
 
 
-def attach_perplexity(rows: list[RateRow], frame: Any, store: Any) -> None:
-    """Fill ``ppl`` of each row from the store's perplexity metrics (one corpus: the latest)."""
-    found = store.metrics("ppl:")
+def attach_perplexity(rows: list[RateRow], frame: Any, store: Any, metric: str | None = None) -> None:
+    """Fill ``ppl`` of each row from the store's perplexity metric ``metric`` (default: the one
+    stored last, for summaries of a whole store)."""
+    found = store.metrics(metric or "ppl:")
     if not found:
         return
-    latest = list(found)[-1][1]
-    by_hash = {h: v for (h, name), v in found.items() if name == latest}
+    metric = metric or list(found)[-1][1]
+    by_hash = {h: v for (h, name), v in found.items() if name == metric}
     label_of = frame.drop_duplicates("config_hash").set_index("config_hash")[["model", "condition"]]
     values = {
         (label_of.loc[h, "model"], label_of.loc[h, "condition"]): v for h, v in by_hash.items() if h in label_of.index
