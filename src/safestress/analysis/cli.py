@@ -412,9 +412,11 @@ def mva(
         if not p.admissible:
             ax.plot(p.strength, 100 * p.asr, "kx", ms=9)
     if best is not None:
-        ax.plot(best.strength, 100 * best.asr, "*", color="gold", ms=16, mec="black", label=f"MVA {best.strength:g}")
+        ax.plot(best.strength, 100 * best.asr, "*", color="gold", ms=16, mec="black", label=f"MVA {best.strength:.3g}")
     ax.axhline(100 * clean.value, color="black", ls="--", lw=1, label="clean")
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(xs, [f"{x:.3g}" for x in xs], rotation=45, fontsize=8)
     ax.set_xlabel(f"{perturb} strength ({scale}); x = over the perplexity bound")
     ax.set_ylabel("ASR %")
     ax.legend(fontsize=8)
