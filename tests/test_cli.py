@@ -238,3 +238,20 @@ def test_a_smaller_rerun_reports_only_its_own_prompts(tiny_dir, prompts_csv, tmp
     cli(*base_args(tiny_dir, prompts_csv, store, "--limit", "3", "--out", str(tmp_path / "rep")), check=True)
     rates = json.loads((tmp_path / "rep" / "refusal" / "summary.json").read_text())["rates"]
     assert {r["n_prompts"] for r in rates} == {3}
+
+
+def test_conditions_differing_only_in_a_non_strength_parameter_stay_apart(tiny_dir, prompts_csv, tmp_path):
+    """Per-token and per-tensor quantization at the same bit width share a stored label; the
+    results table must still show them as two conditions, not merge their rows."""
+    store = tmp_path / "q.db"
+    for granularity in ("per-token", "per-tensor"):
+        args = base_args(tiny_dir, prompts_csv, store, "--limit", "3")
+        args[args.index("--sigma") : args.index("--sigma") + 2] = ["--perturb", "quant", "--strength", "4"]
+        args[args.index("--sites") + 1] = "blocks.*.mlp.act"
+        cli(*args, "--param", f"granularity={granularity}", check=True)
+    rep = tmp_path / "rep"
+    cli("results", "--store", str(store), "--out", str(rep), check=True)
+    rates = json.loads(next(rep.rglob("summary.json")).read_text())["rates"]
+    names = sorted(r["condition"] for r in rates if r["perturbation"] == "quant")
+    assert len(names) == 2 and any("per-token" in n for n in names) and any("per-tensor" in n for n in names)
+    assert {r["n_prompts"] for r in rates} == {3}

@@ -33,12 +33,25 @@ def _out(path: Path) -> Path:
     return path
 
 
-def _config(**kw: Any) -> Any:
+_SHARED = ("perturb", "scale", "dataset", "limit", "max_new_tokens", "batch_size", "store", "ppl", "ppl_tokens")
+
+
+def _sweep_config(options: dict[str, Any], strengths: list[float], sites: list[str]) -> Any:
+    """The sweep behind an analysis, from the command's own options (its ``locals()``): the
+    analyses differ only in which strengths and site selections they sweep."""
     from safestress.cli import _params
     from safestress.config import build_config
 
-    kw["params"] = _params(kw.pop("param"))
-    return build_config(None, **kw)
+    kw = {k: options[k] for k in _SHARED if k in options}
+    return build_config(
+        None,
+        models=[options["model"]],
+        judge=[options["judge"]],
+        params=_params(options.get("param")),
+        sigma=strengths,
+        sites=sites,
+        **kw,
+    )
 
 
 def _progress() -> tuple[Any, Any]:
@@ -100,20 +113,7 @@ def layers(
 
     n_layers = load_model(model, weights=False).n_layers
     windows = layer_windows(n_layers, window, site)
-    cfg = _config(
-        models=[model],
-        perturb=perturb,
-        sigma=[0.0, strength],
-        param=param,
-        scale=scale,
-        dataset=dataset,
-        limit=limit,
-        judge=[judge],
-        sites=windows,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        store=store,
-    )
+    cfg = _sweep_config(locals(), [0.0, strength], windows)
     clean, results = layer_sensitivity(_run(cfg))
     out = _out(out)
     t = Table(title=f"Layer sensitivity: {perturb} {strength:g} at {site}, {window} layers per window")
@@ -247,22 +247,7 @@ def tradeoff(
     """ASR against perplexity across a technique's strength."""
     from safestress.config import parse_floats
 
-    cfg = _config(
-        models=[model],
-        perturb=perturb,
-        sigma=parse_floats(strength),
-        param=param,
-        scale=scale,
-        dataset=dataset,
-        limit=limit,
-        judge=[judge],
-        sites=[sites],
-        ppl=ppl,
-        ppl_tokens=ppl_tokens,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        store=store,
-    )
+    cfg = _sweep_config(locals(), parse_floats(strength), [sites])
     rows = _strength_rows(_run(cfg))
     out = _out(out)
     t = Table(title=f"ASR vs perplexity: {perturb} @ {sites}")
@@ -339,24 +324,10 @@ def mva(
     if max_ppl is not None and max_ppl_ratio is not None:
         raise SafestressError("give --max-ppl or --max-ppl-ratio, not both")
 
+    options = dict(locals())
+
     def sweep(strengths: list[float]) -> list[Any]:
-        cfg = _config(
-            models=[model],
-            perturb=perturb,
-            sigma=[0.0, *strengths],
-            param=param,
-            scale=scale,
-            dataset=dataset,
-            limit=limit,
-            judge=[judge],
-            sites=[sites],
-            ppl=ppl,
-            ppl_tokens=ppl_tokens,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            store=store,
-        )
-        return _run(cfg)
+        return _run(_sweep_config(options, [0.0, *strengths], [sites]))
 
     coarse = parse_floats(grid)
     if not coarse or min(coarse) <= 0:
