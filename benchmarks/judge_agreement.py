@@ -24,7 +24,13 @@ import torch
 
 from safestress.judges import make_judge
 from safestress.judges.agreement import cohen_kappa, evaluate_judge, load_labelled
-from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
+from safestress.judges.embedding import (
+    EmbeddingRefusalJudge,
+    HeadSettings,
+    encode_texts,
+    load_compliant,
+    train_head,
+)
 from safestress.judges.toxicity import fit_logistic, toxigen_statements
 
 MODELS = ("llama2orig", "mistralinstruct", "gpt4")
@@ -42,9 +48,11 @@ def xstest(data: Path, model: str) -> tuple[list[str], list[str], list[bool]]:
     )
 
 
-def rotation(data: Path, epochs: int, workdir: Path, report: dict) -> None:
+def rotation(
+    data: Path, settings: HeadSettings, workdir: Path, report: dict, held_out: list[str], compliant: list[str]
+) -> None:
     print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
-    for test in MODELS:
+    for test in held_out:
         prompts, responses, truth = [], [], []
         for m in MODELS:
             if m != test:
@@ -52,9 +60,14 @@ def rotation(data: Path, epochs: int, workdir: Path, report: dict) -> None:
                 prompts += p
                 responses += r
                 truth += t
+        for spec in compliant:  # unlabelled answers taken as compliance (``judge train --compliant``)
+            p, r, _ = load_compliant(spec)
+            prompts += p
+            responses += r
+            truth += [False] * len(r)
         head = workdir / f"head-without-{test}"
         t0 = time.perf_counter()
-        train_head(prompts, responses, truth, head, HeadSettings(epochs=epochs))
+        train_head(prompts, responses, truth, head, settings)
         train_s = time.perf_counter() - t0
         p, r, t = xstest(data, test)
         row = {}
@@ -172,6 +185,11 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("SAFESTRESS_DATA_DIR", "../shared/data"))
     ap.add_argument("--epochs", type=int, default=HeadSettings().epochs)
     ap.add_argument("--parts", default="rotation,toxicity,speed")
+    ap.add_argument("--held-out", default=",".join(MODELS), help="rotation: the XSTest models to hold out")
+    ap.add_argument("--augment", action="store_true", help="rotation: train with refusals minus refusal sentences")
+    ap.add_argument(
+        "--compliant", action="append", default=[], help="rotation: FILE[:P:R] of answers taken as compliance"
+    )
     ap.add_argument("--rescore", default="", help="recompute the rotation table from this JSON's head scores")
     ap.add_argument("--out", default="judge-agreement.json")
     args = ap.parse_args()
@@ -183,7 +201,9 @@ def main() -> None:
         if args.rescore:
             rescore(data, Path(args.rescore), report)
         elif "rotation" in parts:
-            rotation(data, args.epochs, Path(tmp), report)
+            settings = HeadSettings(epochs=args.epochs, augment=args.augment)
+            held_out = [m for m in args.held_out.split(",") if m]
+            rotation(data, settings, Path(tmp), report, held_out, args.compliant)
     if "toxicity" in parts:
         toxicity(report)
     if "speed" in parts:

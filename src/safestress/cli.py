@@ -264,6 +264,14 @@ def judge_train(
     response_col: str = typer.Option("completion", help="the judged text"),
     label_col: str = typer.Option("final_label"),
     positive: str = typer.Option("", help="label value(s) of the positive class (refusal / toxic), comma-separated"),
+    compliant: list[str] | None = typer.Option(
+        None,
+        help="refusal head: FILE[:PROMPT_COL:RESPONSE_COL] of unlabelled answers (e.g. a barely aligned model's, "
+        "exported from a store) taken as compliance unless a phrase judge sees a refusal; repeatable",
+    ),
+    augment: bool = typer.Option(
+        False, help="refusal head: also train on refusals minus their refusal sentences (docs/judges.md)"
+    ),
     epochs: int = typer.Option(3, min=1, help="refusal head only"),
     seed: int = typer.Option(0, help="refusal head only"),
 ) -> None:
@@ -273,7 +281,7 @@ def judge_train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from safestress.judges.agreement import load_labelled
-    from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
+    from safestress.judges.embedding import HeadSettings, encoder_dir, load_compliant, train_head
     from safestress.judges.toxicity import toxigen_statements, train_toxicity_head
 
     if task not in ("refusal", "toxicity"):
@@ -302,17 +310,34 @@ def judge_train(
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         sources.append({"file": Path(path).name, "sha256": digest, "n": len(r), "positives": sum(t)})
     if task == "toxicity":
+        if compliant or augment:
+            raise SafestressError("--compliant and --augment train the refusal head; drop them for --task toxicity")
         meta = train_toxicity_head(responses, truth, out_dir, sources=sources)
         err.print(f"wrote {out_dir}: {meta['n_train']} texts ({100 * meta['toxic_share']:.1f}% toxic)")
         return
-    settings = HeadSettings(epochs=epochs, seed=seed)
+    for spec in compliant or []:
+        p, r, source = load_compliant(spec)
+        prompts += p
+        responses += r
+        truth += [False] * len(r)
+        sources.append(source)
+    settings = HeadSettings(epochs=epochs, seed=seed, augment=augment)
     with Progress(
         TextColumn("training head"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as bar:
-        job = bar.add_task("train", total=epochs * len(responses))
-        meta = train_head(prompts, responses, truth, out_dir, settings, sources, progress=lambda k: bar.advance(job, k))
+        job = bar.add_task("train", total=None)
+        meta = train_head(
+            prompts,
+            responses,
+            truth,
+            out_dir,
+            settings,
+            sources,
+            progress=lambda done, total: bar.update(job, completed=done, total=total),
+        )
     err.print(
-        f"wrote {out_dir}: {meta['n_train']} examples ({100 * meta['refusal_share']:.1f}% refusals), "
+        f"wrote {out_dir}: {meta['n_train']} examples + {meta['n_augmented']} refusals without their refusal "
+        f"sentences ({100 * meta['refusal_share']:.1f}% refusals), "
         f"{epochs} epochs, seed {seed}"
     )
 
