@@ -52,6 +52,7 @@ def rotation(
     data: Path, settings: HeadSettings, workdir: Path, report: dict, held_out: list[str], compliant: list[str]
 ) -> None:
     print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
+    extra = [load_compliant(spec)[:2] for spec in compliant]  # answers taken as compliance (``--compliant``)
     for test in held_out:
         prompts, responses, truth = [], [], []
         for m in MODELS:
@@ -60,8 +61,7 @@ def rotation(
                 prompts += p
                 responses += r
                 truth += t
-        for spec in compliant:  # unlabelled answers taken as compliance (``judge train --compliant``)
-            p, r, _ = load_compliant(spec)
+        for p, r in extra:
             prompts += p
             responses += r
             truth += [False] * len(r)

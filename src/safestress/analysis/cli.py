@@ -81,6 +81,14 @@ def _p(x: float) -> str:
     return "—" if math.isnan(x) else f"{x:.2g}"
 
 
+def _save(fig: Any, out: Path, name: str) -> None:
+    """Write ``<name>.png`` beside the ``<name>.json`` the command wrote, and say so."""
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=130)
+    _plt().close(fig)
+    err.print(f"wrote {out / f'{name}.json'}, {out / f'{name}.png'}")
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -145,10 +153,7 @@ def layers(
     ax.set_xlabel(f"layers perturbed ({site})")
     ax.set_ylabel("ASR % (95% CI)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "layers.png", dpi=130)
-    plt.close(fig)
-    err.print(f"wrote {out / 'layers.json'}, {out / 'layers.png'}")
+    _save(fig, out, "layers")
 
 
 @app.command()
@@ -289,10 +294,7 @@ def tradeoff(
     ax.set_xlabel(f"perplexity ({Path(ppl).name})")
     ax.set_ylabel("ASR %")
     ax.set_title(f"{perturb} @ {sites}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "tradeoff.png", dpi=130)
-    plt.close(fig)
-    err.print(f"wrote {out / 'tradeoff.json'}, {out / 'tradeoff.png'}")
+    _save(fig, out, "tradeoff")
 
 
 @app.command()
@@ -391,13 +393,10 @@ def mva(
     ax.set_xlabel(f"{perturb} strength ({scale}); x = over the perplexity bound")
     ax.set_ylabel("ASR %")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "mva.png", dpi=130)
-    plt.close(fig)
     if best is None:
         err.print("no strength met the perplexity bound")
     else:
         err.print(
             f"MVA: {perturb} {best.strength:g} → ASR {_pct(best.asr)}% ({_pct(best.ci_low)}–{_pct(best.ci_high)})"
         )
-    err.print(f"wrote {out / 'mva.json'}, {out / 'mva.png'}")
+    _save(fig, out, "mva")
