@@ -24,14 +24,9 @@ import torch
 
 from safestress.judges import make_judge
 from safestress.judges.agreement import cohen_kappa, evaluate_judge, load_labelled
-from safestress.judges.embedding import (
-    EmbeddingRefusalJudge,
-    HeadSettings,
-    encode_texts,
-    load_compliant,
-    train_head,
-)
+from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
 from safestress.judges.toxicity import fit_logistic, toxigen_statements
+from safestress.judges.training_data import compliant_answers, labelled_set
 
 MODELS = ("llama2orig", "mistralinstruct", "gpt4")
 POSITIVE = ("2_full_refusal", "3_partial_refusal")
@@ -49,10 +44,19 @@ def xstest(data: Path, model: str) -> tuple[list[str], list[str], list[bool]]:
 
 
 def rotation(
-    data: Path, settings: HeadSettings, workdir: Path, report: dict, held_out: list[str], compliant: list[str]
+    data: Path,
+    settings: HeadSettings,
+    workdir: Path,
+    report: dict,
+    held_out: list[str],
+    compliant: list[str],
+    extra_data: list[str],
 ) -> None:
     print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
-    extra = [load_compliant(spec)[:2] for spec in compliant]  # answers taken as compliance (``--compliant``)
+    # training data beside the two XSTest models, read once: ``--extra`` (e.g. pyrit-objective) and
+    # ``--compliant`` answers, as ``safestress judge train`` reads them
+    extra = [labelled_set(spec, "", "", "", []) for spec in extra_data] + [compliant_answers(s) for s in compliant]
+    report["training_sources"] = [part.source for part in extra]
     for test in held_out:
         prompts, responses, truth = [], [], []
         for m in MODELS:
@@ -61,10 +65,10 @@ def rotation(
                 prompts += p
                 responses += r
                 truth += t
-        for p, r in extra:
-            prompts += p
-            responses += r
-            truth += [False] * len(r)
+        for part in extra:
+            prompts += part.prompts
+            responses += part.responses
+            truth += part.positive
         head = workdir / f"head-without-{test}"
         t0 = time.perf_counter()
         train_head(prompts, responses, truth, head, settings)
@@ -115,6 +119,7 @@ def rescore(data: Path, path: Path, report: dict) -> None:
         class Stored(EmbeddingRefusalJudge):  # the stored head scores under the judge's decision rule
             def __init__(self, stored: dict, opening: object) -> None:
                 self.meta = {"threshold": 0.5}
+                self.opening_rule = old.get("opening_rule", True)
                 self._opening = opening
                 self.stored = stored
 
@@ -187,8 +192,12 @@ def main() -> None:
     ap.add_argument("--parts", default="rotation,toxicity,speed")
     ap.add_argument("--held-out", default=",".join(MODELS), help="rotation: the XSTest models to hold out")
     ap.add_argument("--augment", action="store_true", help="rotation: train with refusals minus refusal sentences")
+    ap.add_argument("--opening-rule", action="store_true", help="rotation: explicit refusal openings decide")
     ap.add_argument(
         "--compliant", action="append", default=[], help="rotation: FILE[:P:R] of answers taken as compliance"
+    )
+    ap.add_argument(
+        "--extra", action="append", default=[], help="rotation: more training data, e.g. pyrit-objective[:DIR]"
     )
     ap.add_argument("--rescore", default="", help="recompute the rotation table from this JSON's head scores")
     ap.add_argument("--out", default="judge-agreement.json")
@@ -201,9 +210,10 @@ def main() -> None:
         if args.rescore:
             rescore(data, Path(args.rescore), report)
         elif "rotation" in parts:
-            settings = HeadSettings(epochs=args.epochs, augment=args.augment)
+            settings = HeadSettings(epochs=args.epochs, augment=args.augment, opening_rule=args.opening_rule)
+            report["opening_rule"] = args.opening_rule
             held_out = [m for m in args.held_out.split(",") if m]
-            rotation(data, settings, Path(tmp), report, held_out, args.compliant)
+            rotation(data, settings, Path(tmp), report, held_out, args.compliant, args.extra)
     if "toxicity" in parts:
         toxicity(report)
     if "speed" in parts:

@@ -254,7 +254,9 @@ def judge_eval(
 @judge_app.command("train")
 def judge_train(
     data: list[str] = typer.Option(
-        ..., help="labelled CSV / JSONL / JSON file (repeat to combine); for --task toxicity also 'toxigen'"
+        ...,
+        help="labelled CSV / JSONL / JSON file (repeat to combine); for the refusal head also "
+        "'pyrit-objective[:DIR]' (PyRIT's human-labelled answers to harmful requests), for --task toxicity 'toxigen'",
     ),
     out_dir: Path = typer.Option(
         ..., "--out", help="directory for the head (then --judge embedding:DIR / toxicity:DIR)"
@@ -272,56 +274,60 @@ def judge_train(
     augment: bool = typer.Option(
         False, help="refusal head: also train on refusals minus their refusal sentences (docs/judges.md)"
     ),
+    opening_rule: bool = typer.Option(
+        False,
+        help="refusal head: also call refusal when a response opens with an explicit refusal phrase "
+        "(for heads whose training data lacks terse refusals; docs/judges.md)",
+    ),
     epochs: int = typer.Option(3, min=1, help="refusal head only"),
     seed: int = typer.Option(0, help="refusal head only"),
 ) -> None:
     """Train a judge head on labelled data: the embedding judge's refusal head or the toxicity head."""
-    import hashlib
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from safestress.judges.agreement import load_labelled
-    from safestress.judges.embedding import HeadSettings, encoder_dir, load_compliant, train_head
+    from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
     from safestress.judges.toxicity import toxigen_statements, train_toxicity_head
+    from safestress.judges.training_data import PYRIT_OBJECTIVE, compliant_answers, labelled_set
 
     if task not in ("refusal", "toxicity"):
         raise SafestressError(f"unknown task '{task}'; known: refusal, toxicity")
     encoder_dir()  # fail early and clearly when the encoder package is missing
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise SafestressError(f"{out_dir} exists and is not an empty directory; choose a new one for the head")
+    if task == "toxicity" and (compliant or augment or opening_rule):
+        raise SafestressError(
+            "--compliant, --augment and --opening-rule are for the refusal head; drop them for --task toxicity"
+        )
     prompts: list[str] = []
     responses: list[str] = []
     truth: list[bool] = []
     sources = []
-    for path in data:
-        if task == "toxicity" and path == "toxigen":
+    for spec in data:
+        if task == "toxicity" and spec == "toxigen":
             texts, toxic, _ = toxigen_statements()
             prompts += [""] * len(texts)
             responses += texts
             truth += toxic
             sources.append({"dataset": "toxigen", "n": len(texts), "positives": sum(toxic)})
             continue
-        if not positive:
-            raise SafestressError("--positive is required for a labelled file")
-        p, r, t = load_labelled(path, prompt_col, response_col, label_col, _split([positive]) or [])
-        prompts += p
-        responses += r
-        truth += t
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        sources.append({"file": Path(path).name, "sha256": digest, "n": len(r), "positives": sum(t)})
+        if task == "toxicity" and spec.partition(":")[0] == PYRIT_OBJECTIVE:
+            raise SafestressError(f"{PYRIT_OBJECTIVE} labels refusals; it trains the refusal head, not --task toxicity")
+        part = labelled_set(spec, prompt_col, response_col, label_col, _split([positive]) or [])
+        prompts += part.prompts
+        responses += part.responses
+        truth += part.positive
+        sources.append(part.source)
     if task == "toxicity":
-        if compliant or augment:
-            raise SafestressError("--compliant and --augment train the refusal head; drop them for --task toxicity")
         meta = train_toxicity_head(responses, truth, out_dir, sources=sources)
         err.print(f"wrote {out_dir}: {meta['n_train']} texts ({100 * meta['toxic_share']:.1f}% toxic)")
         return
     for spec in compliant or []:
-        p, r, source = load_compliant(spec)
-        prompts += p
-        responses += r
-        truth += [False] * len(r)
-        sources.append(source)
-    settings = HeadSettings(epochs=epochs, seed=seed, augment=augment)
+        part = compliant_answers(spec)
+        prompts += part.prompts
+        responses += part.responses
+        truth += part.positive
+        sources.append(part.source)
+    settings = HeadSettings(epochs=epochs, seed=seed, augment=augment, opening_rule=opening_rule)
     with Progress(
         TextColumn("training head"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as bar:
