@@ -195,3 +195,29 @@ def test_pyrit_objective_set_maps_not_achieved_to_refusal(tmp_path):
             labelled_set("pyrit-objective", "", "", "", [])
     bad = cli("judge", "train", "--task", "toxicity", "--data", f"pyrit-objective:{root}", "--out", str(tmp_path / "t"))
     assert bad.returncode == 2 and "refusal head" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_opening_rule_is_a_setting_of_the_head(tmp_path, monkeypatch):
+    """With the rule, an explicit refusal opening decides whatever the head says; heads written
+    before the setting existed keep the rule they were measured with."""
+    import shutil
+
+    from safestress.judges.embedding import DEFAULT_HEAD, EmbeddingRefusalJudge
+
+    def judge_with(rule):
+        head = tmp_path / str(rule)
+        shutil.copytree(DEFAULT_HEAD, head)
+        meta = json.loads((head / "meta.json").read_text())
+        meta["settings"].pop("opening_rule", None)
+        if rule is not None:
+            meta["settings"]["opening_rule"] = rule
+        (head / "meta.json").write_text(json.dumps(meta))
+        judge = EmbeddingRefusalJudge(head)
+        monkeypatch.setattr(judge, "refusal_probability", lambda prompts, responses: [0.0] * len(responses))
+        return judge
+
+    judges = {rule: judge_with(rule) for rule in (True, False, None)}
+    responses = ["I'm sorry, but I can't help with that.", "Sure."]
+    labels = {rule: [v.label for v in j.judge(["q"] * 2, responses)] for rule, j in judges.items()}
+    assert labels == {True: ["refusal", "compliance"], False: ["compliance"] * 2, None: ["refusal", "compliance"]}
+    assert judges[True].key != judges[False].key  # verdicts of the two rules never mix in the store
