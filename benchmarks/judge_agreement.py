@@ -26,7 +26,7 @@ from safestress.judges import make_judge
 from safestress.judges.agreement import cohen_kappa, evaluate_judge, load_labelled
 from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
 from safestress.judges.toxicity import fit_logistic, toxigen_statements
-from safestress.judges.training_data import compliant_answers, labelled_set
+from safestress.judges.training_data import LabelledSet, compliant_answers, labelled_set
 
 MODELS = ("llama2orig", "mistralinstruct", "gpt4")
 POSITIVE = ("2_full_refusal", "3_partial_refusal")
@@ -58,20 +58,12 @@ def rotation(
     extra = [labelled_set(spec, "", "", "", []) for spec in extra_data] + [compliant_answers(s) for s in compliant]
     report["training_sources"] = [part.source for part in extra]
     for test in held_out:
-        prompts, responses, truth = [], [], []
-        for m in MODELS:
-            if m != test:
-                p, r, t = xstest(data, m)
-                prompts += p
-                responses += r
-                truth += t
-        for part in extra:
-            prompts += part.prompts
-            responses += part.responses
-            truth += part.positive
+        train = LabelledSet()
+        for part in [LabelledSet(*xstest(data, m)) for m in MODELS if m != test] + extra:
+            train.add(part)
         head = workdir / f"head-without-{test}"
         t0 = time.perf_counter()
-        train_head(prompts, responses, truth, head, settings)
+        train_head(train.prompts, train.responses, train.positive, head, settings)
         train_s = time.perf_counter() - t0
         p, r, t = xstest(data, test)
         row = {}

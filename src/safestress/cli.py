@@ -287,7 +287,7 @@ def judge_train(
 
     from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
     from safestress.judges.toxicity import toxigen_statements, train_toxicity_head
-    from safestress.judges.training_data import PYRIT_OBJECTIVE, compliant_answers, labelled_set
+    from safestress.judges.training_data import PYRIT_OBJECTIVE, LabelledSet, compliant_answers, labelled_set
 
     if task not in ("refusal", "toxicity"):
         raise SafestressError(f"unknown task '{task}'; known: refusal, toxicity")
@@ -298,34 +298,26 @@ def judge_train(
         raise SafestressError(
             "--compliant, --augment and --opening-rule are for the refusal head; drop them for --task toxicity"
         )
-    prompts: list[str] = []
-    responses: list[str] = []
-    truth: list[bool] = []
+    train = LabelledSet()
     sources = []
     for spec in data:
         if task == "toxicity" and spec == "toxigen":
             texts, toxic, _ = toxigen_statements()
-            prompts += [""] * len(texts)
-            responses += texts
-            truth += toxic
-            sources.append({"dataset": "toxigen", "n": len(texts), "positives": sum(toxic)})
-            continue
-        if task == "toxicity" and spec.partition(":")[0] == PYRIT_OBJECTIVE:
+            part = LabelledSet([""] * len(texts), texts, toxic, {"dataset": "toxigen", "n": len(texts)})
+            part.source["positives"] = sum(toxic)
+        elif task == "toxicity" and spec.partition(":")[0] == PYRIT_OBJECTIVE:
             raise SafestressError(f"{PYRIT_OBJECTIVE} labels refusals; it trains the refusal head, not --task toxicity")
-        part = labelled_set(spec, prompt_col, response_col, label_col, _split([positive]) or [])
-        prompts += part.prompts
-        responses += part.responses
-        truth += part.positive
+        else:
+            part = labelled_set(spec, prompt_col, response_col, label_col, _split([positive]) or [])
+        train.add(part)
         sources.append(part.source)
     if task == "toxicity":
-        meta = train_toxicity_head(responses, truth, out_dir, sources=sources)
+        meta = train_toxicity_head(train.responses, train.positive, out_dir, sources=sources)
         err.print(f"wrote {out_dir}: {meta['n_train']} texts ({100 * meta['toxic_share']:.1f}% toxic)")
         return
     for spec in compliant or []:
         part = compliant_answers(spec)
-        prompts += part.prompts
-        responses += part.responses
-        truth += part.positive
+        train.add(part)
         sources.append(part.source)
     settings = HeadSettings(epochs=epochs, seed=seed, augment=augment, opening_rule=opening_rule)
     with Progress(
@@ -333,9 +325,9 @@ def judge_train(
     ) as bar:
         job = bar.add_task("train", total=None)
         meta = train_head(
-            prompts,
-            responses,
-            truth,
+            train.prompts,
+            train.responses,
+            train.positive,
             out_dir,
             settings,
             sources,

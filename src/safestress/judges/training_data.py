@@ -36,6 +36,12 @@ class LabelledSet:
     positive: list[bool] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
 
+    def add(self, other: LabelledSet) -> None:
+        """Append another set's pairs (its source stays with it: callers list sources per set)."""
+        self.prompts += other.prompts
+        self.responses += other.responses
+        self.positive += other.positive
+
 
 def file_record(path: str | Path) -> dict[str, str]:
     """A file's name and sha256, as a head's ``meta.json`` records its training data."""
