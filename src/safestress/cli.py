@@ -303,8 +303,8 @@ def judge_train(
     for spec in data:
         if task == "toxicity" and spec == "toxigen":
             texts, toxic, _ = toxigen_statements()
-            part = LabelledSet([""] * len(texts), texts, toxic, {"dataset": "toxigen", "n": len(texts)})
-            part.source["positives"] = sum(toxic)
+            source = {"dataset": "toxigen", "n": len(texts), "positives": sum(toxic)}
+            part = LabelledSet([""] * len(texts), texts, toxic, source)
         elif task == "toxicity" and spec.partition(":")[0] == PYRIT_OBJECTIVE:
             raise SafestressError(f"{PYRIT_OBJECTIVE} labels refusals; it trains the refusal head, not --task toxicity")
         else:
