@@ -216,12 +216,11 @@ def judge_eval(
     json_out: Path | None = typer.Option(None, "--json", help="write {n, accuracy, kappa, ...} here"),
 ) -> None:
     """Agreement of a judge with human labels: accuracy, Cohen's κ, confusion matrix, disagreements."""
-    import json
-
     from rich.table import Table
 
     from safestress.judges import make_judge
     from safestress.judges.agreement import evaluate_judge, load_labelled
+    from safestress.report.jsonfile import write_json
 
     j = make_judge(judge)
     prompts, responses, truth = load_labelled(data, prompt_col, response_col, label_col, _split([positive]) or [])
@@ -247,7 +246,7 @@ def judge_eval(
             )
         out.print(d)
     if json_out:
-        json_out.write_text(json.dumps(a.as_dict(), indent=2))
+        write_json(json_out, a.as_dict())
         err.print(f"wrote {json_out}")
 
 

@@ -88,6 +88,9 @@ class SweepPlan:
 
 
 def _label(p: Perturbation, strength: float, pattern: str) -> str:
+    """The condition's label in reports. It is part of the condition's spec, so of its config hash:
+    changing how it is written (even to match ``store.condition_labels``' display of values) would
+    make every stored result of such a condition unreachable to a resumed run. Keep it stable."""
     if p.is_identity():
         return "clean"
     if not (p.strength or p.row_params):  # no strength: name the parameters (files by their name only)

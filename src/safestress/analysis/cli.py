@@ -7,7 +7,6 @@ analysis resumes and a later one with overlapping conditions reuses them.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safestress.errors import SafestressError
+from safestress.report.jsonfile import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Analyses: layer sensitivity, drift, trade-off, MVA search.")
 out_console = Console()
@@ -141,7 +141,7 @@ def layers(
         "clean": {"asr": clean.value, "ci": [clean.ci_low, clean.ci_high], "n": clean.n},
         "windows": records(results),
     }
-    (out / "layers.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "layers.json", summary)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(results) + 2), 3.6))
     xs = range(len(results))
@@ -222,7 +222,7 @@ def drift(
     t.add_row("benign called harmful %", "—", _pct(result.benign_called_harmful_perturbed))
     out_console.print(t)
     summary = {"model": model, "perturbation": repr(pert), "sites": sites, **asdict(result)}
-    (out / "drift.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "drift.json", summary)
     plot_drift(result, states, out / "drift.png", f"{Path(model).name}: {pert!r} @ {sites}")
     err.print(f"wrote {out / 'drift.json'}, {out / 'drift.png'}")
 
@@ -282,7 +282,7 @@ def tradeoff(
         }
         for r in rows
     ]
-    (out / "tradeoff.json").write_text(json.dumps({"model": model, "perturbation": perturb, "rows": data}, indent=2))
+    write_json(out / "tradeoff.json", {"model": model, "perturbation": perturb, "rows": data})
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     ax.plot([d["ppl"] for d in data], [100 * d["asr"] for d in data], "o-", color="tab:red")
@@ -368,7 +368,7 @@ def mva(
         "points": records(points),
         "mva": None if best is None else records([best])[0],
     }
-    (out / "mva.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "mva.json", summary)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     xs = [p.strength for p in points]

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from safestress.errors import SafestressError
+from safestress.report.jsonfile import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Where safety lives: unit maps, refusal direction, probes.")
 err = Console(stderr=True)
@@ -109,7 +110,7 @@ def units(
         "calibration": {"safety": len(safety.prompts), "utility": len(utility.prompts)},
         "units": totals,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     _plot_shares(shares, out / "shares.png", lm.name)
     for kind, counts in totals.items():
         n = sum(counts.values())
@@ -190,7 +191,7 @@ def direction(
         )
     meta = {k: v for k, v in result_dict(res).items() if k != "candidates"}
     save_direction(out / "direction.safetensors", r, {"model": lm.name, **meta})
-    (out / "direction.json").write_text(json.dumps({"model": lm.name, **result_dict(res)}, indent=2))
+    write_json(out / "direction.json", {"model": lm.name, **result_dict(res)})
     _plot_candidates(res.candidates, res.layer, out / "candidates.png", lm.name)
     note = "" if res.filtered else " (no candidate passed the filters; lowest bypass taken)"
     err.print(
@@ -235,7 +236,7 @@ def probe(
     _quiet()
     lm = load_model(model)
     d = refuse_fulfil_distances(lm, _prompts(dataset, limit))
-    (out / "probe.json").write_text(json.dumps({"model": lm.name, "dataset": dataset, **d}, indent=2))
+    write_json(out / "probe.json", {"model": lm.name, "dataset": dataset, **d})
     import matplotlib
 
     matplotlib.use("Agg")

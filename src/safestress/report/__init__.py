@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from safestress.report.jsonfile import write_json
 from safestress.report.summary import RateRow, TrendRow, summarize, to_records
 
 __all__ = ["RateRow", "TrendRow", "summarize", "write_report"]
@@ -17,7 +17,7 @@ def write_report(rates: list[RateRow], trends: list[TrendRow], out_dir: Path, pl
 
     out_dir.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"rates": to_records(rates), "trends": to_records(trends)}
-    (out_dir / "summary.json").write_text(json.dumps(data, indent=2, default=float))
+    write_json(out_dir / "summary.json", data)
     pd.DataFrame(to_records(rates)).to_csv(out_dir / "summary.csv", index=False)
     (out_dir / "summary.md").write_text(markdown_table(rates))
     paths = [out_dir / "summary.json", out_dir / "summary.csv", out_dir / "summary.md"]

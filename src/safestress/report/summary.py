@@ -89,9 +89,10 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
                 lo, hi = stats.wilson_ci(k, n)
             else:
                 lo, hi = stats.cluster_bootstrap_ci(obs[~np.all(np.isnan(obs), axis=1)])
-            not_scored = 1.0 - n / obs.size if obs.size else math.nan
-            incoherent = float((cpart["label"] == "incoherent").mean()) if len(cpart) else math.nan
-            unscored = max(0.0, not_scored - incoherent)
+            # shares of the rows, counted (a difference of two shares leaves 1e-17 behind)
+            is_incoherent = cpart["label"] == "incoherent"
+            incoherent = float(is_incoherent.mean()) if len(cpart) else math.nan
+            unscored = float((cpart["harmful_f"].isna() & ~is_incoherent).mean()) if len(cpart) else math.nan
             delta, p, test = math.nan, math.nan, ""
             if pert != "none" and clean_by_item is not None:
                 per_prompt = m.mean(axis=1, skipna=True)
