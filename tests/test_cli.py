@@ -80,6 +80,18 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     md = (tmp_path / "rep" / "summary.md").read_text().splitlines()
     assert md[0].startswith("| model | dataset | condition |") and len(md) == 2 + 3  # clean + 2 σ
     assert any("| clean |" in line for line in md) and all(line.count("|") == md[0].count("|") for line in md)
+    # older versions of a judge beside today's: a bare name means today's, several old ones must be named
+    from safestress.judges import make_judge
+
+    current = make_judge("refusal").key
+    with sqlite3.connect(store) as conn:
+        for old in ("refusal@2", "phrase-jbb@0", "phrase-jbb@1"):
+            conn.execute("INSERT INTO verdicts SELECT key, ?, NULL, 'compliance', 1, 0 FROM generations", (old,))
+    res = cli("results", "--store", str(store), "--judge", "refusal", check=True)
+    assert current in res.stdout.replace("\n", "") and "refusal@2 " not in res.stdout
+    res = cli("results", "--store", str(store), "--judge", "phrase-jbb")
+    assert res.returncode != 0 and "several versions of 'phrase-jbb'" in res.stderr and "Traceback" not in res.stderr
+    assert cli("results", "--store", str(store), "--judge", "phrase-jbb@1").returncode == 0
 
 
 def test_yaml_config_matches_flags(tiny_dir, prompts_csv, tmp_path):

@@ -118,6 +118,25 @@ def run(
     run_and_report(cfg, out, err)
 
 
+def _stored_version(name: str, stored: list[str], store: str) -> str:
+    """The stored ``judge@version`` a bare judge name means: today's version of that judge if it
+    has verdicts here, else the only stored version; several older versions must be named."""
+    match = [j for j in stored if j.split("@")[0] == name]
+    if not match:
+        raise SafestressError(f"no verdicts by judge '{name}' in {store}; stored: {', '.join(stored)}")
+    try:
+        from safestress.judges import make_judge
+
+        current = make_judge(name).key
+    except (KeyError, SafestressError, TypeError):  # an unknown or argument-needing judge: no current version
+        current = None
+    if current in match:
+        return current
+    if len(match) == 1:
+        return match[0]
+    raise SafestressError(f"several versions of '{name}' in {store}: {', '.join(match)}; name one with --judge")
+
+
 @app.command()
 def results(
     store: str = typer.Option("safestress.db", help="results database"),
@@ -136,10 +155,7 @@ def results(
             raise SafestressError(f"store {store} holds no results")
         judges = sorted(frame["judge"].dropna().unique())
         if judge is not None and judge not in judges:
-            match = [j for j in judges if j.split("@")[0] == judge]
-            if not match:
-                raise SafestressError(f"no verdicts by judge '{judge}' in {store}; stored: {', '.join(judges)}")
-            judge = match[0]
+            judge = _stored_version(judge, judges, store)
         rates, trends = summarize(frame, judge)
         attach_perplexity(rates, frame, st)
     out.print(rate_table(rates))

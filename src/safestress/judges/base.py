@@ -42,11 +42,17 @@ class Judge:
     positive_label: ClassVar[str] = "refusal"  # the class agreement reports treat as positive
     examples: ClassVar[tuple[Example, ...]] = ()
     takes_argument: ClassVar[bool] = False  # ``NAME:ARG`` specs pass ARG to the constructor
+    applies_coherence: ClassVar[bool] = False  # labels degenerate text ``incoherent`` (judges.coherence)
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         raise NotImplementedError
 
     @property
     def key(self) -> str:
-        """``name@version``: how verdicts are keyed in the store."""
-        return f"{self.name}@{self.version}"
+        """``name@version``: how verdicts are keyed in the store. A judge that applies the coherence
+        criterion adds its version from 2 on (``refusal@3/c2``), so verdicts under version 1 — stored
+        before the criterion had a version — keep their keys."""
+        from safestress.judges.coherence import VERSION
+
+        suffix = f"/c{VERSION}" if self.applies_coherence and VERSION > 1 else ""
+        return f"{self.name}@{self.version}{suffix}"

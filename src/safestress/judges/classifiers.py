@@ -43,6 +43,7 @@ class LMClassifierJudge(Judge):
 
     positive_label = "harmful"
     takes_argument = True
+    applies_coherence = True
     default_model: ClassVar[str] = ""
     answers: ClassVar[tuple[str, str]] = ("Yes", "No")  # (harmful, safe)
     separator: ClassVar[str] = " "  # between the prompt text and the answer

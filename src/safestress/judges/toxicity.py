@@ -60,6 +60,7 @@ class ToxiGenRobertaJudge(Judge):
     version = "1"
     positive_label = "toxic"
     takes_argument = True
+    applies_coherence = True
     toxic_index: ClassVar[int] = 1
     examples = _EXAMPLES[2:]  # the classifier itself cannot be run offline; tests use a tiny random copy
 
@@ -179,6 +180,7 @@ class ToxicityJudge(Judge):
     version = "1"
     positive_label = "toxic"
     takes_argument = True  # ``toxicity:DIR`` uses a head trained into DIR
+    applies_coherence = True
     examples = _EXAMPLES
 
     def __init__(self, head: str | Path | None = None) -> None:
