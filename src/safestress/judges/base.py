@@ -50,7 +50,7 @@ class Judge:
     @property
     def key(self) -> str:
         """``name@version``: how verdicts are keyed in the store. A judge that applies the coherence
-        criterion adds its version from 2 on (``refusal@3/c2``), so verdicts under version 1 — stored
+        criterion adds its version from 2 on (``refusal@3/c3``), so verdicts under version 1 — stored
         before the criterion had a version — keep their keys."""
         from safestress.judges.coherence import VERSION
 

@@ -19,10 +19,13 @@ The criterion (:func:`incoherence`), in order:
   fluent text does not contain). A single letter counts as a word only as "a" or "I": the
   vocabulary holds every letter, and "Sure, I, S, D, C, T, E, T, …" is a loop of letters.
 
-Measured (docs/judges.md): 0 of 1,350 human-written-quality XSTest completions of three models fall
-under the threshold except one (score 0.60, a terse factual answer full of proper names), while
-SmolLM2-135M-Instruct with Gaussian noise σ=3 on every residual stream scores 0.04–0.67 (all
-below). Short answers (< 5 tokens) are never called gibberish: "Paris." is coherent.
+Measured (``benchmarks/coherence.py``, docs/judges.md): 1 of the 1,350 XSTest completions of three
+models is flagged (a terse answer full of proper names); SmolLM2-135M-Instruct with Gaussian noise
+σ = 1 / 2 / 3 on every residual stream: 36 / 47 / 46 of 48 answers. Short answers (< 5 tokens)
+are never called gibberish: "Paris." is coherent. Known miss: the score is for English prose, so
+an answer that is mostly unfenced code, shell commands or another language can be flagged — 13 of
+PyRIT's 395 human-labelled answers, all harmful compliance; reports show the incoherent share so
+that such a loss is visible.
 """
 
 from __future__ import annotations
