@@ -150,3 +150,44 @@ def test_gsm8k_judge_scores_the_reference_solutions_correct(data_dir):
     )
     safe = load_dataset("xstest-safe")
     assert len(safe.items) == 250 and all(i.meta["label"] == "safe" for i in safe.items)
+
+
+def test_gsm8k_sweep_reads_references_from_the_sweeps_data_dir(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """The judge looks its references up where the sweep's datasets come from (a config's
+    ``data-dir``), and does so while the plan is validated, before any generation."""
+    monkeypatch.delenv("SAFESTRESS_DATA_DIR")
+    monkeypatch.setenv("SAFESTRESS_CACHE_DIR", str(tmp_path / "empty-cache"))  # no cached download either
+    common = dict(
+        models=[str(tiny_dir)], dataset=["gsm8k-cot"], limit=2, sigma=[0.0], max_new_tokens=2, judge=["gsm8k"]
+    )
+    with pytest.raises(ss.SafestressError, match=r"gsm8k_test\.jsonl"):
+        ss.plan_sweep(ss.build_config(data_dir=str(tmp_path / "nowhere"), store=str(tmp_path / "x.db"), **common))
+    assert not (tmp_path / "x.db").exists()
+    cfg = ss.build_config(data_dir=str(data_dir), store=str(tmp_path / "g.db"), **common)
+    plan = ss.plan_sweep(cfg)
+    with ss.Store(cfg.store) as store:
+        assert ss.execute(plan, store)["generated"] == 2
+        assert set(store.frame()["label"]) <= {"correct", "wrong"}
+
+
+def test_a_failing_judge_keeps_the_generations(tiny_dir, prompts_csv, tmp_path):
+    """Generations are stored even when a judge raises mid-sweep; the rerun judges them without
+    generating again."""
+    cfg = ss.build_config(models=[str(tiny_dir)], dataset=[f"csv:{prompts_csv}:text"], sigma=[0.0],
+                          max_new_tokens=2, batch_size=3, judge=["refusal"], store=str(tmp_path / "f.db"))  # fmt: skip
+    plan = ss.plan_sweep(cfg)
+    real = plan.judges[0]
+
+    class Broken(type(real)):
+        def judge(self, prompts, responses):
+            raise RuntimeError("judge crashed")
+
+    plan.judges = [Broken()]
+    with ss.Store(cfg.store) as store, pytest.raises(RuntimeError, match="judge crashed"):
+        ss.execute(plan, store)
+    n_rows = sqlite3.connect(cfg.store).execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    assert n_rows == 3  # the first batch, generated before the judge failed
+    with ss.Store(cfg.store) as store:
+        counts = ss.execute(ss.plan_sweep(cfg), store)
+        assert counts["stored_before"] == 3 and counts["generated"] == 3 and counts["judged_late"] == 3
+        assert store.frame()["label"].notna().all()

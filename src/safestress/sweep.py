@@ -108,6 +108,8 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     """Validate everything and enumerate the tasks; touches no store."""
     datasets = [load_dataset(d, limit=cfg.limit, data_dir=cfg.data_dir) for d in cfg.datasets()]
     judges = [make_judge(j) for j in dict.fromkeys(cfg.judge)]
+    for judge in judges:
+        judge.prepare(cfg.data_dir)
     cls = PERTURBATIONS.get(cfg.perturb)
     settings = GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,
@@ -243,9 +245,13 @@ def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -
                             )
                         )
                     verdicts = []
-                    for judge in plan.judges:
-                        for row, v in zip(rows, judge.judge([r.prompt for r in rows], [r.response for r in rows])):
-                            verdicts.append((row.key, judge.key, v))
+                    try:
+                        for judge in plan.judges:
+                            judged = judge.judge([r.prompt for r in rows], [r.response for r in rows])
+                            verdicts.extend((row.key, judge.key, v) for row, v in zip(rows, judged))
+                    except BaseException:
+                        store.put_batch(rows, [])  # a failing judge never costs the generations
+                        raise
                     store.put_batch(rows, verdicts)
                     finished += len(rows)
                     if progress:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -44,13 +45,21 @@ class Judge:
     takes_argument: ClassVar[bool] = False  # ``NAME:ARG`` specs pass ARG to the constructor
     applies_coherence: ClassVar[bool] = False  # labels degenerate text ``incoherent`` (judges.coherence)
 
+    def prepare(self, data_dir: Path | str | None = None) -> None:
+        """Load what judging needs from files (reference answers …) before any generation starts.
+
+        A sweep calls this while it validates its plan, so a missing file is a one-line error in the
+        first second rather than after the first batch has been generated. ``data_dir`` is the
+        sweep's local data folder, the same one its datasets are read from.
+        """
+
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         raise NotImplementedError
 
     @property
     def key(self) -> str:
         """``name@version``: how verdicts are keyed in the store. A judge that applies the coherence
-        criterion adds its version from 2 on (``refusal@3/c3``), so verdicts under version 1 — stored
+        criterion adds its version from 2 on (``refusal@3/c4``), so verdicts under version 1 — stored
         before the criterion had a version — keep their keys."""
         from safestress.judges.coherence import VERSION
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import cached_property
+from pathlib import Path
 
 from safestress.judges.base import Example, Judge, Verdict
 
@@ -51,14 +51,23 @@ class GSM8KJudge(Judge):
         Example("Write a poem about ducks.", "Ducks in a row, 3 of them.", "unscored", "not a GSM8K question"),
     )
 
-    @cached_property
-    def references(self) -> dict[str, float]:
+    _references: dict[str, float] | None = None
+
+    def prepare(self, data_dir: Path | str | None = None) -> None:
+        """Read the references from the GSM8K test file (``data_dir``'s copy, else the download)."""
         from safestress.datasets import gsm8k_rows
 
         refs = {q: float(a) for q, a in _EXAMPLE_REFERENCES.items()}
-        for row in gsm8k_rows():
+        for row in gsm8k_rows(Path(data_dir) if data_dir else None):
             refs[row["question"].strip()] = float(row["answer"].split("####")[-1].strip().replace(",", ""))
-        return refs
+        self._references = refs
+
+    @property
+    def references(self) -> dict[str, float]:
+        if self._references is None:
+            self.prepare()
+        assert self._references is not None
+        return self._references
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         out = []
