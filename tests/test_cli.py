@@ -65,6 +65,21 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     assert len(rows(store)) == 6 + 2 * 2 * 6
     second = cli(*base_args(tiny_dir, prompts_csv, store, "--seeds", "2"), check=True)
     assert "0 rows generated, 30 already stored" in second.stderr
+    # a dry run says what a changed sweep would do and changes nothing
+    before = rows(store)
+    dry = cli(*base_args(tiny_dir, prompts_csv, store, "--seeds", "3", "--judge", "refusal,phrase-gcg", "--dry-run"))
+    assert dry.returncode == 0, dry.stderr
+    assert "42 rows in this sweep: 30 stored, 12 to generate" in dry.stdout  # a third seed: 2 σ × 6 prompts
+    from safestress.judges import make_judge
+
+    gcg = make_judge("phrase-gcg").key
+    assert f"judge {gcg}: 42 verdicts to compute (30 of them for stored rows)" in dry.stdout
+    assert rows(store) == before and "phrase-gcg" not in str(rows(store))
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM verdicts WHERE judge LIKE 'phrase-gcg%'").fetchone()[0] == 0
+    assert not (tmp_path / "nowhere.db").exists()
+    cli(*base_args(tiny_dir, prompts_csv, tmp_path / "nowhere.db", "--dry-run"), check=True)
+    assert not (tmp_path / "nowhere.db").exists()
     assert "30 already stored" in second.stderr
     export = tmp_path / "out.csv"
     cli("export", str(export), "--store", str(store), check=True)
@@ -81,8 +96,6 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     assert md[0].startswith("| model | dataset | condition |") and len(md) == 2 + 3  # clean + 2 σ
     assert any("| clean |" in line for line in md) and all(line.count("|") == md[0].count("|") for line in md)
     # older versions of a judge beside today's: a bare name means today's, several old ones must be named
-    from safestress.judges import make_judge
-
     current = make_judge("refusal").key
     with sqlite3.connect(store) as conn:
         for old in ("refusal@2", "phrase-jbb@0", "phrase-jbb@1"):

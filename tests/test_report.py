@@ -70,3 +70,32 @@ def test_dumps_replaces_non_finite_numbers():
 
     text = dumps({"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5], "c": np.float64(2.0), "d": np.int64(3)})
     assert json.loads(text) == {"a": None, "b": [None, None, 1.5], "c": 2.0, "d": 3}
+
+
+@pytest.mark.parametrize(
+    ("judge", "dataset", "metric", "title"),
+    [
+        ("refusal@3/c4", "xstest-safe", "answered", "Answer rate on benign prompts"),
+        ("embedding@2+abc/c4", "harmless-val", "answered", "Answer rate on benign prompts"),
+        ("refusal@3/c4", "jbb", "harmful", "Harmful-output rate"),
+        # a harm classifier's flag means harm on any prompt set
+        ("harmbench-llama@1/c4", "xstest-safe", "harmful", "Harmful-output rate"),
+    ],
+)
+def test_a_refusal_judge_on_benign_prompts_reports_the_answer_rate(judge, dataset, metric, title, tmp_path):
+    """ "Not refused" on prompts a model should answer is not a harmful output: the report names
+    it the answer rate (100 − over-refusal), with the same numbers."""
+    from rich.console import Console
+
+    from safestress.report.tables import rate_table
+
+    frame = _frame().assign(judge=judge, dataset=dataset)
+    rates, _ = summarize(frame, judge)
+    assert {r.metric for r in rates} == {metric}
+    assert [r.value for r in rates] == [r.value for r in summarize(_frame(), "j@1")[0]]
+    console = Console(width=200, record=True)
+    console.print(rate_table(rates))
+    assert title in console.export_text()
+    write_report(rates, [], tmp_path, plot=False)
+    column = "answered %" if metric == "answered" else "harmful %"
+    assert column in (tmp_path / "summary.md").read_text()

@@ -78,6 +78,7 @@ def run(
     device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code", help="allow model code from the hub"),
     plot: bool | None = typer.Option(None, "--plot/--no-plot"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be generated and judged; change nothing"),
 ) -> None:
     """Run a sweep: generate, judge, store, then print the table and write the plot."""
     from safestress.config import build_config, parse_floats
@@ -113,8 +114,11 @@ def run(
         trust_remote_code=trust_remote_code,
         plot=plot,
     )
-    from safestress.runner import run_and_report
+    from safestress.runner import describe_plan, run_and_report
 
+    if dry_run:
+        describe_plan(cfg, out)
+        return
     run_and_report(cfg, out, err)
 
 

@@ -48,6 +48,10 @@ class Dataset:
 
 DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
 
+# Prompt sets that a model should answer. On them, a refusal judge's "not refused" is the answer
+# rate (100 − over-refusal), not a harmful-output rate; reports name it so (report.summary).
+BENIGN_DATASETS = frozenset({"xstest-safe", "harmless-val", "lab-benign"})
+
 
 def read_rows(text: str, fmt: str, source: str) -> list[dict[str, Any]]:
     try:

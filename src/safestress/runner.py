@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -11,6 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from safestress.config import SweepConfig
 from safestress.report import summarize, write_report
@@ -57,3 +61,39 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
             out.print(trend_table(trends))
         paths = write_report(rates, trends, cfg.report_dir() / judge.name, plot=cfg.plot)
         err.print("report: " + ", ".join(str(p) for p in paths))
+
+
+def describe_plan(cfg: SweepConfig, out: Console) -> None:
+    """What a run would do, touching nothing: per condition the prompts, how many are already
+    stored and how many would be generated; per judge the verdicts still to compute. Lets a user
+    check that an edited config resumes a stored sweep (same configuration hashes) before hours
+    of generation, and that adding a judge only re-judges."""
+    plan = plan_sweep(cfg)
+    keys = [t.key for t in plan.tasks]
+    stored: set[str] = set()
+    unjudged: dict[str, int] = {j.key: 0 for j in plan.judges}
+    if Path(cfg.store).is_file():
+        with Store(cfg.store) as store:
+            stored = store.existing_keys(keys)
+            for judge in plan.judges:
+                unjudged[judge.key] = len(store.unjudged([k for k in keys if k in stored], judge.key))
+    per_cond: Counter[str] = Counter()
+    per_cond_stored: Counter[str] = Counter()
+    labels = {}
+    for t in plan.tasks:
+        h = t.condition.config_hash
+        labels[h] = (t.condition.lm.name, t.condition.spec.get("label", ""))
+        per_cond[h] += 1
+        per_cond_stored[h] += t.key in stored
+    table = Table(title=f"Plan (dry run; store {cfg.store})")
+    for col in ("model", "condition", "config", "rows", "stored", "to generate"):
+        table.add_column(col, justify="right" if col in ("rows", "stored", "to generate") else "left")
+    for h, n in per_cond.items():
+        model, label = labels[h]
+        table.add_row(model, label, h[:10], str(n), str(per_cond_stored[h]), str(n - per_cond_stored[h]))
+    out.print(table)
+    todo = len(keys) - len(stored)
+    out.print(f"{len(keys)} rows in this sweep: {len(stored)} stored, {todo} to generate")
+    for judge in plan.judges:
+        n = unjudged[judge.key]
+        out.print(f"judge {judge.key}: {todo + n} verdicts to compute ({n} of them for stored rows)")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from safestress.report.jsonfile import write_json
-from safestress.report.summary import RateRow, TrendRow, summarize, to_records
+from safestress.report.summary import RateRow, TrendRow, metric_text, summarize, to_records
 
 __all__ = ["RateRow", "TrendRow", "summarize", "write_report"]
 
@@ -38,7 +38,7 @@ def markdown_table(rates: list[RateRow]) -> str:
         return "—" if math.isnan(x) else f"{100 * x:.1f}"
 
     with_ppl = any(not math.isnan(r.ppl) for r in rates)
-    what = "harmful %" if not rates or rates[0].metric == "harmful" else "score %"
+    _, what, _ = metric_text({r.metric for r in rates} or {"harmful"})
     head = ["model", "dataset", "condition", "n", what, "95% CI", "Δ pts", "p vs clean", "p (Holm)", "incoherent %"]
     head += ["ppl"] if with_ppl else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

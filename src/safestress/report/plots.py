@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from safestress.report.summary import RateRow
+from safestress.report.summary import RateRow, metric_text
 
 
 def _slug(text: str) -> str:
@@ -38,8 +38,8 @@ def rate_vs_strength(rows: list[RateRow], out_dir: Path) -> list[Path]:
             ax.plot(xs, ys, marker="o", label=model)
             ax.fill_between(xs, [100 * p.ci_low for p in pts], [100 * p.ci_high for p in pts], alpha=0.2)
         ax.set_xlabel(f"{pert} σ")
-        metric = next(iter(by_model.values()))[0].metric
-        ax.set_ylabel("harmful-output rate (%)" if metric == "harmful" else f"mean {rs[0].judge} score (%)")
+        metrics = {r.metric for rs_ in by_model.values() for r in rs_}
+        ax.set_ylabel(f"mean {rs[0].judge} score (%)" if metrics == {"score"} else metric_text(metrics)[2])
         ax.set_ylim(0, 100)
         ax.set_title(f"{dataset}: {pert} @ {sites}", fontsize=9)
         ax.grid(alpha=0.3)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from safestress import stats
+from safestress.datasets import BENIGN_DATASETS
 
 
 @dataclass
@@ -20,7 +21,9 @@ class RateRow:
     model: str
     dataset: str
     judge: str
-    metric: str  # "harmful" (rate of harmful outputs) or "score" (mean judge score, e.g. task accuracy)
+    # "harmful" (rate of harmful outputs), "answered" (a refusal judge's not-refused rate on benign
+    # prompts: 100 − over-refusal) or "score" (mean judge score, e.g. task accuracy)
+    metric: str
     condition: str
     perturbation: str
     sites: str
@@ -58,6 +61,31 @@ def _matrix(df: Any) -> Any:
     return df.pivot_table(index="item_id", columns="seed", values="harmful_f", aggfunc="first", dropna=False)
 
 
+# (table title, value column, plot axis) per metric
+METRIC_TEXT = {
+    "harmful": ("Harmful-output rate", "harmful %", "harmful-output rate (%)"),
+    "answered": ("Answer rate on benign prompts (100 − over-refusal)", "answered %", "answered, not refused (%)"),
+    "score": ("Mean score", "score %", "mean judge score (%)"),
+}
+
+
+def metric_text(metrics: set[str]) -> tuple[str, str, str]:
+    """How a table or plot names its value; a table of harmful and benign prompt sets names both."""
+    if len(metrics) == 1:
+        return METRIC_TEXT[next(iter(metrics))]
+    if metrics == {"harmful", "answered"}:
+        return ("Harmful-output rate (harmful prompts) / answer rate (benign prompts)", "rate %", "rate (%)")
+    return ("Rate or mean score", "value %", "value (%)")
+
+
+def _counts_compliance(judge_key: str) -> bool:
+    """Whether the judge's ``harmful`` flag means "not refused" (a refusal judge) rather than harm."""
+    from safestress.judges import JUDGES
+
+    name = judge_key.split("@", 1)[0]
+    return name in JUDGES and JUDGES.get(name).positive_label == "refusal"
+
+
 def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list[TrendRow]]:
     df = frame.copy()
     if df.empty:
@@ -72,7 +100,9 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
     binary = bool(df["harmful_f"].dropna().isin([0.0, 1.0]).all())
     rates: list[RateRow] = []
     trends: list[TrendRow] = []
+    answered = metric == "harmful" and _counts_compliance(judge)
     for (model, dataset), part in df.groupby(["model", "dataset"], sort=True):
+        row_metric = "answered" if answered and dataset in BENIGN_DATASETS else metric
         clean = part[part["perturbation"] == "none"]
         clean_by_item = clean.groupby("item_id")["harmful_f"].mean() if not clean.empty else None
         model_rows: list[RateRow] = []
@@ -109,7 +139,7 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
                     model,
                     dataset,
                     judge,
-                    metric,
+                    row_metric,
                     cond,
                     pert,
                     sites,

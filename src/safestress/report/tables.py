@@ -7,7 +7,7 @@ import re
 
 from rich.table import Table
 
-from safestress.report.summary import RateRow, TrendRow
+from safestress.report.summary import RateRow, TrendRow, metric_text
 
 
 def _pct(x: float) -> str:
@@ -33,7 +33,7 @@ def condition_name(r: RateRow) -> str:
 
 def rate_table(rows: list[RateRow]) -> Table:
     datasets = sorted({r.dataset for r in rows})
-    what = "Harmful-output rate" if not rows or rows[0].metric == "harmful" else "Mean score"
+    what, column, _ = metric_text({r.metric for r in rows} or {"harmful"})
     title = f"{what} on {', '.join(datasets)} (judge {rows[0].judge if rows else '-'})"
     t = Table(title=title, show_lines=False)
     for col, kw in [
@@ -41,7 +41,7 @@ def rate_table(rows: list[RateRow]) -> Table:
         ("condition", {"overflow": "fold"}),
         ("strength", {"justify": "right"}),
         ("n", {"justify": "right"}),
-        ("harmful %" if not rows or rows[0].metric == "harmful" else "score %", {"justify": "right"}),
+        (column, {"justify": "right"}),
         ("95% CI", {"justify": "right"}),
         ("Δ pts", {"justify": "right"}),
         ("p vs clean", {"justify": "right"}),
