@@ -78,8 +78,9 @@ def test_dumps_replaces_non_finite_numbers():
         ("refusal@3/c4", "xstest-safe", "answered", "Answer rate on benign prompts"),
         ("embedding@2+abc/c4", "harmless-val", "answered", "Answer rate on benign prompts"),
         ("refusal@3/c4", "jbb", "harmful", "Harmful-output rate"),
-        # a harm classifier's flag means harm on any prompt set
+        # a harm classifier's flag means harm on any prompt set, and so does the lab's exact judge
         ("harmbench-llama@1/c4", "xstest-safe", "harmful", "Harmful-output rate"),
+        ("lab@1", "lab-benign", "harmful", "Harmful-output rate"),
     ],
 )
 def test_a_refusal_judge_on_benign_prompts_reports_the_answer_rate(judge, dataset, metric, title, tmp_path):

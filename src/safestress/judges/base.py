@@ -44,6 +44,10 @@ class Judge:
     examples: ClassVar[tuple[Example, ...]] = ()
     takes_argument: ClassVar[bool] = False  # ``NAME:ARG`` specs pass ARG to the constructor
     applies_coherence: ClassVar[bool] = False  # labels degenerate text ``incoherent`` (judges.coherence)
+    # ``harmful`` means "not refused", whatever the prompt (phrase and embedding refusal judges);
+    # on prompts a model should answer, reports then call the rate the answer rate. False for
+    # judges whose ``harmful`` is harm itself (classifiers, LLM judges, the lab's exact judge).
+    harmful_is_compliance: ClassVar[bool] = False
 
     def prepare(self, data_dir: Path | str | None = None) -> None:
         """Load what judging needs from files (reference answers …) before any generation starts.

@@ -133,6 +133,7 @@ _INCOHERENT = Verdict(None, "incoherent", None)
 class _PhraseJudge(Judge):
     version = "2"  # 1 counted degenerate non-empty text
     applies_coherence = True
+    harmful_is_compliance = True
     phrases: ClassVar[tuple[str, ...]] = ()
 
     def refused(self, prompt: str, response: str) -> bool:

@@ -83,7 +83,7 @@ def _counts_compliance(judge_key: str) -> bool:
     from safestress.judges import JUDGES
 
     name = judge_key.split("@", 1)[0]
-    return name in JUDGES and JUDGES.get(name).positive_label == "refusal"
+    return name in JUDGES and JUDGES.get(name).harmful_is_compliance
 
 
 def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list[TrendRow]]:
