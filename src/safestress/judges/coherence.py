@@ -78,23 +78,27 @@ def _word_stats(text: str) -> tuple[float, int] | None:
     tokens = _SOCIAL.sub(" ", _CODE.sub(" ", text)).split()
     if len(tokens) < MIN_TOKENS:
         return None
-    core = [w for w in (_EDGE_PUNCT.sub("", t) for t in tokens) if w]
-    if not core:
-        return 0.0, len(tokens)
     vocab = english_words()
 
     def is_word(w: str) -> bool:  # contractions and hyphenated compounds: every part a word
-        if len(w) == 1 and w.isalpha():  # the vocabulary has every letter; prose uses "a" and "I"
+        if len(w) == 1 and w.isalpha():
             return w in ("a", "A", "I")
         return bool(_NUMBER.fullmatch(w)) or all(p in vocab for p in _JOINERS.split(w.lower()) if p)
 
-    def is_malformed(t: str) -> bool:
-        return bool(_MALFORMED.search(t)) and not t.startswith(("http", "www."))
-
-    known = sum(is_word(w) for w in core)
-    malformed = sum(is_malformed(t) for t in tokens)
-    bad = sum(is_malformed(t) or (bool(w) and not is_word(w)) for t, w in ((t, _EDGE_PUNCT.sub("", t)) for t in tokens))
-    return known / len(core) - malformed / len(tokens), bad
+    # one pass: each token stripped and tested once; punctuation-only tokens are not words but
+    # may still be malformed
+    n_core = known = malformed = bad = 0
+    for t in tokens:
+        w = _EDGE_PUNCT.sub("", t)
+        word = bool(w) and is_word(w)
+        wrong = bool(_MALFORMED.search(t)) and not t.startswith(("http", "www."))
+        n_core += bool(w)
+        known += word
+        malformed += wrong
+        bad += wrong or (bool(w) and not word)
+    if not n_core:
+        return 0.0, len(tokens)
+    return known / n_core - malformed / len(tokens), bad
 
 
 def incoherence(text: str) -> str | None:
