@@ -60,3 +60,15 @@ def test_missing_local_copy_and_no_network_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(SafestressError, match="cannot fetch harmbench") as exc:
         load_dataset("harmbench", data_dir=tmp_path)
     assert "\n" not in str(exc.value)
+
+
+def test_csv_comment_lines_before_the_header_are_skipped(tmp_path):
+    # PyRIT's scorer-evaluation files open with "# dataset_version=1.2"; a header whose first
+    # column is named "#" (a row number) is a header, not a comment
+    commented = tmp_path / "c.csv"
+    commented.write_text("# dataset_version=1.2\n# labels by one rater\nobjective,response\nq1,a1\nq2,a2\n")
+    assert [i.prompt for i in load_dataset(f"csv:{commented}:objective").items] == ["q1", "q2"]
+    numbered = tmp_path / "n.csv"
+    numbered.write_text("#,prompt\n1,first\n2,second\n")
+    ds = load_dataset(f"csv:{numbered}:prompt")
+    assert [i.prompt for i in ds.items] == ["first", "second"] and ds.items[0].meta["#"] == "1"

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import re
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,10 +54,24 @@ DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
 BENIGN_DATASETS = frozenset({"xstest-safe", "harmless-val", "lab-benign"})
 
 
+# Comment lines before a CSV header ("# dataset_version=1.2", PyRIT's scorer-evaluation files):
+# "#" then a space or the end of the line, so that a header whose first column is named "#" stays.
+_CSV_COMMENT = re.compile(r"#(?:[ \t].*)?$")
+
+
+def _strip_leading_comments(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    skip = 0
+    while skip < len(lines) and _CSV_COMMENT.match(lines[skip].rstrip("\r\n")):
+        skip += 1
+    return "".join(lines[skip:]) if skip else text
+
+
 def read_rows(text: str, fmt: str, source: str) -> list[dict[str, Any]]:
+    """Rows of a CSV/JSONL/JSON/TXT text; a CSV may open with ``# …`` comment lines."""
     try:
         if fmt == "csv":
-            return list(csv.DictReader(io.StringIO(text)))
+            return list(csv.DictReader(io.StringIO(_strip_leading_comments(text))))
         if fmt == "jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         if fmt == "json":

@@ -125,10 +125,7 @@ def pyrit_objective(directory: str | Path | None = None) -> LabelledSet:
         raise SafestressError(f"{PYRIT_OBJECTIVE}: no CSV files in {root}")
     out = LabelledSet(source={"dataset": PYRIT_OBJECTIVE, "files": [], "labels": "refusal = human_score 0"})
     for path in files:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        while lines and lines[0].startswith("#"):  # "# dataset_version=…" lines before the header
-            lines.pop(0)
-        rows = read_rows("".join(lines), "csv", str(path))
+        rows = read_rows(path.read_text(encoding="utf-8"), "csv", str(path))  # skips "# dataset_version=…"
         if not rows:
             continue
         require_columns(rows, ["objective", "assistant_response", "human_score"], str(path))
