@@ -1,0 +1,101 @@
+"""``safestress finetune``: supervised fine-tuning with units of a unit map frozen (or a random control)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from safestress.errors import SafestressError
+
+err = Console(stderr=True)
+
+
+def read_pairs(path: str, prompt_col: str, response_col: str, limit: int | None = None) -> list[tuple[str, str]]:
+    """(prompt, response) rows of a CSV/JSONL/JSON file; rows with an empty response are skipped."""
+    from safestress.datasets import read_rows_file, require_columns
+
+    rows = read_rows_file(path)
+    require_columns(rows, [prompt_col, response_col], path)
+    pairs = [
+        (str(r[prompt_col]), str(r[response_col]))
+        for r in rows
+        if str(r.get(prompt_col) or "").strip() and str(r.get(response_col) or "").strip()
+    ]
+    if not pairs:
+        raise SafestressError(f"{path} has no rows with both '{prompt_col}' and '{response_col}'")
+    return pairs[:limit] if limit else pairs
+
+
+def finetune_command(
+    model: str = typer.Option(..., "--model", "-m", help="hub id, local directory or .gguf file"),
+    data: str = typer.Option(..., help="CSV/JSONL/JSON file of (prompt, response) rows to train on"),
+    out: Path = typer.Option(..., help="directory for the fine-tuned model (must not exist, or be empty)"),
+    prompt_col: str = typer.Option("prompt", help="prompt column"),
+    response_col: str = typer.Option("response", help="response column"),
+    limit: int | None = typer.Option(None, min=1, help="use the first N rows"),
+    units: Path | None = typer.Option(None, help="unit map (units.json of `safestress attribute units`)"),
+    freeze: str = typer.Option("scu,cu", help="unit classes to freeze, e.g. scu or scu,cu (needs --units)"),
+    random_control: bool = typer.Option(
+        False, "--random-control", help="freeze as many random units of each type instead (seeded by --seed)"
+    ),
+    steps: int = typer.Option(100, min=1, help="optimiser steps"),
+    lr: float = typer.Option(2e-5, help="learning rate"),
+    batch_size: int = typer.Option(8, min=1),
+    max_length: int = typer.Option(512, min=8, help="tokens per training sequence"),
+    weight_decay: float = typer.Option(0.0, min=0.0),
+    seed: int = typer.Option(0),
+) -> None:
+    """Fine-tune on (prompt, response) pairs, loss on the response; with --units, the chosen units stay frozen."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SafestressError(f"{out} exists and is not an empty directory; choose a new one")
+    if random_control and units is None:
+        raise SafestressError("--random-control needs --units (the random set matches the frozen classes' sizes)")
+    if units is None and freeze != "scu,cu":
+        raise SafestressError("--freeze needs --units (a unit map from `safestress attribute units`)")
+    from safestress.train.finetune import FinetuneSettings
+
+    settings = FinetuneSettings(
+        steps=steps,
+        learning_rate=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
+    pairs = read_pairs(data, prompt_col, response_col, limit)
+    classes = None
+    umap = None
+    if units is not None:
+        from safestress.attribution.units import UnitMap
+        from safestress.train.freeze import parse_classes
+
+        classes = parse_classes(freeze)
+        umap = UnitMap.load(units)
+    from safestress.models import load_model
+    from safestress.train import UnitFreeze, finetune
+
+    lm = load_model(model)
+    model_obj = lm.ensure_weights()
+    frozen = None
+    if umap is not None and classes is not None:
+        frozen = UnitFreeze.from_unit_map(model_obj, umap, classes, random_seed=seed if random_control else None)
+        s = frozen.summary()
+        what = f"random units like {','.join(classes)}" if random_control else ",".join(classes)
+        err.print(
+            f"freezing {what}: {s['units']['mlp']} MLP neurons, {s['units']['heads']} heads "
+            f"({s['frozen_parameters']:,} weights, {100 * s['share_of_parameters']:.1f}% of the model)"
+        )
+    import torch
+
+    torch.manual_seed(seed)
+    with err.status(f"fine-tuning on {len(pairs)} pairs, {steps} steps"):
+        meta = {
+            "data": data,
+            "unit_map": str(units) if units else None,
+            "classes": classes,
+            "random_control": random_control,
+        }
+        summary = finetune(lm, pairs, out, settings, frozen, log=err.print, meta=meta)
+    err.print(f"mean training loss {summary['train_loss']:.4f}; evaluate with: safestress run --model {out} …")

@@ -1,0 +1,217 @@
+"""Freeze chosen units during fine-tuning: SSAH's "freeze SCU (+ CU), train the rest".
+
+A unit is an MLP neuron or an attention head (the units of :mod:`safestress.attribution.units`).
+Freezing a unit keeps every weight that *computes* it and every weight that *reads* it exactly
+as it was:
+
+* MLP neuron ``i`` of block ``L``: row ``i`` of the gate and up projections (both halves of a
+  fused ``gate_up_proj``; column ``i`` of GPT-2's ``c_fc``) with their biases, and input
+  column ``i`` of the down projection;
+* attention head ``h``: its rows of the query projection, the rows of the key/value head it reads
+  (with grouped-query attention that key/value head is shared by ``H / KV`` query heads and is
+  frozen with any of them), with biases, and its ``d_head`` input columns of the output
+  projection.
+
+Everything else — embeddings, norms, other units — trains. The weights are whole tensors, so a
+frozen unit is an element mask, enforced two ways: a gradient hook zeroes the masked gradient
+entries (so clipping and optimiser statistics see only trainable entries), and after every
+optimiser step the masked entries are written back from a saved copy (decoupled weight decay
+would otherwise still shrink them). The result is bit-exact, which the tests check.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from safestress.attribution.units import CLASSES, TYPES, UnitMap
+from safestress.errors import SafestressError
+from safestress.sites.adapters import adapter_for, resolve_module, unwrap
+
+UNIT_CLASSES = tuple(CLASSES.values())  # scu, ucu, cu, ru
+
+
+def parse_classes(spec: str) -> list[str]:
+    """``"scu,cu"`` → ``["scu", "cu"]``; one-line error for an unknown class."""
+    names = [c.strip().lower() for c in spec.split(",") if c.strip()]
+    bad = [c for c in names if c not in UNIT_CLASSES]
+    if not names or bad:
+        raise SafestressError(f"unknown unit class '{','.join(bad) or spec}'; known: {', '.join(UNIT_CLASSES)}")
+    return names
+
+
+def chosen_units(umap: UnitMap, classes: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
+    """(layer, index) of every unit in ``classes``, per unit type (``mlp``, ``heads``)."""
+    return {kind: sorted(u for c in classes for u in umap.units(kind, c)) for kind in TYPES}
+
+
+def random_units(umap: UnitMap, like: dict[str, list[tuple[int, int]]], seed: int) -> dict[str, list[tuple[int, int]]]:
+    """A seeded random set with as many units of each type as ``like`` — the control SSAH compares with."""
+    rng = random.Random(seed)
+    out = {}
+    for kind in TYPES:
+        everything = [(layer, i) for layer, row in enumerate(umap.classes[kind]) for i in range(len(row))]
+        out[kind] = sorted(rng.sample(everything, len(like[kind])))
+    return out
+
+
+def _is_conv1d(module: nn.Module) -> bool:  # GPT-2 stores [in, out]
+    return type(module).__name__ == "Conv1D"
+
+
+def _mark_out(mask: dict[str, torch.Tensor], names: dict[int, str], module: nn.Module, rows: list[int]) -> None:
+    """Freeze output channels ``rows`` of a projection (its weight rows and bias entries)."""
+    w = module.weight
+    m = mask.setdefault(names[id(w)], torch.zeros(w.shape, dtype=torch.bool))
+    if _is_conv1d(module):
+        m[:, rows] = True
+    else:
+        m[rows, :] = True
+    b = getattr(module, "bias", None)
+    if b is not None:
+        mask.setdefault(names[id(b)], torch.zeros(b.shape, dtype=torch.bool))[rows] = True
+
+
+def _mark_in(mask: dict[str, torch.Tensor], names: dict[int, str], module: nn.Module, cols: list[int]) -> None:
+    """Freeze input channels ``cols`` of a projection (the weights that read them)."""
+    w = module.weight
+    m = mask.setdefault(names[id(w)], torch.zeros(w.shape, dtype=torch.bool))
+    if _is_conv1d(module):
+        m[cols, :] = True
+    else:
+        m[:, cols] = True
+
+
+def _optional(block: nn.Module, rel: str) -> nn.Module | None:
+    try:
+        return block.get_submodule(rel)
+    except AttributeError:
+        return None
+
+
+def unit_masks(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dict[str, torch.Tensor]:
+    """Parameter name → boolean mask of the entries that compute or read the given units."""
+    model = unwrap(model)
+    adapter = adapter_for(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    cfg = model.config
+    heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
+    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    mask: dict[str, torch.Tensor] = {}
+    by_layer: dict[int, dict[str, list[int]]] = {}
+    for kind in TYPES:
+        for layer, i in units.get(kind, []):
+            by_layer.setdefault(layer, {"mlp": [], "heads": []})[kind].append(i)
+    for layer, chosen in sorted(by_layer.items()):
+        block = resolve_module(model, f"{adapter.layers}.{layer}")
+        if chosen["mlp"]:
+            down = block.get_submodule(adapter.mlp_down)
+            width = down.weight.shape[0] if _is_conv1d(down) else down.weight.shape[1]
+            neurons = sorted(chosen["mlp"])
+            if neurons[-1] >= width:
+                raise SafestressError(f"unit map does not fit this model: block {layer} has {width} MLP neurons")
+            _mark_in(mask, names, down, neurons)
+            for rel in adapter.consumers["ln2.out"]:
+                producer = _optional(block, rel)
+                if producer is None:
+                    continue
+                rows = neurons + [width + i for i in neurons] if rel.endswith("gate_up_proj") else neurons
+                _mark_out(mask, names, producer, rows)
+        if chosen["heads"]:
+            o_proj = block.get_submodule(adapter.attn_out_proj)
+            width = o_proj.weight.shape[0] if _is_conv1d(o_proj) else o_proj.weight.shape[1]
+            d = width // heads
+            hs = sorted(chosen["heads"])
+            if hs[-1] >= heads:
+                raise SafestressError(f"unit map does not fit this model: block {layer} has {heads} heads")
+            group = heads // kv_heads
+            q_rows = [h * d + j for h in hs for j in range(d)]
+            kv_rows = sorted({(h // group) * d + j for h in hs for j in range(d)})
+            _mark_in(mask, names, o_proj, q_rows)
+            for rel in adapter.consumers["ln1.out"]:
+                producer = _optional(block, rel)
+                if producer is None:
+                    continue
+                leaf = rel.rsplit(".", 1)[-1]
+                if leaf == "q_proj":
+                    rows = q_rows
+                elif leaf in ("k_proj", "v_proj"):
+                    rows = kv_rows
+                elif leaf == "qkv_proj":  # Phi-3: [q; k; v]
+                    rows = q_rows + [heads * d + r for r in kv_rows] + [(heads + kv_heads) * d + r for r in kv_rows]
+                elif leaf == "c_attn":  # GPT-2: [q | k | v], no grouping
+                    rows = q_rows + [width + r for r in q_rows] + [2 * width + r for r in q_rows]
+                else:
+                    raise SafestressError(f"cannot freeze heads through '{rel}' of {adapter.family}")
+                _mark_out(mask, names, producer, rows)
+    return mask
+
+
+@dataclass
+class UnitFreeze:
+    """Element masks over a model's parameters, enforced while :meth:`active`."""
+
+    model: nn.Module
+    masks: dict[str, torch.Tensor]
+    units: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    _saved: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_unit_map(
+        cls, model: nn.Module, umap: UnitMap, classes: Sequence[str], *, random_seed: int | None = None
+    ) -> UnitFreeze:
+        """Freeze the units of ``classes``; with ``random_seed``, as many random units of each type instead."""
+        units = chosen_units(umap, classes)
+        if random_seed is not None:
+            units = random_units(umap, units, random_seed)
+        return cls(model, unit_masks(model, units), units)
+
+    def frozen_elements(self) -> int:
+        return int(sum(int(m.sum()) for m in self.masks.values()))
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(p.numel() for p in unwrap(self.model).parameters())
+        return {
+            "units": {kind: len(v) for kind, v in self.units.items()},
+            "frozen_parameters": self.frozen_elements(),
+            "share_of_parameters": self.frozen_elements() / total if total else 0.0,
+        }
+
+    def _params(self) -> dict[str, nn.Parameter]:
+        params = dict(unwrap(self.model).named_parameters())
+        missing = [n for n in self.masks if n not in params]
+        if missing:
+            raise SafestressError(f"frozen parameter '{missing[0]}' is not in the model")
+        return {n: params[n] for n in self.masks}
+
+    def restore(self) -> None:
+        """Write the saved values back into the masked entries (after an optimiser step)."""
+        with torch.no_grad():
+            for name, p in self._params().items():
+                m = self.masks[name].to(p.device)
+                p.data[m] = self._saved[name].to(p.device, p.dtype)
+
+    @contextmanager
+    def active(self) -> Iterator[UnitFreeze]:
+        """Zero the masked gradients while inside; call :meth:`restore` after each optimiser step."""
+        params = self._params()
+        self._saved = {n: p.detach()[self.masks[n].to(p.device)].clone().cpu() for n, p in params.items()}
+        handles = []
+        try:
+            for name, p in params.items():
+                keep = (~self.masks[name]).to(p.device)
+
+                def hook(grad: torch.Tensor, keep: torch.Tensor = keep) -> torch.Tensor:
+                    return grad * keep.to(grad.dtype)
+
+                handles.append(p.register_hook(hook))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()

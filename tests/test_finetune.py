@@ -1,0 +1,165 @@
+"""Fine-tuning with units frozen: exact freezing on every architecture, the command line, its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from safestress.attribution.units import Ratios, UnitMap
+from safestress.errors import SafestressError
+from safestress.testing import ARCHITECTURES, save_tiny_model, tiny_model
+from safestress.train import FinetuneSettings, UnitFreeze, finetune, unit_masks
+from tests.test_cli import cli
+
+TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+PAIRS = [("say hello", "hello there"), ("say bye", "goodbye now")] * 4
+
+
+def _unit_map(lm) -> UnitMap:
+    """Neurons 0-2 and head 0 of every block are SCU, neuron 3 is CU, the rest RU."""
+    cfg = lm.model.config
+    width = getattr(cfg, "intermediate_size", None) or 4 * cfg.n_embd
+    heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
+    layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
+    return UnitMap(
+        lm.name,
+        "ssah",
+        Ratios(),
+        {"mlp": ["SSSC" + "R" * (width - 4)] * layers, "heads": ["S" + "R" * (heads - 1)] * layers},
+    )
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_frozen_units_are_bit_exact_and_the_rest_trains(arch, tmp_path):
+    lm = tiny_model(arch, n_layers=2)
+    lm.tokenizer.chat_template = TEMPLATE
+    model = lm.model
+    freeze = UnitFreeze.from_unit_map(model, _unit_map(lm), ["scu"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # a large step and weight decay: without the restore, decay alone would move frozen entries
+    settings = FinetuneSettings(steps=3, batch_size=4, learning_rate=1e-2, weight_decay=0.1)
+    summary = finetune(lm, PAIRS, tmp_path / "out", settings, freeze, log=lambda _: None)
+    assert summary["frozen"]["units"] == {"mlp": 6, "heads": 2}
+    params = dict(model.named_parameters())
+    assert freeze.masks, "no parameter was masked"
+    for name, mask in freeze.masks.items():
+        p = params[name].detach()
+        assert mask.any()
+        assert torch.equal(p[mask], before[name][mask]), f"{name}: a frozen entry moved"
+        assert (p[~mask] != before[name][~mask]).any(), f"{name}: no trainable entry moved"
+    reloaded = type(model).from_pretrained(tmp_path / "out")
+    for name, mask in freeze.masks.items():
+        assert torch.equal(reloaded.state_dict()[name][mask], before[name][mask])
+
+
+def test_masks_follow_grouped_and_fused_projections():
+    # llama-like: hidden 64, 4 heads of 16 over 2 key/value heads, MLP width 128
+    lm = tiny_model("llama", n_layers=2)
+    m = unit_masks(lm.model, {"mlp": [(0, 5)], "heads": [(1, 3)]})
+    blk0, blk1 = "model.layers.0", "model.layers.1"
+    assert m[f"{blk0}.mlp.gate_proj.weight"][5].all() and m[f"{blk0}.mlp.gate_proj.weight"].sum() == 64
+    assert m[f"{blk0}.mlp.up_proj.weight"][5].all() and m[f"{blk0}.mlp.down_proj.weight"][:, 5].all()
+    assert m[f"{blk0}.mlp.down_proj.weight"].sum() == 64
+    q, k = m[f"{blk1}.self_attn.q_proj.weight"], m[f"{blk1}.self_attn.k_proj.weight"]
+    assert q[48:64].all() and q.sum() == 16 * 64  # head 3's rows
+    assert k[16:32].all() and k.sum() == 16 * 64  # key/value head 1 serves query heads 2 and 3
+    assert m[f"{blk1}.self_attn.o_proj.weight"][:, 48:64].all()
+    assert not any(n.startswith(blk1 + ".mlp") or n.startswith(blk0 + ".self_attn") for n in m)
+    # Phi-3 fuses gate|up and q|k|v: neuron 5 is row 5 and row 128 + 5; head 3 is q rows 48-63,
+    # k rows 64 + 16-31, v rows 64 + 32 + 16-31
+    phi = tiny_model("phi3", n_layers=2)
+    mp = unit_masks(phi.model, {"mlp": [(0, 5)], "heads": [(0, 3)]})
+    gu = mp["model.layers.0.mlp.gate_up_proj.weight"]
+    assert gu[5].all() and gu[128 + 5].all() and gu.sum() == 2 * 64
+    qkv = mp["model.layers.0.self_attn.qkv_proj.weight"]
+    rows = torch.nonzero(qkv.all(dim=1)).flatten().tolist()
+    assert rows == [*range(48, 64), *range(64 + 16, 64 + 32), *range(96 + 16, 96 + 32)]
+
+
+def test_frozen_neurons_compute_the_same_activations(tmp_path):
+    """The point of freezing, checked through the model's sites: a frozen MLP neuron gives the
+    same activation for the same block input after fine-tuning; unfrozen neurons do not."""
+    from safestress.sites import site_hooks
+
+    lm = tiny_model("llama", n_layers=2)
+    lm.tokenizer.chat_template = TEMPLATE
+    original = tiny_model("llama", n_layers=2).model
+    frozen = [(0, i) for i in range(8)]
+    freeze = UnitFreeze(lm.model, unit_masks(lm.model, {"mlp": frozen, "heads": []}), {"mlp": frozen, "heads": []})
+    settings = FinetuneSettings(steps=4, batch_size=4, learning_rate=1e-2)
+    finetune(lm, PAIRS, tmp_path / "ft", settings, freeze, log=lambda _: None)
+    ids = lm.tokenizer("say hello", return_tensors="pt")["input_ids"]
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(key):
+        def fn(x):
+            seen[key] = x.detach().clone()
+
+        return fn
+
+    with torch.no_grad():
+        with site_hooks(lm.model, {"blocks.0.ln2.out": grab("x")}):
+            lm.model(ids)
+        # the same MLP input through the original and the fine-tuned MLP of block 0
+        for key, model in (("before", original), ("after", lm.model)):
+            with site_hooks(model, {"blocks.0.mlp.act": grab(key)}):
+                model.model.layers[0].mlp(seen["x"])
+    before, after = seen["before"], seen["after"]
+    assert torch.equal(before[..., :8], after[..., :8])
+    assert not torch.allclose(before[..., 8:], after[..., 8:])
+
+
+def test_finetune_command_writes_the_model_and_its_record(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "tiny", "llama", n_layers=2)
+    cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = TEMPLATE
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(cfg))
+    lm = tiny_model("llama", n_layers=2)
+    _unit_map(lm).save(tmp_path / "units.json")
+    data = tmp_path / "pairs.csv"
+    data.write_text("prompt,response\n" + "\n".join(f"{p},{r}" for p, r in PAIRS) + "\n")
+    out = tmp_path / "ft"
+    args = ["finetune", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "2"]
+    res = cli(*args, "--units", str(tmp_path / "units.json"), "--freeze", "scu,cu", "--random-control")
+    assert res.returncode == 0, res.stderr
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["frozen"]["units"] == {"mlp": 8, "heads": 2} and record["random_control"] is True
+    assert record["classes"] == ["scu", "cu"] and record["pairs"] == len(PAIRS)
+    assert (out / "model.safetensors").is_file() and not (tmp_path / "ft.tmp").exists()
+    # the output directory is never overwritten
+    again = cli(*args)
+    assert again.returncode == 2 and "not an empty directory" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--freeze", "scu"], "--freeze needs --units"),
+        (["--random-control"], "--random-control needs --units"),
+        (["--units", "UNITS", "--freeze", "scu,xyz"], "unknown unit class 'xyz'"),
+        (["--units", "missing.json"], "not found"),
+        (["--prompt-col", "question"], "column 'question' not in"),
+    ],
+)
+def test_finetune_command_errors_are_one_line(tmp_path, extra, message):
+    lm = tiny_model("llama", n_layers=2)
+    _unit_map(lm).save(tmp_path / "units.json")
+    data = tmp_path / "pairs.csv"
+    data.write_text("prompt,response\nsay hi,hi\n")
+    extra = [str(tmp_path / "units.json") if e == "UNITS" else e for e in extra]
+    res = cli("finetune", "--model", "/no/such/model", "--data", str(data), "--out", str(tmp_path / "o"), *extra)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_unit_map_of_another_model_is_refused():
+    small = tiny_model("llama", n_layers=2)
+    wide = UnitMap("x", "ssah", Ratios(), {"mlp": ["S" * 500, "R" * 500], "heads": ["R" * 4] * 2})
+    with pytest.raises(SafestressError, match="does not fit this model"):
+        UnitFreeze.from_unit_map(small.model, wide, ["scu"])
