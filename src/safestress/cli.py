@@ -221,9 +221,10 @@ from safestress.analysis.cli import app as analyze_app  # noqa: E402
 
 app.add_typer(analyze_app, name="analyze")
 
-from safestress.train.cli import finetune_command  # noqa: E402
+from safestress.train.cli import defend_app, finetune_command  # noqa: E402
 
 app.command("finetune")(finetune_command)
+app.add_typer(defend_app, name="defend")
 
 judge_app = typer.Typer(no_args_is_help=True, help="Judges: agreement with human labels, training heads.")
 app.add_typer(judge_app, name="judge")

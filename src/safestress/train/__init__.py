@@ -1,7 +1,19 @@
-"""Training beside the measurement flow: fine-tuning with units frozen (SSAH), reusing the sites of
-:mod:`safestress.sites` and the unit maps of :mod:`safestress.attribution`."""
+"""Training beside the measurement flow, reusing its sites, hooks and perturbations: fine-tuning with
+units of a unit map frozen (SSAH) and QuadA-style perturbation-aware safety training."""
 
 from safestress.train.finetune import FinetuneSettings, finetune
 from safestress.train.freeze import UnitFreeze, chosen_units, parse_classes, random_units, unit_masks
+from safestress.train.quada import PreferenceRow, QuadASettings, quada_train
 
-__all__ = ["FinetuneSettings", "UnitFreeze", "chosen_units", "finetune", "parse_classes", "random_units", "unit_masks"]
+__all__ = [
+    "FinetuneSettings",
+    "PreferenceRow",
+    "QuadASettings",
+    "UnitFreeze",
+    "chosen_units",
+    "finetune",
+    "parse_classes",
+    "quada_train",
+    "random_units",
+    "unit_masks",
+]

@@ -99,3 +99,91 @@ def finetune_command(
         }
         summary = finetune(lm, pairs, out, settings, frozen, log=err.print, meta=meta)
     err.print(f"mean training loss {summary['train_loss']:.4f}; evaluate with: safestress run --model {out} …")
+
+
+defend_app = typer.Typer(no_args_is_help=True, help="Defences: perturbation-aware safety training (QuadA).")
+
+
+def read_preferences(path: str, limit: int | None = None) -> list:
+    """Rows of ``prompt``, ``chosen``, ``rejected`` and optionally ``harmful`` (1/0, true/false)."""
+    from safestress.datasets import read_rows_file, require_columns
+    from safestress.train.quada import PreferenceRow
+
+    rows = read_rows_file(path)
+    require_columns(rows, ["prompt", "chosen", "rejected"], path)
+    flags = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    out = []
+    for i, r in enumerate(rows):
+        if not all(str(r.get(c) or "").strip() for c in ("prompt", "chosen", "rejected")):
+            continue
+        value = r.get("harmful")
+        raw = "1" if value is None or str(value).strip() == "" else str(value).strip().lower()  # missing: harmful
+        if raw not in flags:
+            raise SafestressError(f"{path} row {i + 1}: 'harmful' must be 1/0 or true/false, got '{raw}'")
+        out.append(PreferenceRow(str(r["prompt"]), str(r["chosen"]), str(r["rejected"]), flags[raw]))
+    if not out:
+        raise SafestressError(f"{path} has no complete (prompt, chosen, rejected) rows")
+    return out[:limit] if limit else out
+
+
+@defend_app.command("quada")
+def quada_command(
+    model: str = typer.Option(..., "--model", "-m", help="hub id, local directory or .gguf file"),
+    data: str = typer.Option(..., help="CSV/JSONL/JSON with prompt, chosen, rejected [, harmful] columns"),
+    out: Path = typer.Option(..., help="directory for the trained model (must not exist, or be empty)"),
+    perturb: str = typer.Option("noise", help="perturbation during training (safestress list perturbations; none)"),
+    sigma: float = typer.Option(0.5, min=0.0, help="noise σ (e.g. the level `safestress analyze mva` reports)"),
+    scale: str = typer.Option("relative", help="noise scale: relative (to each token's RMS) or absolute"),
+    param: list[str] | None = typer.Option(None, "--param", help="further perturbation parameter KEY=VALUE"),
+    sites: str | None = typer.Option(None, help="perturbed sites (default: resid_post of the first quarter)"),
+    cluster_site: str | None = typer.Option(None, help="site of the cluster term (default: last perturbed block)"),
+    cluster_weight: float = typer.Option(0.1, min=0.0, help="weight of the harmful-activation cluster term"),
+    steps: int = typer.Option(100, min=1),
+    lr: float = typer.Option(5e-6, help="learning rate"),
+    beta: float = typer.Option(0.1, help="DPO beta"),
+    batch_size: int = typer.Option(8, min=1),
+    max_length: int = typer.Option(512, min=8),
+    limit: int | None = typer.Option(None, min=1, help="use the first N rows"),
+    seed: int = typer.Option(0),
+) -> None:
+    """DPO with the policy's early activations perturbed, plus a term that keeps harmful activations clustered."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SafestressError(f"{out} exists and is not an empty directory; choose a new one")
+    from safestress.cli import _params
+    from safestress.perturb import PERTURBATIONS
+    from safestress.train.quada import QuadASettings, quada_train
+
+    if perturb != "none":
+        PERTURBATIONS.get(perturb)  # an unknown name fails before anything loads
+    params: dict = {"sigma": sigma, "scale": scale} if perturb in ("noise", "gaussian", "laplace") else {}
+    params.update(_params(param) or {})
+    if perturb != "none":
+        from safestress.perturb import make_perturbation
+
+        make_perturbation(perturb, **params)  # bad parameters fail before anything loads
+    settings = QuadASettings(
+        steps=steps,
+        learning_rate=lr,
+        beta=beta,
+        batch_size=batch_size,
+        max_length=max_length,
+        perturbation=perturb,
+        params=params,
+        sites=sites,
+        cluster_site=cluster_site,
+        cluster_weight=cluster_weight,
+        seed=seed,
+    )
+    rows = read_preferences(data, limit)
+    from safestress.models import load_model
+
+    lm = load_model(model)
+    import torch
+
+    torch.manual_seed(seed)
+    with err.status(f"QuadA training on {len(rows)} preference rows, {steps} steps"):
+        summary = quada_train(lm, rows, out, settings, log=err.print, meta={"data": data})
+    err.print(
+        f"perturbed {', '.join(summary['sites'])}; cluster term at {summary['cluster_site']} "
+        f"{summary['cluster_first']:.3f} → {summary['cluster_last']:.3f}; mean loss {summary['train_loss']:.4f}"
+    )

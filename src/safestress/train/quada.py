@@ -1,0 +1,284 @@
+"""Perturbation-aware safety training in the manner of QuadA (Zhang et al., USENIX Security 2025).
+
+QuadA's analysis of activation approximations found that (1) errors in the first layers hurt
+safety most, (2) one noise model — the *most vulnerable approximation*, MVA — stands in for the
+approximations' errors, and (3) under approximation, harmful prompts' activations drift into the
+benign cluster. Its defence follows each finding: preference training (DPO) in which the policy's
+activations are perturbed with the MVA at the first layers only, plus a term that keeps the
+harmful prompts' activations clustered.
+
+Here, with every part named and replaceable:
+
+* **preference loss** — TRL's ``DPOTrainer`` (sigmoid loss, ``beta``), reference model
+  unperturbed;
+* **perturbation** — any registered perturbation (default Gaussian noise, σ relative to each
+  token's RMS, e.g. the level ``safestress analyze mva`` reports) at the chosen sites (default
+  the residual output of the first 25% of blocks), fresh noise for every step (seeded);
+* **cluster term** — for the harmful rows of a batch, the activation of the last prompt token at
+  ``cluster_site`` (default: the last perturbed block's residual output), under the perturbation;
+  the loss is the mean cosine distance of each to their batch centroid, ``1 − cos(h_i, h̄)``,
+  weighted by ``cluster_weight``. With a weight of 0 and no perturbation the trainer is plain DPO,
+  the baseline every QuadA measurement should be compared with.
+
+The exact form of QuadA's clustering term is not reproduced from its code (not available here);
+this cosine-to-centroid term implements the idea as stated — keep the harmful activations together
+under perturbation — and is documented in docs/defence.md with what it measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safestress.errors import SafestressError
+from safestress.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    prompt: str
+    chosen: str
+    rejected: str
+    harmful: bool = True
+
+
+@dataclass
+class QuadASettings:
+    steps: int = 100
+    learning_rate: float = 5e-6
+    beta: float = 0.1
+    batch_size: int = 8
+    max_length: int = 512
+    perturbation: str = "noise"  # a registered perturbation; "none" for plain DPO
+    params: dict[str, Any] = field(default_factory=lambda: {"sigma": 0.5, "scale": "relative"})
+    sites: str | None = None  # default: resid_post of the first quarter of the blocks
+    cluster_site: str | None = None  # default: the last perturbed block's resid_post
+    cluster_weight: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.max_length < 8:
+            raise SafestressError("steps and batch size must be ≥ 1 and max length ≥ 8")
+        if not self.learning_rate > 0 or not self.beta > 0:
+            raise SafestressError("learning rate and beta must be > 0")
+        if self.cluster_weight < 0:
+            raise SafestressError(f"cluster weight must be ≥ 0, got {self.cluster_weight}")
+
+
+def default_sites(n_layers: int) -> str:
+    """The residual output of the first quarter of the blocks (at least one)."""
+    last = max(1, round(n_layers / 4)) - 1
+    return f"blocks.0-{last}.resid_post" if last else "blocks.0.resid_post"
+
+
+def cluster_loss(h: torch.Tensor) -> torch.Tensor:
+    """Mean cosine distance of the rows of ``h`` ``[N, d]`` to their centroid (0 for fewer than 2 rows)."""
+    if h.shape[0] < 2:
+        return h.sum() * 0.0
+    centroid = h.mean(0, keepdim=True)
+    return (1.0 - torch.nn.functional.cosine_similarity(h, centroid, dim=-1)).mean()
+
+
+def _trainer_class() -> type:
+    from trl import DPOTrainer
+
+    class QuadATrainer(DPOTrainer):
+        """DPO whose policy forward runs under a perturbation, plus the cluster term."""
+
+        def __init__(self, *args: Any, quada: dict[str, Any], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.quada = quada
+            self.quada_log: list[dict[str, float]] = []
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            from safestress.perturb import perturbed
+            from safestress.sites import site_hooks
+
+            q = self.quada
+            harmful = inputs.pop("harmful", None)
+            captured: dict[str, torch.Tensor] = {}
+
+            def capture(x: torch.Tensor) -> None:
+                captured["h"] = x
+
+            rows = inputs["input_ids"].shape[0]
+            gen = q["generator"]
+            keys = torch.randint(0, 2**62, (rows, 2), generator=gen, dtype=torch.int64)
+            with perturbed(model, q["perturbation"], q["sites"]) as state:
+                state.ctx.reset(keys=keys)
+                with site_hooks(model, {q["cluster_site"]: capture} if q["weight"] > 0 else {}):
+                    result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = result[0] if return_outputs else result
+            term = torch.zeros((), device=loss.device)
+            if q["weight"] > 0 and "h" in captured:
+                half = rows // 2  # chosen rows first, then the rejected rows of the same prompts
+                mask = inputs["completion_mask"][:half]
+                last_prompt = (mask.argmax(dim=1) - 1).clamp(min=0)
+                h = captured["h"][:half][torch.arange(half, device=mask.device), last_prompt]
+                if harmful is not None:
+                    h = h[harmful.to(h.device).bool()]
+                term = cluster_loss(h.float())
+                loss = loss + q["weight"] * term
+            self.quada_log.append({"cluster": float(term.detach())})
+            return (loss, result[1]) if return_outputs else loss
+
+    return QuadATrainer
+
+
+def _collator_with_flags(base: Any) -> Any:
+    """TRL's preference collator, plus the rows' ``harmful`` flags as a tensor."""
+
+    class WithFlags(type(base)):  # type: ignore[misc]
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            out = super().torch_call(examples)
+            out["harmful"] = torch.tensor([bool(e.get("harmful", True)) for e in examples])
+            return out
+
+    obj = copy.copy(base)
+    obj.__class__ = WithFlags
+    return obj
+
+
+def quada_train(
+    lm: LoadedModel,
+    rows: Sequence[PreferenceRow],
+    out: str | Path,
+    settings: QuadASettings | None = None,
+    log: Callable[[str], None] = print,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``lm`` on preference ``rows`` with the QuadA objective; save model + tokenizer to ``out``."""
+    settings = settings or QuadASettings()
+    if not rows:
+        raise SafestressError("no preference rows")
+    if lm.template != "chat":
+        raise SafestressError("QuadA training needs a chat template (the model was loaded with template 'raw')")
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from safestress.perturb import PERTURBATIONS, make_perturbation
+    from safestress.sites import num_layers, select_sites
+
+    model = lm.ensure_weights()
+    n = num_layers(model)
+    sites_spec = settings.sites or default_sites(n)
+    sites = select_sites(sites_spec, n)
+    if settings.perturbation == "none":
+        perturbation = make_perturbation("noise", sigma=0.0)
+    else:
+        PERTURBATIONS.get(settings.perturbation)
+        perturbation = make_perturbation(settings.perturbation, **settings.params)
+    if settings.cluster_site:
+        cluster_site = select_sites(settings.cluster_site, n)
+        if len(cluster_site) != 1:
+            raise SafestressError(f"cluster site must name one site, got {len(cluster_site)}: {settings.cluster_site}")
+        cluster_site_name = cluster_site[0]
+    else:
+        from safestress.sites import parse_site
+
+        last = max(parse_site(s)[0] or 0 for s in sites)
+        cluster_site_name = f"blocks.{last}.resid_post"
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+
+    def messages(role: str, text: str) -> list[dict[str, str]]:
+        return [{"role": role, "content": text}]
+
+    def prompt_messages(p: str) -> list[dict[str, str]]:
+        sys = [{"role": "system", "content": lm.system_prompt}] if lm.system_prompt else []
+        return sys + messages("user", p)
+
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": prompt_messages(r.prompt),
+                "chosen": messages("assistant", r.chosen),
+                "rejected": messages("assistant", r.rejected),
+                "harmful": bool(r.harmful),
+            }
+            for r in rows
+        ]
+    )
+    args = DPOConfig(
+        output_dir=str(tmp / "trainer"),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        beta=settings.beta,
+        max_length=settings.max_length,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=max(1, settings.steps // 5),
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=str(lm.device) == "cpu",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    tokenizer = lm.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    generator = torch.Generator().manual_seed(settings.seed)
+    quada = {
+        "perturbation": perturbation,
+        "sites": sites,
+        "cluster_site": cluster_site_name,
+        "weight": settings.cluster_weight,
+        "generator": generator,
+    }
+    t0 = time.perf_counter()
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        trainer = _trainer_class()(
+            model=model,
+            ref_model=copy.deepcopy(model).eval(),
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            quada=quada,
+        )
+        trainer.data_collator = _collator_with_flags(trainer.data_collator)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        result = trainer.train()
+    model.eval()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    clusters = [e["cluster"] for e in trainer.quada_log]
+    summary = {
+        "model": lm.name,
+        "settings": asdict(settings),
+        "sites": sites,
+        "cluster_site": cluster_site_name,
+        "rows": len(rows),
+        "harmful_rows": sum(r.harmful for r in rows),
+        "first_loss": losses[0] if losses else None,
+        "train_loss": float(result.training_loss),
+        "cluster_first": clusters[0] if clusters else None,
+        "cluster_last": clusters[-1] if clusters else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+        **(meta or {}),
+    }
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "quada.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log(f"QuadA: {len(rows)} preference rows × {settings.steps} steps in {summary['seconds']} s; wrote {out}")
+    return summary
