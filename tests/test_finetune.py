@@ -10,7 +10,7 @@ import torch
 from safestress.attribution.units import Ratios, UnitMap
 from safestress.errors import SafestressError
 from safestress.testing import ARCHITECTURES, save_tiny_model, tiny_model
-from safestress.train import FinetuneSettings, UnitFreeze, finetune, unit_masks
+from safestress.train import FinetuneSettings, UnitFreeze, finetune, unit_masks, unit_slices
 from tests.test_cli import cli
 
 TEMPLATE = (
@@ -46,14 +46,16 @@ def test_frozen_units_are_bit_exact_and_the_rest_trains(arch, tmp_path):
     summary = finetune(lm, PAIRS, tmp_path / "out", settings, freeze, log=lambda _: None)
     assert summary["frozen"]["units"] == {"mlp": 6, "heads": 2}
     params = dict(model.named_parameters())
-    assert freeze.masks, "no parameter was masked"
-    for name, mask in freeze.masks.items():
+    masks = freeze.masks
+    assert masks, "no parameter was masked"
+    assert summary["frozen"]["frozen_parameters"] == sum(int(m.sum()) for m in masks.values())
+    for name, mask in masks.items():
         p = params[name].detach()
         assert mask.any()
         assert torch.equal(p[mask], before[name][mask]), f"{name}: a frozen entry moved"
         assert (p[~mask] != before[name][~mask]).any(), f"{name}: no trainable entry moved"
     reloaded = type(model).from_pretrained(tmp_path / "out")
-    for name, mask in freeze.masks.items():
+    for name, mask in masks.items():
         assert torch.equal(reloaded.state_dict()[name][mask], before[name][mask])
 
 
@@ -90,7 +92,8 @@ def test_frozen_neurons_compute_the_same_activations(tmp_path):
     lm.tokenizer.chat_template = TEMPLATE
     original = tiny_model("llama", n_layers=2).model
     frozen = [(0, i) for i in range(8)]
-    freeze = UnitFreeze(lm.model, unit_masks(lm.model, {"mlp": frozen, "heads": []}), {"mlp": frozen, "heads": []})
+    units = {"mlp": frozen, "heads": []}
+    freeze = UnitFreeze(lm.model, unit_slices(lm.model, units), units)
     settings = FinetuneSettings(steps=4, batch_size=4, learning_rate=1e-2)
     finetune(lm, PAIRS, tmp_path / "ft", settings, freeze, log=lambda _: None)
     ids = lm.tokenizer("say hello", return_tensors="pt")["input_ids"]

@@ -2,11 +2,20 @@
 units of a unit map frozen (SSAH) and QuadA-style perturbation-aware safety training."""
 
 from safestress.train.finetune import FinetuneSettings, finetune
-from safestress.train.freeze import UnitFreeze, chosen_units, parse_classes, random_units, unit_masks
+from safestress.train.freeze import (
+    FrozenSlice,
+    UnitFreeze,
+    chosen_units,
+    parse_classes,
+    random_units,
+    unit_masks,
+    unit_slices,
+)
 from safestress.train.quada import PreferenceRow, QuadASettings, quada_train
 
 __all__ = [
     "FinetuneSettings",
+    "FrozenSlice",
     "PreferenceRow",
     "QuadASettings",
     "UnitFreeze",
@@ -16,4 +25,5 @@ __all__ = [
     "quada_train",
     "random_units",
     "unit_masks",
+    "unit_slices",
 ]

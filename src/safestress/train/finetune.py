@@ -16,7 +16,8 @@ import logging
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,21 @@ class FinetuneSettings:
             raise SafestressError("steps and batch size must be ≥ 1 and max length ≥ 8")
         if not self.learning_rate > 0:
             raise SafestressError(f"learning rate must be > 0, got {self.learning_rate}")
+
+
+@contextmanager
+def quiet_training() -> Iterator[None]:
+    """Silence the trainers' deprecation warnings and info logs for the block, then restore both
+    (the command line reports progress and the loss itself)."""
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
 
 
 def _restore_callback(freeze: UnitFreeze) -> Any:
@@ -90,32 +106,31 @@ def finetune(
         }
         for p, r in pairs
     ]
-    args = SFTConfig(
-        output_dir=str(tmp / "trainer"),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        warmup_steps=settings.warmup_steps,
-        max_length=settings.max_length,
-        completion_only_loss=True,
-        packing=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=max(1, settings.steps // 5),
-        seed=settings.seed,
-        data_seed=settings.seed,
-        use_cpu=str(lm.device) == "cpu",
-        disable_tqdm=True,
-    )
+    with quiet_training():  # the config warns about deprecated arguments it sets itself
+        args = SFTConfig(
+            output_dir=str(tmp / "trainer"),
+            max_steps=settings.steps,
+            per_device_train_batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            weight_decay=settings.weight_decay,
+            warmup_steps=settings.warmup_steps,
+            max_length=settings.max_length,
+            completion_only_loss=True,
+            packing=False,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=max(1, settings.steps // 5),
+            seed=settings.seed,
+            data_seed=settings.seed,
+            use_cpu=str(lm.device) == "cpu",
+            disable_tqdm=True,
+        )
     tokenizer = lm.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.train()
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger("transformers").setLevel(logging.ERROR)
+    with quiet_training():
         trainer = SFTTrainer(
             model=model,
             args=args,

@@ -12,11 +12,12 @@ as it was:
   frozen with any of them), with biases, and its ``d_head`` input columns of the output
   projection.
 
-Everything else — embeddings, norms, other units — trains. The weights are whole tensors, so a
-frozen unit is an element mask, enforced two ways: a gradient hook zeroes the masked gradient
-entries (so clipping and optimiser statistics see only trainable entries), and after every
-optimiser step the masked entries are written back from a saved copy (decoupled weight decay
-would otherwise still shrink them). The result is bit-exact, which the tests check.
+Everything else — embeddings, norms, other units — trains. A unit owns whole rows or columns of
+shared weight tensors, kept as index lists (:class:`FrozenSlice`) and enforced two ways: a
+gradient hook zeroes those gradient entries (so clipping and optimiser statistics see only
+trainable entries), and after every optimiser step they are written back from a saved copy
+(decoupled weight decay would otherwise still shrink them). The result is bit-exact, which the
+tests check.
 """
 
 from __future__ import annotations
@@ -65,27 +66,51 @@ def _is_conv1d(module: nn.Module) -> bool:  # GPT-2 stores [in, out]
     return type(module).__name__ == "Conv1D"
 
 
-def _mark_out(mask: dict[str, torch.Tensor], names: dict[int, str], module: nn.Module, rows: list[int]) -> None:
-    """Freeze output channels ``rows`` of a projection (its weight rows and bias entries)."""
-    w = module.weight
-    m = mask.setdefault(names[id(w)], torch.zeros(w.shape, dtype=torch.bool))
-    if _is_conv1d(module):
-        m[:, rows] = True
-    else:
-        m[rows, :] = True
-    b = getattr(module, "bias", None)
-    if b is not None:
-        mask.setdefault(names[id(b)], torch.zeros(b.shape, dtype=torch.bool))[rows] = True
+@dataclass(frozen=True)
+class FrozenSlice:
+    """The entries of one parameter that stay fixed: every index of ``index`` along ``dim``.
+
+    Every unit freezes whole rows or whole columns of a weight, so an index list along one
+    dimension describes it exactly, at a fraction of a dense mask's memory (a 7 B model's masks
+    would take gigabytes).
+    """
+
+    dim: int
+    index: torch.Tensor  # sorted, unique, int64
+
+    def mask(self, shape: torch.Size) -> torch.Tensor:
+        """The dense boolean mask (for inspection and tests)."""
+        m = torch.zeros(shape, dtype=torch.bool)
+        m.index_fill_(self.dim, self.index, True)
+        return m
 
 
-def _mark_in(mask: dict[str, torch.Tensor], names: dict[int, str], module: nn.Module, cols: list[int]) -> None:
-    """Freeze input channels ``cols`` of a projection (the weights that read them)."""
-    w = module.weight
-    m = mask.setdefault(names[id(w)], torch.zeros(w.shape, dtype=torch.bool))
-    if _is_conv1d(module):
-        m[cols, :] = True
-    else:
-        m[:, cols] = True
+class _Marks:
+    """Indices per (parameter, dimension), collected unit by unit."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = {id(p): n for n, p in model.named_parameters()}
+        self.marks: dict[str, tuple[int, set[int]]] = {}
+
+    def add(self, param: torch.Tensor, dim: int, idx: list[int]) -> None:
+        name = self.names[id(param)]
+        prev_dim, seen = self.marks.setdefault(name, (dim, set()))
+        if prev_dim != dim:  # no unit layout freezes rows and columns of one tensor
+            raise SafestressError(f"cannot freeze both rows and columns of '{name}'")
+        seen.update(idx)
+
+    def out(self, module: nn.Module, rows: list[int]) -> None:
+        """Freeze output channels ``rows`` of a projection (its weight rows and bias entries)."""
+        self.add(module.weight, 1 if _is_conv1d(module) else 0, rows)
+        if getattr(module, "bias", None) is not None:
+            self.add(module.bias, 0, rows)
+
+    def into(self, module: nn.Module, cols: list[int]) -> None:
+        """Freeze input channels ``cols`` of a projection (the weights that read them)."""
+        self.add(module.weight, 0 if _is_conv1d(module) else 1, cols)
+
+    def slices(self) -> dict[str, FrozenSlice]:
+        return {n: FrozenSlice(d, torch.tensor(sorted(ix), dtype=torch.int64)) for n, (d, ix) in self.marks.items()}
 
 
 def _optional(block: nn.Module, rel: str) -> nn.Module | None:
@@ -95,15 +120,14 @@ def _optional(block: nn.Module, rel: str) -> nn.Module | None:
         return None
 
 
-def unit_masks(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dict[str, torch.Tensor]:
-    """Parameter name → boolean mask of the entries that compute or read the given units."""
+def unit_slices(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dict[str, FrozenSlice]:
+    """Parameter name → the rows or columns that compute or read the given units."""
     model = unwrap(model)
     adapter = adapter_for(model)
-    names = {id(p): n for n, p in model.named_parameters()}
+    marks = _Marks(model)
     cfg = model.config
     heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
     kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
-    mask: dict[str, torch.Tensor] = {}
     by_layer: dict[int, dict[str, list[int]]] = {}
     for kind in TYPES:
         for layer, i in units.get(kind, []):
@@ -116,13 +140,12 @@ def unit_masks(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dic
             neurons = sorted(chosen["mlp"])
             if neurons[-1] >= width:
                 raise SafestressError(f"unit map does not fit this model: block {layer} has {width} MLP neurons")
-            _mark_in(mask, names, down, neurons)
+            marks.into(down, neurons)
             for rel in adapter.consumers["ln2.out"]:
                 producer = _optional(block, rel)
-                if producer is None:
-                    continue
-                rows = neurons + [width + i for i in neurons] if rel.endswith("gate_up_proj") else neurons
-                _mark_out(mask, names, producer, rows)
+                if producer is not None:
+                    fused = rel.endswith("gate_up_proj")  # Phi-3: [gate; up]
+                    marks.out(producer, neurons + [width + i for i in neurons] if fused else neurons)
         if chosen["heads"]:
             o_proj = block.get_submodule(adapter.attn_out_proj)
             width = o_proj.weight.shape[0] if _is_conv1d(o_proj) else o_proj.weight.shape[1]
@@ -133,7 +156,7 @@ def unit_masks(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dic
             group = heads // kv_heads
             q_rows = [h * d + j for h in hs for j in range(d)]
             kv_rows = sorted({(h // group) * d + j for h in hs for j in range(d)})
-            _mark_in(mask, names, o_proj, q_rows)
+            marks.into(o_proj, q_rows)
             for rel in adapter.consumers["ln1.out"]:
                 producer = _optional(block, rel)
                 if producer is None:
@@ -149,16 +172,22 @@ def unit_masks(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dic
                     rows = q_rows + [width + r for r in q_rows] + [2 * width + r for r in q_rows]
                 else:
                     raise SafestressError(f"cannot freeze heads through '{rel}' of {adapter.family}")
-                _mark_out(mask, names, producer, rows)
-    return mask
+                marks.out(producer, rows)
+    return marks.slices()
+
+
+def unit_masks(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dict[str, torch.Tensor]:
+    """Parameter name → dense boolean mask of the frozen entries (for inspection; training uses slices)."""
+    params = dict(unwrap(model).named_parameters())
+    return {n: sl.mask(params[n].shape) for n, sl in unit_slices(model, units).items()}
 
 
 @dataclass
 class UnitFreeze:
-    """Element masks over a model's parameters, enforced while :meth:`active`."""
+    """Rows and columns of a model's parameters held fixed while :meth:`active`."""
 
     model: nn.Module
-    masks: dict[str, torch.Tensor]
+    slices: dict[str, FrozenSlice]
     units: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     _saved: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -170,10 +199,17 @@ class UnitFreeze:
         units = chosen_units(umap, classes)
         if random_seed is not None:
             units = random_units(umap, units, random_seed)
-        return cls(model, unit_masks(model, units), units)
+        return cls(model, unit_slices(model, units), units)
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Dense boolean masks of the frozen entries (built on demand, for inspection)."""
+        params = self._params()
+        return {n: sl.mask(params[n].shape) for n, sl in self.slices.items()}
 
     def frozen_elements(self) -> int:
-        return int(sum(int(m.sum()) for m in self.masks.values()))
+        params = self._params()
+        return sum(len(sl.index) * (params[n].numel() // params[n].shape[sl.dim]) for n, sl in self.slices.items())
 
     def summary(self) -> dict[str, Any]:
         total = sum(p.numel() for p in unwrap(self.model).parameters())
@@ -185,30 +221,34 @@ class UnitFreeze:
 
     def _params(self) -> dict[str, nn.Parameter]:
         params = dict(unwrap(self.model).named_parameters())
-        missing = [n for n in self.masks if n not in params]
+        missing = [n for n in self.slices if n not in params]
         if missing:
             raise SafestressError(f"frozen parameter '{missing[0]}' is not in the model")
-        return {n: params[n] for n in self.masks}
+        return {n: params[n] for n in self.slices}
 
     def restore(self) -> None:
-        """Write the saved values back into the masked entries (after an optimiser step)."""
+        """Write the saved values back into the frozen rows/columns (after an optimiser step)."""
         with torch.no_grad():
             for name, p in self._params().items():
-                m = self.masks[name].to(p.device)
-                p.data[m] = self._saved[name].to(p.device, p.dtype)
+                sl = self.slices[name]
+                p.data.index_copy_(sl.dim, sl.index.to(p.device), self._saved[name].to(p.device, p.dtype))
 
     @contextmanager
     def active(self) -> Iterator[UnitFreeze]:
-        """Zero the masked gradients while inside; call :meth:`restore` after each optimiser step."""
+        """Zero the frozen gradient entries while inside; call :meth:`restore` after each optimiser step."""
         params = self._params()
-        self._saved = {n: p.detach()[self.masks[n].to(p.device)].clone().cpu() for n, p in params.items()}
+        self._saved = {
+            n: p.detach().index_select(self.slices[n].dim, self.slices[n].index.to(p.device)).clone()
+            for n, p in params.items()
+        }
         handles = []
         try:
             for name, p in params.items():
-                keep = (~self.masks[name]).to(p.device)
+                sl = self.slices[name]
+                index = sl.index.to(p.device)
 
-                def hook(grad: torch.Tensor, keep: torch.Tensor = keep) -> torch.Tensor:
-                    return grad * keep.to(grad.dtype)
+                def hook(grad: torch.Tensor, dim: int = sl.dim, index: torch.Tensor = index) -> torch.Tensor:
+                    return grad.index_fill(dim, index, 0.0)
 
                 handles.append(p.register_hook(hook))
             yield self

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -211,22 +209,25 @@ def quada_train(
             for r in rows
         ]
     )
-    args = DPOConfig(
-        output_dir=str(tmp / "trainer"),
-        max_steps=settings.steps,
-        per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        beta=settings.beta,
-        max_length=settings.max_length,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=max(1, settings.steps // 5),
-        seed=settings.seed,
-        data_seed=settings.seed,
-        use_cpu=str(lm.device) == "cpu",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-    )
+    from safestress.train.finetune import quiet_training
+
+    with quiet_training():  # the config warns about deprecated arguments it sets itself
+        args = DPOConfig(
+            output_dir=str(tmp / "trainer"),
+            max_steps=settings.steps,
+            per_device_train_batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            beta=settings.beta,
+            max_length=settings.max_length,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=max(1, settings.steps // 5),
+            seed=settings.seed,
+            data_seed=settings.seed,
+            use_cpu=str(lm.device) == "cpu",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+        )
     tokenizer = lm.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -240,9 +241,7 @@ def quada_train(
     }
     t0 = time.perf_counter()
     model.train()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger("transformers").setLevel(logging.ERROR)
+    with quiet_training():
         trainer = _trainer_class()(
             model=model,
             ref_model=copy.deepcopy(model).eval(),
