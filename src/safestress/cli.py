@@ -79,6 +79,8 @@ def run(
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code", help="allow model code from the hub"),
     plot: bool | None = typer.Option(None, "--plot/--no-plot"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be generated and judged; change nothing"),
+    workers: int | None = typer.Option(None, min=1, help="generate on N Ray workers (one GPU each where available)"),
+    ray_address: str | None = typer.Option(None, help="join this Ray cluster ('auto' for a running one)"),
 ) -> None:
     """Run a sweep: generate, judge, store, then print the table and write the plot."""
     from safestress.config import build_config, parse_floats
@@ -113,6 +115,8 @@ def run(
         device=device,
         trust_remote_code=trust_remote_code,
         plot=plot,
+        workers=workers,
+        ray_address=ray_address,
     )
     from safestress.runner import describe_plan, run_and_report
 

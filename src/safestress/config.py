@@ -51,6 +51,10 @@ class SweepConfig(BaseModel):
     device: str = "auto"
     trust_remote_code: bool = False
     plot: bool = True
+    # generation on Ray workers: > 1 starts that many (one GPU each where there are GPUs), or
+    # joins the cluster at ray_address ("auto" for a running one); judging and the store stay local
+    workers: int = Field(1, ge=1, le=4096)
+    ray_address: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -14,7 +14,7 @@ once (seed 0) and serves every seed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,72 +193,104 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
 ProgressFn = Callable[[int, int], None]
 
 
-def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -> dict[str, int]:
-    """Generate and judge every task not yet in ``store``. Returns counts of work done."""
+def generate_group(plan: SweepPlan, tasks: list[Task]) -> Iterator[list[GenerationRow]]:
+    """Generate ``tasks`` (one condition group of one model) batch by batch, as store rows.
+
+    The one generation path of a sweep, local or on a Ray worker (:mod:`safestress.distributed`):
+    noise is keyed by each row's (prompt, seed), so a row's text does not depend on which worker
+    or batch produced it.
+    """
+    head = tasks[0].condition
+    lm = head.lm
+    lm.ensure_weights()
+    strength_param = head.perturbation.row_params[0] if head.perturbation.row_params else None
+    row_params = {strength_param: [t.condition.strength for t in tasks]} if strength_param else None
+    with perturbed(lm, head.perturbation, head.sites):
+        stream = iter_generate(
+            lm,
+            [t.prompt for t in tasks],
+            seeds=[t.seed for t in tasks],
+            settings=plan.settings,
+            batch_size=plan.config.batch_size,
+            keys=[row_key(t.prompt, t.seed) for t in tasks],
+            row_params=row_params,
+        )
+        for idx, gens in stream:
+            rows = []
+            for i, g in zip(idx, gens):
+                t = tasks[i]
+                rows.append(
+                    GenerationRow(
+                        t.key,
+                        t.condition.config_hash,
+                        lm.name,
+                        t.dataset,
+                        t.item_id,
+                        t.seed,
+                        t.prompt,
+                        g.text,
+                        g.n_tokens,
+                        g.stopped,
+                    )
+                )
+            yield rows
+
+
+def judge_and_store(plan: SweepPlan, store: Store, rows: list[GenerationRow]) -> None:
+    """Judge a batch of generations with every judge of the plan and store rows and verdicts in one
+    transaction; a failing judge never costs the generations (they are stored, then it raises)."""
+    verdicts = []
+    try:
+        for judge in plan.judges:
+            judged = judge.judge([r.prompt for r in rows], [r.response for r in rows])
+            verdicts.extend((row.key, judge.key, v) for row, v in zip(rows, judged))
+    except BaseException:
+        store.put_batch(rows, [])
+        raise
+    store.put_batch(rows, verdicts)
+
+
+def pending_groups(plan: SweepPlan, store: Store) -> tuple[list[list[Task]], int]:
+    """Register the plan's configurations; the tasks not yet stored, by model and condition group."""
     for cond in plan.conditions:
         store.put_config(cond.spec)
     done = store.existing_keys(t.key for t in plan.tasks)
-    pending = [t for t in plan.tasks if t.key not in done]
-    total = len(pending)
+    by_group: dict[str, list[Task]] = defaultdict(list)
+    for t in plan.tasks:
+        if t.key not in done:
+            by_group[t.condition.group()].append(t)
+    groups = [g for lm in plan.models for g in by_group.values() if g[0].condition.lm is lm]
+    return groups, len(done)
+
+
+def finish(plan: SweepPlan, store: Store, generated: int, stored_before: int) -> dict[str, int]:
+    judged = judge_missing(plan, store)
+    measured = measure_perplexity(plan, store)
+    return {"generated": generated, "judged_late": judged, "stored_before": stored_before, "ppl_measured": measured}
+
+
+def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -> dict[str, int]:
+    """Generate and judge every task not yet in ``store``. Returns counts of work done.
+
+    With ``workers`` > 1 or a ``ray_address`` in the config, generation runs on Ray workers
+    (:func:`safestress.distributed.execute_distributed`); judging and storing stay here.
+    """
+    if plan.config.workers > 1 or plan.config.ray_address:
+        from safestress.distributed import execute_distributed
+
+        return execute_distributed(plan, store, progress)
+    groups, stored_before = pending_groups(plan, store)
+    total = sum(len(g) for g in groups)
     finished = 0
     if progress:
         progress(0, total)
-    settings = plan.settings
-    by_group: dict[str, list[Task]] = defaultdict(list)
-    for t in pending:
-        by_group[t.condition.group()].append(t)
-    for lm in plan.models:
-        groups = [g for g in by_group.values() if g[0].condition.lm is lm]
-        if not groups:
-            continue
-        lm.ensure_weights()
-        for tasks in groups:
-            head = tasks[0].condition
-            strength_param = head.perturbation.row_params[0] if head.perturbation.row_params else None
-            row_params = {strength_param: [t.condition.strength for t in tasks]} if strength_param else None
-            with perturbed(lm, head.perturbation, head.sites):
-                stream = iter_generate(
-                    lm,
-                    [t.prompt for t in tasks],
-                    seeds=[t.seed for t in tasks],
-                    settings=settings,
-                    batch_size=plan.config.batch_size,
-                    keys=[row_key(t.prompt, t.seed) for t in tasks],
-                    row_params=row_params,
-                )
-                for idx, gens in stream:
-                    rows = []
-                    for i, g in zip(idx, gens):
-                        t = tasks[i]
-                        rows.append(
-                            GenerationRow(
-                                t.key,
-                                t.condition.config_hash,
-                                lm.name,
-                                t.dataset,
-                                t.item_id,
-                                t.seed,
-                                t.prompt,
-                                g.text,
-                                g.n_tokens,
-                                g.stopped,
-                            )
-                        )
-                    verdicts = []
-                    try:
-                        for judge in plan.judges:
-                            judged = judge.judge([r.prompt for r in rows], [r.response for r in rows])
-                            verdicts.extend((row.key, judge.key, v) for row, v in zip(rows, judged))
-                    except BaseException:
-                        store.put_batch(rows, [])  # a failing judge never costs the generations
-                        raise
-                    store.put_batch(rows, verdicts)
-                    finished += len(rows)
-                    if progress:
-                        progress(finished, total)
-    judged = judge_missing(plan, store)
-    measured = measure_perplexity(plan, store)
-    return {"generated": total, "judged_late": judged, "stored_before": len(done), "ppl_measured": measured}
+    for tasks in groups:
+        for rows in generate_group(plan, tasks):
+            judge_and_store(plan, store, rows)
+            finished += len(rows)
+            if progress:
+                progress(finished, total)
+    return finish(plan, store, total, stored_before)
 
 
 PPL_WINDOW = 512
