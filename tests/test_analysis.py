@@ -185,6 +185,9 @@ def test_a_failing_judge_keeps_the_generations(tiny_dir, prompts_csv, tmp_path):
     plan.judges = [Broken()]
     with ss.Store(cfg.store) as store, pytest.raises(RuntimeError, match="judge crashed"):
         ss.execute(plan, store)
+    # the sweep's hooks are gone while the error (and its traceback) is still alive
+    model = plan.models[0].model
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     n_rows = sqlite3.connect(cfg.store).execute("SELECT COUNT(*) FROM generations").fetchone()[0]
     assert n_rows == 3  # the first batch, generated before the judge failed
     with ss.Store(cfg.store) as store:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,11 +286,14 @@ def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -
     if progress:
         progress(0, total)
     for tasks in groups:
-        for rows in generate_group(plan, tasks):
-            judge_and_store(plan, store, rows)
-            finished += len(rows)
-            if progress:
-                progress(finished, total)
+        # closing(): a failing judge closes the generator at once, so its perturbation hooks are
+        # removed before the error propagates, not whenever the generator is collected
+        with closing(generate_group(plan, tasks)) as batches:
+            for rows in batches:
+                judge_and_store(plan, store, rows)
+                finished += len(rows)
+                if progress:
+                    progress(finished, total)
     return finish(plan, store, total, stored_before)
 
 
