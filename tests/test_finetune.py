@@ -166,3 +166,17 @@ def test_a_unit_map_of_another_model_is_refused():
     wide = UnitMap("x", "ssah", Ratios(), {"mlp": ["S" * 500, "R" * 500], "heads": ["R" * 4] * 2})
     with pytest.raises(SafestressError, match="does not fit this model"):
         UnitFreeze.from_unit_map(small.model, wide, ["scu"])
+
+
+def test_a_trainer_refusal_is_one_line(tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    def refuse(self, *a, **k):
+        raise ValueError("You cannot perform fine-tuning on purely quantized models.\nSee the docs.")
+
+    monkeypatch.setattr(SFTTrainer, "train", refuse)
+    lm = tiny_model("llama", n_layers=2)
+    lm.tokenizer.chat_template = TEMPLATE
+    with pytest.raises(SafestressError, match=r"^training failed: You cannot perform fine-tuning on purely quantized"):
+        finetune(lm, PAIRS, tmp_path / "out", FinetuneSettings(steps=1, batch_size=2), log=lambda _: None)
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import safestress as ss
 
@@ -74,3 +75,22 @@ def test_clean_and_sigma_zero_equal_model_generate_on_smollm(smollm):
         b3 = [g.text for g in ss.generate(smollm, prompts, settings=settings, batch_size=3)]
     assert [g.text for g in zero] == ours
     assert b1 == b3 and b1 != ours
+
+
+def test_a_gguf_model_is_plain_and_trainable(smollm, tmp_path):
+    """The converted GGUF carries no quantization entry: transformers' Trainer refused to fine-tune
+    it as "purely quantized" (found running the QuadA defence on Qwen's GGUF)."""
+    from safestress.train import FinetuneSettings, finetune
+
+    model = smollm.ensure_weights()
+    assert not getattr(model, "is_quantized", False)
+    assert getattr(model.config, "quantization_config", None) is None
+    before = model.model.layers[0].mlp.down_proj.weight.detach().clone()
+    try:
+        summary = finetune(smollm, [("Say hi.", "Hi!")] * 2, tmp_path / "ft", FinetuneSettings(steps=1, batch_size=2))
+        assert summary["train_loss"] > 0 and (tmp_path / "ft" / "model.safetensors").is_file()
+    finally:  # the fixture is shared: put the weights back
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), ss.load_model(str(SMOLLM)).ensure_weights().parameters()):
+                p.copy_(q)
+    assert torch.equal(model.model.layers[0].mlp.down_proj.weight, before)

@@ -138,10 +138,23 @@ def resolve_dtype(dtype: str, device: str) -> Any:
         raise SafestressError(f"unknown dtype '{dtype}'; known: auto, float32, bfloat16, float16") from None
 
 
+def _drop_gguf_quantization(directory: Path) -> None:
+    """Remove the ``gguf`` quantization entry that the GGUF loader leaves in the config. The saved
+    weights are plain floats, but with the entry transformers reloads the model as "quantized",
+    and its Trainer (fine-tuning, the QuadA defence) then refuses to train it. Outputs are
+    unchanged (checked on SmolLM2: identical greedy text)."""
+    cfg_path = directory / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("quantization_config", {}).get("quant_method") == "gguf":
+        del cfg["quantization_config"]
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
     """Dequantise a GGUF once into a safetensors directory in the cache; return that directory."""
     target = cache_dir("models", f"{path.stem}-{_file_digest(path)}")
     if (target / _CONVERTED_MARK).exists():
+        _drop_gguf_quantization(target)  # copies converted before the config was cleaned
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -160,6 +173,7 @@ def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
     tmp = target.with_name(target.name + ".tmp")
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    _drop_gguf_quantization(tmp)
     (tmp / _CONVERTED_MARK).write_text(json.dumps({"source": str(path)}))
     if target.exists():
         for f in target.iterdir():

@@ -47,7 +47,8 @@ class FinetuneSettings:
 @contextmanager
 def quiet_training() -> Iterator[None]:
     """Silence the trainers' deprecation warnings and info logs for the block, then restore both
-    (the command line reports progress and the loss itself)."""
+    (the command line reports progress and the loss itself). A trainer's own refusal (a model it
+    cannot train, a bad argument combination) or a tensor error becomes one line."""
     logger = logging.getLogger("transformers")
     level = logger.level
     with warnings.catch_warnings():
@@ -55,6 +56,11 @@ def quiet_training() -> Iterator[None]:
         logger.setLevel(logging.ERROR)
         try:
             yield
+        except SafestressError:
+            raise
+        except (ValueError, RuntimeError, TypeError) as exc:
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise SafestressError(f"training failed: {first}") from None
         finally:
             logger.setLevel(level)
 
