@@ -38,9 +38,9 @@ def _train(tmp_path, **kw):
     return quada_train(lm, rows, tmp_path / "q", settings, log=lambda _: None)
 
 
-def test_unperturbed_first_step_is_plain_dpo_and_noise_moves_only_the_policy(tmp_path):
-    # policy == reference at step 0, so the DPO loss is exactly log 2 without a perturbation; the
-    # noise changes it, which it could not if it also reached the (separate) reference forward
+def test_unperturbed_first_step_is_plain_dpo_and_noise_reaches_the_policy(tmp_path):
+    # policy == reference at step 0, so the DPO loss is exactly log 2 without a perturbation; with
+    # the noise on the policy's forward (the reference is a separate, unhooked copy) it is not
     plain = _train(tmp_path / "a", perturbation="none", cluster_weight=0.0)
     assert math.isclose(plain["first_loss"], math.log(2), rel_tol=1e-4)
     noisy = _train(tmp_path / "b", perturbation="noise", params={"sigma": 2.0, "scale": "relative"}, cluster_weight=0.0)
