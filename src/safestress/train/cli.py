@@ -12,6 +12,16 @@ from safestress.errors import SafestressError
 err = Console(stderr=True)
 
 
+def _quiet() -> None:
+    """No per-file or per-map progress bars from transformers and datasets (loading and writing
+    shards, tokenising the training rows): the command reports what it does itself."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 def read_pairs(path: str, prompt_col: str, response_col: str, limit: int | None = None) -> list[tuple[str, str]]:
     """(prompt, response) rows of a CSV/JSONL/JSON file; rows with an empty response are skipped."""
     from safestress.datasets import read_rows_file, require_columns
@@ -76,6 +86,7 @@ def finetune_command(
     from safestress.models import load_model
     from safestress.train import UnitFreeze, finetune
 
+    _quiet()
     lm = load_model(model)
     model_obj = lm.ensure_weights()
     frozen = None
@@ -177,6 +188,7 @@ def quada_command(
     rows = read_preferences(data, limit)
     from safestress.models import load_model
 
+    _quiet()
     lm = load_model(model)
     import torch
 
