@@ -280,3 +280,11 @@ def test_conditions_differing_only_in_a_non_strength_parameter_stay_apart(tiny_d
     names = sorted(r["condition"] for r in rates if r["perturbation"] == "quant")
     assert len(names) == 2 and any("per-token" in n for n in names) and any("per-tensor" in n for n in names)
     assert {r["n_prompts"] for r in rates} == {3}
+
+
+def test_the_command_line_starts_without_torch():
+    """`safestress --help` stays quick: the commands import torch, transformers and the trainers
+    when they run, not when the command line is built (the training commands once pulled torch in)."""
+    code = "import sys, safestress.cli; print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"

@@ -316,12 +316,12 @@ def judge_train(
     from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
     from safestress.judges.toxicity import toxigen_statements, train_toxicity_head
     from safestress.judges.training_data import PYRIT_OBJECTIVE, LabelledSet, compliant_answers, labelled_set
+    from safestress.train.common import require_new_dir
 
     if task not in ("refusal", "toxicity"):
         raise SafestressError(f"unknown task '{task}'; known: refusal, toxicity")
     encoder_dir()  # fail early and clearly when the encoder package is missing
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise SafestressError(f"{out_dir} exists and is not an empty directory; choose a new one for the head")
+    require_new_dir(out_dir, " for the head")
     if task == "toxicity" and (compliant or augment or opening_rule):
         raise SafestressError(
             "--compliant, --augment and --opening-rule are for the refusal head; drop them for --task toxicity"

@@ -123,9 +123,13 @@ def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | No
         config = cfg.model_dump() | {"workers": 1, "ray_address": None}
         actors = [remote.remote(config, threads) for _ in range(workers)]
         in_flight: dict[Any, Any] = {}
-        for actor in actors:
+
+        def send(actor: Any) -> None:  # the next shard, if any, to this actor
             if shards:
                 in_flight[actor.generate.remote([t.key for t in shards.popleft()])] = actor
+
+        for actor in actors:
+            send(actor)
         finished = 0
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -135,8 +139,7 @@ def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | No
                 rows = [GenerationRow(*r) for r in ray.get(ref)]
             except ray.exceptions.RayError as exc:
                 raise SafestressError(f"a Ray worker failed: {_cause(exc)}") from None
-            if shards:  # keep the worker busy while this shard is judged and stored
-                in_flight[actor.generate.remote([t.key for t in shards.popleft()])] = actor
+            send(actor)  # keep the worker busy while this shard is judged and stored
             judge_and_store(plan, store, rows)
             finished += len(rows)
             if progress:

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from safestress.errors import SafestressError
+from safestress.train.common import require_new_dir
 
 err = Console(stderr=True)
 
@@ -58,13 +59,12 @@ def finetune_command(
     seed: int = typer.Option(0),
 ) -> None:
     """Fine-tune on (prompt, response) pairs, loss on the response; with --units, the chosen units stay frozen."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SafestressError(f"{out} exists and is not an empty directory; choose a new one")
+    require_new_dir(out)
     if random_control and units is None:
         raise SafestressError("--random-control needs --units (the random set matches the frozen classes' sizes)")
     if units is None and freeze != "scu,cu":
         raise SafestressError("--freeze needs --units (a unit map from `safestress attribute units`)")
-    from safestress.train.finetune import FinetuneSettings
+    from safestress.train.sft import FinetuneSettings
 
     settings = FinetuneSettings(
         steps=steps,
@@ -158,20 +158,15 @@ def quada_command(
     seed: int = typer.Option(0),
 ) -> None:
     """DPO with the policy's early activations perturbed, plus a term that keeps harmful activations clustered."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SafestressError(f"{out} exists and is not an empty directory; choose a new one")
+    require_new_dir(out)
     from safestress.cli import _params
-    from safestress.perturb import PERTURBATIONS
+    from safestress.perturb import make_perturbation
     from safestress.train.quada import QuadASettings, quada_train
 
-    if perturb != "none":
-        PERTURBATIONS.get(perturb)  # an unknown name fails before anything loads
     params: dict = {"sigma": sigma, "scale": scale} if perturb in ("noise", "gaussian", "laplace") else {}
     params.update(_params(param) or {})
     if perturb != "none":
-        from safestress.perturb import make_perturbation
-
-        make_perturbation(perturb, **params)  # bad parameters fail before anything loads
+        make_perturbation(perturb, **params)  # an unknown name or bad parameters fail before anything loads
     settings = QuadASettings(
         steps=steps,
         learning_rate=lr,

@@ -28,8 +28,6 @@ under perturbation — and is documented in docs/defence.md with what it measure
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +38,16 @@ import torch
 
 from safestress.errors import SafestressError
 from safestress.models import LoadedModel
+from safestress.train.common import (
+    TrainSettings,
+    chat_prompt,
+    padded_tokenizer,
+    publish,
+    quiet_training,
+    staging_dir,
+    train,
+    trainer_args,
+)
 
 
 @dataclass(frozen=True)
@@ -51,24 +59,19 @@ class PreferenceRow:
 
 
 @dataclass
-class QuadASettings:
-    steps: int = 100
+class QuadASettings(TrainSettings):
     learning_rate: float = 5e-6
     beta: float = 0.1
-    batch_size: int = 8
-    max_length: int = 512
     perturbation: str = "noise"  # a registered perturbation; "none" for plain DPO
     params: dict[str, Any] = field(default_factory=lambda: {"sigma": 0.5, "scale": "relative"})
     sites: str | None = None  # default: resid_post of the first quarter of the blocks
     cluster_site: str | None = None  # default: the last perturbed block's resid_post
     cluster_weight: float = 0.1
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.max_length < 8:
-            raise SafestressError("steps and batch size must be ≥ 1 and max length ≥ 8")
-        if not self.learning_rate > 0 or not self.beta > 0:
-            raise SafestressError("learning rate and beta must be > 0")
+        super().__post_init__()
+        if not self.beta > 0:
+            raise SafestressError(f"beta must be > 0, got {self.beta}")
         if self.cluster_weight < 0:
             raise SafestressError(f"cluster weight must be ≥ 0, got {self.cluster_weight}")
 
@@ -164,80 +167,49 @@ def quada_train(
     from datasets import Dataset
     from trl import DPOConfig
 
-    from safestress.perturb import PERTURBATIONS, make_perturbation
-    from safestress.sites import num_layers, select_sites
+    from safestress.perturb import make_perturbation
+    from safestress.sites import num_layers, parse_site, select_sites
 
     model = lm.ensure_weights()
     n = num_layers(model)
-    sites_spec = settings.sites or default_sites(n)
-    sites = select_sites(sites_spec, n)
-    if settings.perturbation == "none":
-        perturbation = make_perturbation("noise", sigma=0.0)
+    sites = select_sites(settings.sites or default_sites(n), n)
+    if settings.perturbation == "none":  # plain DPO: the registry's identity, no hooks
+        perturbation = make_perturbation("none")
     else:
-        PERTURBATIONS.get(settings.perturbation)
         perturbation = make_perturbation(settings.perturbation, **settings.params)
     if settings.cluster_site:
-        cluster_site = select_sites(settings.cluster_site, n)
-        if len(cluster_site) != 1:
-            raise SafestressError(f"cluster site must name one site, got {len(cluster_site)}: {settings.cluster_site}")
-        cluster_site_name = cluster_site[0]
+        chosen = select_sites(settings.cluster_site, n)
+        if len(chosen) != 1:
+            raise SafestressError(f"cluster site must name one site, got {len(chosen)}: {settings.cluster_site}")
+        cluster_site = chosen[0]
     else:
-        from safestress.sites import parse_site
-
-        last = max(parse_site(s)[0] or 0 for s in sites)
-        cluster_site_name = f"blocks.{last}.resid_post"
+        cluster_site = f"blocks.{max(parse_site(s)[0] or 0 for s in sites)}.resid_post"
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = staging_dir(out)
 
-    def messages(role: str, text: str) -> list[dict[str, str]]:
-        return [{"role": role, "content": text}]
-
-    def prompt_messages(p: str) -> list[dict[str, str]]:
-        sys = [{"role": "system", "content": lm.system_prompt}] if lm.system_prompt else []
-        return sys + messages("user", p)
+    def answer(text: str) -> list[dict[str, str]]:
+        return [{"role": "assistant", "content": text}]
 
     data = Dataset.from_list(
         [
             {
-                "prompt": prompt_messages(r.prompt),
-                "chosen": messages("assistant", r.chosen),
-                "rejected": messages("assistant", r.rejected),
+                "prompt": chat_prompt(lm, r.prompt),
+                "chosen": answer(r.chosen),
+                "rejected": answer(r.rejected),
                 "harmful": bool(r.harmful),
             }
             for r in rows
         ]
     )
-    from safestress.train.finetune import quiet_training
-
     with quiet_training():  # the config warns about deprecated arguments it sets itself
-        args = DPOConfig(
-            output_dir=str(tmp / "trainer"),
-            max_steps=settings.steps,
-            per_device_train_batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-            beta=settings.beta,
-            max_length=settings.max_length,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=max(1, settings.steps // 5),
-            seed=settings.seed,
-            data_seed=settings.seed,
-            use_cpu=str(lm.device) == "cpu",
-            disable_tqdm=True,
-            remove_unused_columns=False,
-        )
-    tokenizer = lm.tokenizer
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    generator = torch.Generator().manual_seed(settings.seed)
+        args = DPOConfig(**trainer_args(lm, tmp, settings), beta=settings.beta, remove_unused_columns=False)
+    tokenizer = padded_tokenizer(lm)
     quada = {
         "perturbation": perturbation,
         "sites": sites,
-        "cluster_site": cluster_site_name,
+        "cluster_site": cluster_site,
         "weight": settings.cluster_weight,
-        "generator": generator,
+        "generator": torch.Generator().manual_seed(settings.seed),
     }
     t0 = time.perf_counter()
     model.train()
@@ -251,33 +223,23 @@ def quada_train(
             quada=quada,
         )
         trainer.data_collator = _collator_with_flags(trainer.data_collator)
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-        result = trainer.train()
+    result, first_loss = train(trainer)
     model.eval()
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     clusters = [e["cluster"] for e in trainer.quada_log]
     summary = {
         "model": lm.name,
         "settings": asdict(settings),
         "sites": sites,
-        "cluster_site": cluster_site_name,
+        "cluster_site": cluster_site,
         "rows": len(rows),
         "harmful_rows": sum(r.harmful for r in rows),
-        "first_loss": losses[0] if losses else None,
+        "first_loss": first_loss,
         "train_loss": float(result.training_loss),
         "cluster_first": clusters[0] if clusters else None,
         "cluster_last": clusters[-1] if clusters else None,
         "seconds": round(time.perf_counter() - t0, 1),
         **(meta or {}),
     }
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "quada.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    publish(model, tokenizer, tmp, out, "quada.json", summary)
     log(f"QuadA: {len(rows)} preference rows × {settings.steps} steps in {summary['seconds']} s; wrote {out}")
     return summary
