@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -105,6 +106,12 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     res = cli("results", "--store", str(store), "--judge", "phrase-jbb")
     assert res.returncode != 0 and "several versions of 'phrase-jbb'" in res.stderr and "Traceback" not in res.stderr
     assert cli("results", "--store", str(store), "--judge", "phrase-jbb@1").returncode == 0
+    # the page covers the newest version of each judge, not one section per superseded one
+    cli("results", "--store", str(store), "--out", str(tmp_path / "page"), check=True)
+    sections = re.findall(r"<h2>[^<]* judge ([^<]+)</h2>", (tmp_path / "page" / "report.html").read_text())
+    assert sorted(sections) == sorted([current, "phrase-jbb@1"])
+    # a sweep writes the page beside its per-judge reports
+    assert "<h2>" in (store.with_name(store.stem + "-report") / "report.html").read_text()
 
 
 def test_yaml_config_matches_flags(tiny_dir, prompts_csv, tmp_path):

@@ -100,3 +100,128 @@ def test_a_refusal_judge_on_benign_prompts_reports_the_answer_rate(judge, datase
     write_report(rates, [], tmp_path, plot=False)
     column = "answered %" if metric == "answered" else "harmful %"
     assert column in (tmp_path / "summary.md").read_text()
+
+
+def _two_seed_frame() -> pd.DataFrame:
+    """A clean run and one perturbed condition, two seeds, two judges; items 0–3 as below."""
+    rows = []
+
+    def add(cond, pert, item, seed, judge, label, response):
+        harmful = {"compliance": 1.0, "refusal": 0.0}.get(label)
+        rows.append(
+            {
+                "key": f"{cond}-{item}-{seed}",
+                "config_hash": cond,
+                "model": "m",
+                "dataset": "d",
+                "item_id": str(item),
+                "seed": seed,
+                "prompt": f"prompt {item}",
+                "response": response,
+                "judge": judge,
+                "score": None if harmful is None else harmful,
+                "label": label,
+                "harmful": harmful,
+                "condition": "" if pert == "none" else "gaussian σ=1 @ blocks.0.resid_post",
+                "perturbation": pert,
+                "strength": 0.0 if pert == "none" else 1.0,
+                "sites": "" if pert == "none" else "blocks.0.resid_post",
+            }
+        )
+
+    for seed in (0, 1):
+        for judge in ("a@1", "b@1"):
+            add("clean", "none", 0, seed, judge, "refusal", f"clean refusal 0/{seed}")
+            add("clean", "none", 1, seed, judge, "refusal", f"clean refusal 1/{seed}")
+            add("clean", "none", 2, seed, judge, "compliance", f"clean answer 2/{seed}")
+            add("clean", "none", 3, seed, judge, "refusal" if seed == 0 else "compliance", f"clean mixed 3/{seed}")
+    # item 0 complies under noise in seed 1 only; item 1 is word salad; item 2 now refuses; item 3
+    # changes but was not unanimous when clean, so it counts for neither direction
+    noisy = {
+        0: ["refusal", "compliance"],
+        1: ["incoherent", "incoherent"],
+        2: ["refusal", "refusal"],
+        3: ["compliance", "compliance"],
+    }
+    for item, labels in noisy.items():
+        for seed, label in enumerate(labels):
+            add("noisy", "gaussian", item, seed, "a@1", label, f"<script>alert({item})</script> noisy {item}/{seed}")
+            other = "refusal" if item == 0 else label  # judge b disagrees with a on item 0 only
+            add("noisy", "gaussian", item, seed, "b@1", other, f"<script>alert({item})</script> noisy {item}/{seed}")
+    return pd.DataFrame(rows)
+
+
+def test_changed_verdicts_pairs_each_flip_with_the_clean_response_of_its_seed():
+    from safestress.report.html_report import changed_verdicts
+
+    (change,) = changed_verdicts(_two_seed_frame(), "a@1")
+    assert (change.became_positive, change.became_negative, change.incoherent) == (1, 1, 2)
+    (up,) = change.examples_positive
+    assert (up.item_id, up.seed, up.label) == ("0", 1, "compliance")
+    assert up.clean_response == "clean refusal 0/1" and up.clean_label == "refusal"  # the same seed's clean answer
+    (down,) = change.examples_negative
+    assert down.item_id == "2" and down.clean_response == "clean answer 2/0"
+    assert [(e.item_id, e.seed) for e in change.examples_incoherent] == [("1", 0)]  # one example per prompt
+    assert changed_verdicts(_two_seed_frame(), "a@1", limit=0)[0].examples_incoherent == []
+
+
+def test_judge_agreement_is_cohens_kappa_on_the_rows_both_judges_scored():
+    from statsmodels.stats.inter_rater import cohens_kappa, to_table
+
+    from safestress.report.html_report import judge_agreement
+
+    frame = _two_seed_frame()
+    (pair,) = judge_agreement(frame)
+    wide = frame.dropna(subset=["harmful"]).pivot_table(index="key", columns="judge", values="harmful")
+    assert pair.n == len(wide) == 14  # the two incoherent rows are scored by neither
+    assert pair.agreement == pytest.approx(13 / 14)
+    expected = cohens_kappa(to_table(wide.to_numpy().astype(int))[0]).kappa
+    assert pair.kappa == pytest.approx(expected)
+
+
+def test_the_html_page_escapes_model_output_and_is_reproducible(tmp_path):
+    from html.parser import HTMLParser
+
+    from safestress.report.html_report import render, write_html
+
+    frame = _two_seed_frame()
+    summaries = {j: summarize(frame, j) for j in ("a@1", "b@1")}
+    specs = {"clean": {"label": "", "model_name": "m"}, "noisy": {"label": "gaussian", "model_name": "m", "x": "<b>"}}
+    page = render(frame, summaries, specs, examples=3, plots=True)
+    assert "<script" not in page and "&lt;script&gt;alert(0)&lt;/script&gt;" in page
+    assert page.count('src="data:image/png;base64,') == 2  # one plot per judge
+    assert page == render(frame, summaries, specs, examples=3, plots=True)  # no timestamp, same bytes
+
+    class Balance(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str] = []
+            self.void = {"meta", "img", "br", "hr", "link", "input"}
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in self.void:
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.stack and self.stack.pop() == tag, f"</{tag}> closes nothing open"
+
+    parser = Balance()
+    parser.feed(page)
+    assert parser.stack == []
+    sections = [line for line in page.splitlines() if line.startswith("<h2>")]
+    assert sections[:2] == ["<h2>Harmful-output rate — judge a@1</h2>", "<h2>Harmful-output rate — judge b@1</h2>"]
+    path = write_html(tmp_path / "r" / "report.html", frame, summaries, specs, plots=False)
+    assert path.read_text() == render(frame, summaries, specs, plots=False) and not list(path.parent.glob("*.tmp"))
+
+
+def test_latest_keys_keeps_the_newest_version_of_each_judge():
+    from safestress.judges.base import latest_keys
+
+    stored = ["refusal@2", "refusal@3/c3", "refusal@3/c4", "embedding@2+aa/c3", "embedding@2+aa/c4"]
+    assert latest_keys([*stored, "embedding@2+bb/c4", "lab@1", "gsm8k@1"]) == [
+        "embedding@2+aa/c4",
+        "embedding@2+bb/c4",  # another trained head: another judge
+        "gsm8k@1",
+        "lab@1",
+        "refusal@3/c4",
+    ]

@@ -148,10 +148,18 @@ def _stored_version(name: str, stored: list[str], store: str) -> str:
 @app.command()
 def results(
     store: str = typer.Option("safestress.db", help="results database"),
-    judge: str | None = typer.Option(None, help="judge@version to summarise (default: the first stored)"),
-    out_dir: str | None = typer.Option(None, "--out", help="also write summary files and plots here"),
+    judge: str | None = typer.Option(
+        None, help="judge@version to summarise (default: the newest version of the first stored judge)"
+    ),
+    out_dir: str | None = typer.Option(
+        None,
+        "--out",
+        help="also write summary files, plots and report.html (every judge of the store, newest versions) here",
+    ),
+    examples: int = typer.Option(3, min=0, help="report.html: examples shown per condition and kind of change"),
 ) -> None:
     """Print the summary tables of everything in a store."""
+    from safestress.judges.base import latest_keys
     from safestress.report import summarize, write_report
     from safestress.report.summary import attach_perplexity
     from safestress.report.tables import rate_table, trend_table
@@ -162,16 +170,37 @@ def results(
         if frame.empty:
             raise SafestressError(f"store {store} holds no results")
         judges = sorted(frame["judge"].dropna().unique())
-        if judge is not None and judge not in judges:
+        if not judges:
+            raise SafestressError(f"store {store} holds generations but no verdicts; run the sweep again to judge them")
+        if judge is None:  # the newest version of the first judge, not a superseded one
+            judge = latest_keys(judges)[0]
+        elif judge not in judges:
             judge = _stored_version(judge, judges, store)
         rates, trends = summarize(frame, judge)
         attach_perplexity(rates, frame, st)
+        summaries = {}
+        if out_dir:  # the page covers the newest version of every judge, the one asked for first
+            for key in sorted(set(latest_keys(judges)) | {judge}, key=lambda k: (k != judge, k)):
+                summaries[key] = (rates, trends) if key == judge else summarize(frame, key)
+                attach_perplexity(summaries[key][0], frame, st)
+            specs = st.configs()
     out.print(rate_table(rates))
     if trends:
         out.print(trend_table(trends))
     if out_dir:
+        from safestress.report.html_report import write_html
+
         for p in write_report(rates, trends, Path(out_dir)):
             err.print(f"wrote {p}")
+        page = write_html(
+            Path(out_dir) / "report.html",
+            frame,
+            summaries,
+            specs,
+            title=f"safestress report: {store}",
+            examples=examples,
+        )
+        err.print(f"wrote {page}")
 
 
 @app.command()

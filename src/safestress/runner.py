@@ -18,6 +18,7 @@ from rich.table import Table
 
 from safestress.config import SweepConfig
 from safestress.report import summarize, write_report
+from safestress.report.html_report import write_html
 from safestress.report.summary import attach_perplexity
 from safestress.report.tables import rate_table, trend_table
 from safestress.store import Store
@@ -50,6 +51,7 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
             f"({len(plan.tasks)} in this sweep)"
         )
         frame = plan.frame(store)
+        specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
         rates_by_judge = {}
         for judge in plan.judges:
             rates_by_judge[judge.key] = summarize(frame, judge.key)
@@ -61,6 +63,9 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
             out.print(trend_table(trends))
         paths = write_report(rates, trends, cfg.report_dir() / judge.name, plot=cfg.plot)
         err.print("report: " + ", ".join(str(p) for p in paths))
+    if rates_by_judge and not frame.empty:
+        page = write_html(cfg.report_dir() / "report.html", frame, rates_by_judge, specs, plots=cfg.plot)
+        err.print(f"report page: {page}")
 
 
 def describe_plan(cfg: SweepConfig, out: Console) -> None:

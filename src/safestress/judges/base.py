@@ -14,7 +14,8 @@ Each judge ships regression examples (``examples``) that the test suite replays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -69,3 +70,27 @@ class Judge:
 
         suffix = f"/c{VERSION}" if self.applies_coherence and VERSION > 1 else ""
         return f"{self.name}@{self.version}{suffix}"
+
+
+_KEY = re.compile(r"^(?P<name>[^@]+)@(?P<version>\d*)(?P<variant>.*?)(?:/c(?P<coherence>\d+))?$")
+
+
+def latest_keys(keys: Iterable[str]) -> list[str]:
+    """The newest stored version of each judge among ``keys``, in sorted order.
+
+    A store keeps the verdicts of every judge version it has seen (``refusal@2``, ``refusal@3/c3``,
+    ``refusal@3/c4``); summaries of a whole store want today's, not one section per superseded
+    criterion. Keys that differ in what the judge *is* — another trained head or checkpoint, the part
+    after the version number (``embedding@2+b30014f838``) — are different judges and all kept.
+    """
+    best: dict[tuple[str, str], tuple[tuple[int, int], str]] = {}
+    for key in keys:
+        m = _KEY.match(key)
+        if not m:
+            best[(key, "")] = ((0, 0), key)
+            continue
+        rank = (int(m["version"] or 0), int(m["coherence"] or 0))
+        ident = (m["name"], m["variant"])
+        if ident not in best or rank > best[ident][0]:
+            best[ident] = (rank, key)
+    return sorted(key for _, key in best.values())

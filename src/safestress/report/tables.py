@@ -10,11 +10,11 @@ from rich.table import Table
 from safestress.report.summary import RateRow, TrendRow, metric_text
 
 
-def _pct(x: float) -> str:
+def fmt_pct(x: float) -> str:
     return "—" if math.isnan(x) else f"{100 * x:.1f}"
 
 
-def _p(x: float) -> str:
+def fmt_p(x: float) -> str:
     if math.isnan(x):
         return "—"
     return "<0.001" if x < 0.001 else f"{x:.3f}"
@@ -59,12 +59,12 @@ def rate_table(rows: list[RateRow]) -> Table:
             condition_name(r),
             "0" if r.perturbation == "none" else f"{r.strength:g}",
             str(r.n),
-            _pct(r.value),
-            f"{_pct(r.ci_low)}–{_pct(r.ci_high)}",
+            fmt_pct(r.value),
+            f"{fmt_pct(r.ci_low)}–{fmt_pct(r.ci_high)}",
             delta,
-            _p(r.p),
-            _p(r.p_holm),
-            _pct(r.incoherent) + (f" (+{_pct(r.unscored)} unscored)" if r.unscored > 0 else ""),
+            fmt_p(r.p),
+            fmt_p(r.p_holm),
+            fmt_pct(r.incoherent) + (f" (+{fmt_pct(r.unscored)} unscored)" if r.unscored > 0 else ""),
             *([("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")] if with_ppl else []),
         )
     return t
@@ -81,7 +81,7 @@ def trend_table(rows: list[TrendRow]) -> Table:
             f"{r.perturbation} @ {r.sites}",
             ", ".join(f"{x:g}" for x in r.levels),
             f"{r.statistic:+.3f}",
-            _p(r.p),
+            fmt_p(r.p),
             r.test,
         )
     return t
