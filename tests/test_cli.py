@@ -112,6 +112,12 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     assert sorted(sections) == sorted([current, "phrase-jbb@1"])
     # a sweep writes the page beside its per-judge reports
     assert "<h2>" in (store.with_name(store.stem + "-report") / "report.html").read_text()
+    bare = tmp_path / "bare.db"
+    shutil.copy(store, bare)
+    with sqlite3.connect(bare) as conn:
+        conn.execute("DELETE FROM verdicts")
+    res = cli("results", "--store", str(bare))
+    assert res.returncode != 0 and "holds generations but no verdicts" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_yaml_config_matches_flags(tiny_dir, prompts_csv, tmp_path):
