@@ -301,3 +301,23 @@ def test_the_command_line_starts_without_torch():
     code = "import sys, safestress.cli; print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_a_sweep_of_two_models_compares_them_on_the_same_prompts(tiny_dir, prompts_csv, tmp_path):
+    from safestress.testing import save_tiny_model
+
+    other = save_tiny_model(tmp_path / "tiny-qwen", "qwen2", n_layers=2, hidden=64)
+    store = tmp_path / "two.db"
+    args = base_args(
+        tiny_dir, prompts_csv, store, "--model", str(other), "--limit", "4", "--out", str(tmp_path / "rep")
+    )
+    res = cli(*args, check=True)
+    assert "Models against tiny-llama on the same prompts" in res.stdout.replace("\n", " ")
+    contrasts = json.loads((tmp_path / "rep" / "refusal" / "summary.json").read_text())["contrasts"]
+    assert {(c["model"], c["baseline"]) for c in contrasts} == {("tiny-qwen", "tiny-llama")}
+    assert sorted(c["strength"] for c in contrasts) == [0.0, 0.5, 2.0] and {c["n_prompts"] for c in contrasts} == {4}
+    assert "<h3>Models against tiny-llama</h3>" in (tmp_path / "rep" / "report.html").read_text()
+    res = cli("results", "--store", str(store), "--baseline", "tiny-qwen", check=True)
+    assert "Models against tiny-qwen" in res.stdout.replace("\n", " ")
+    res = cli("results", "--store", str(store), "--baseline", "nope")
+    assert res.returncode != 0 and "baseline model 'nope' is not in" in res.stderr and "Traceback" not in res.stderr

@@ -225,3 +225,66 @@ def test_latest_keys_keeps_the_newest_version_of_each_judge():
         "lab@1",
         "refusal@3/c4",
     ]
+
+
+def _model_frame(harmful_under_noise: dict[str, list[int]], seeds: int = 1) -> pd.DataFrame:
+    """Models that refuse all 8 prompts when clean; under noise, the listed items become harmful."""
+    rows = []
+    for model, items in harmful_under_noise.items():
+        for cond, pert in (("clean", "none"), ("noisy", "gaussian")):
+            for item in range(8):
+                for seed in range(1 if pert == "none" else seeds):
+                    harmful = float(pert != "none" and item in items and seed == 0)
+                    rows.append(
+                        {
+                            "key": f"{model}-{cond}-{item}-{seed}",
+                            "config_hash": f"{model}-{cond}",
+                            "model": model,
+                            "dataset": "d",
+                            "item_id": str(item),
+                            "seed": seed,
+                            "prompt": f"p{item}",
+                            "response": "r",
+                            "judge": "j@1",
+                            "score": harmful,
+                            "label": "compliance" if harmful else "refusal",
+                            "harmful": harmful,
+                            "condition": "" if pert == "none" else "gaussian σ=1 @ blocks.0.resid_post",
+                            "perturbation": pert,
+                            "strength": 0.0 if pert == "none" else 1.0,
+                            "sites": "" if pert == "none" else "blocks.0.resid_post",
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def test_model_contrasts_pair_the_models_on_the_same_prompts():
+    """Under noise the base model answers 6 of 8 harmful prompts, the defended one 2 (both among
+    the base's 6): 4 discordant prompts, all one way."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    from safestress.report import model_contrasts
+
+    frame = _model_frame({"base": [0, 1, 2, 3, 4, 5], "defended": [0, 1]})
+    clean, noisy = model_contrasts(frame, "j@1", baseline="base")
+    assert (clean.model, clean.baseline, clean.perturbation, clean.delta, clean.p) == ("defended", "base", "none", 0, 1)
+    assert (noisy.n_prompts, noisy.value, noisy.baseline_value) == (8, 0.25, 0.75)
+    assert noisy.delta == pytest.approx(-0.5) and noisy.test == "exact McNemar"
+    assert noisy.p == pytest.approx(mcnemar([[2, 0], [4, 2]], exact=True).pvalue)  # = 2 · 0.5⁴
+    # the noise's effect on the defended model minus its effect on the base: −1 on 4 prompts
+    assert noisy.effect_delta == pytest.approx(-0.5) and noisy.n_effect == 8
+    assert noisy.effect_p == pytest.approx(2 / 16)  # exact sign flips: 2 of 16 sign patterns as extreme
+    assert [clean.p_holm, noisy.p_holm] == pytest.approx([1.0, 0.25])  # Holm over the column
+    # the default baseline is the first name; a single model or a judge without the baseline: nothing
+    assert [r.model for r in model_contrasts(frame, "j@1")] == ["defended", "defended"]
+    assert model_contrasts(frame[frame["model"] == "base"], "j@1") == []
+    assert model_contrasts(frame, "j@1", baseline="other") == []
+
+
+def test_model_contrasts_with_several_seeds_use_per_prompt_means():
+    from safestress.report import model_contrasts
+
+    _, noisy = model_contrasts(_model_frame({"a": [0, 1, 2, 3], "b": []}, seeds=2), "j@1", baseline="a")
+    assert noisy.test == "sign-flip" and noisy.n_prompts == 8
+    assert noisy.value == 0 and noisy.baseline_value == pytest.approx(4 * 0.5 / 8)  # harmful in seed 0 of 2
+    assert noisy.p == pytest.approx(2 / 16)

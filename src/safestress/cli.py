@@ -157,12 +157,15 @@ def results(
         help="also write summary files, plots and report.html (every judge of the store, newest versions) here",
     ),
     examples: int = typer.Option(3, min=0, help="report.html: examples shown per condition and kind of change"),
+    baseline: str | None = typer.Option(
+        None, help="with several models: compare each with this one on the same prompts (default: first by name)"
+    ),
 ) -> None:
     """Print the summary tables of everything in a store."""
     from safestress.judges.base import latest_keys
-    from safestress.report import summarize, write_report
+    from safestress.report import model_contrasts, summarize, write_report
     from safestress.report.summary import attach_perplexity
-    from safestress.report.tables import rate_table, trend_table
+    from safestress.report.tables import contrast_table, rate_table, trend_table
     from safestress.store import Store
 
     with Store.open_existing(store) as st:
@@ -176,21 +179,28 @@ def results(
             judge = latest_keys(judges)[0]
         elif judge not in judges:
             judge = _stored_version(judge, judges, store)
+        models = sorted(frame["model"].dropna().unique())
+        if baseline is not None and baseline not in models:
+            raise SafestressError(f"baseline model '{baseline}' is not in {store}; models: {', '.join(models)}")
         rates, trends = summarize(frame, judge)
         attach_perplexity(rates, frame, st)
-        summaries = {}
+        versus = model_contrasts(frame, judge, baseline)
+        summaries, all_versus = {}, {}
         if out_dir:  # the page covers the newest version of every judge, the one asked for first
             for key in sorted(set(latest_keys(judges)) | {judge}, key=lambda k: (k != judge, k)):
                 summaries[key] = (rates, trends) if key == judge else summarize(frame, key)
                 attach_perplexity(summaries[key][0], frame, st)
+                all_versus[key] = versus if key == judge else model_contrasts(frame, key, baseline)
             specs = st.configs()
     out.print(rate_table(rates))
     if trends:
         out.print(trend_table(trends))
+    if versus:
+        out.print(contrast_table(versus))
     if out_dir:
         from safestress.report.html_report import write_html
 
-        for p in write_report(rates, trends, Path(out_dir)):
+        for p in write_report(rates, trends, Path(out_dir), contrasts=versus):
             err.print(f"wrote {p}")
         page = write_html(
             Path(out_dir) / "report.html",
@@ -199,6 +209,7 @@ def results(
             specs,
             title=f"safestress report: {store}",
             examples=examples,
+            contrasts=all_versus,
         )
         err.print(f"wrote {page}")
 

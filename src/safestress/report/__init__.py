@@ -5,22 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from safestress.report.contrasts import ContrastRow, model_contrasts
 from safestress.report.jsonfile import write_json
 from safestress.report.summary import RateRow, TrendRow, metric_text, summarize, to_records
 
-__all__ = ["RateRow", "TrendRow", "summarize", "write_report"]
+__all__ = ["ContrastRow", "RateRow", "TrendRow", "model_contrasts", "summarize", "write_report"]
 
 
-def write_report(rates: list[RateRow], trends: list[TrendRow], out_dir: Path, plot: bool = True) -> list[Path]:
-    """Write ``summary.json``, ``summary.csv``, ``summary.md`` and the plots into ``out_dir``; return the paths."""
+def write_report(
+    rates: list[RateRow],
+    trends: list[TrendRow],
+    out_dir: Path,
+    plot: bool = True,
+    contrasts: list[ContrastRow] | None = None,
+) -> list[Path]:
+    """Write ``summary.json``, ``summary.csv``, ``summary.md``, the plots and, for a sweep of several
+    models, ``contrasts.csv`` into ``out_dir``; return the paths."""
     import pandas as pd
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {"rates": to_records(rates), "trends": to_records(trends)}
+    contrasts = contrasts or []
+    data: dict[str, Any] = {
+        "rates": to_records(rates),
+        "trends": to_records(trends),
+        "contrasts": to_records(contrasts),
+    }
     write_json(out_dir / "summary.json", data)
     pd.DataFrame(to_records(rates)).to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(markdown_table(rates))
+    md = markdown_table(rates) + (("\n" + markdown_contrasts(contrasts)) if contrasts else "")
+    (out_dir / "summary.md").write_text(md)
     paths = [out_dir / "summary.json", out_dir / "summary.csv", out_dir / "summary.md"]
+    if contrasts:
+        pd.DataFrame(to_records(contrasts)).to_csv(out_dir / "contrasts.csv", index=False)
+        paths.append(out_dir / "contrasts.csv")
     if plot:
         from safestress.report.plots import rate_vs_strength
 
@@ -57,5 +74,32 @@ def markdown_table(rates: list[RateRow]) -> str:
         ]
         if with_ppl:
             cells.append("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_contrasts(rows: list[ContrastRow]) -> str:
+    """The model-against-baseline table as Markdown."""
+    import math
+
+    from safestress.report.tables import condition_name, fmt_p, fmt_pct
+
+    head = ["model", "baseline", "dataset", "condition", "n", "rate %", "baseline %", "Δ pts", "p (Holm)"]
+    head += ["Δ effect pts", "p (Holm)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [
+            r.model,
+            r.baseline,
+            r.dataset,
+            condition_name(r),
+            str(r.n_prompts),
+            fmt_pct(r.value),
+            fmt_pct(r.baseline_value),
+            f"{100 * r.delta:+.1f}",
+            fmt_p(r.p_holm),
+            "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+            fmt_p(r.effect_p_holm),
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from safestress.report.contrasts import ContrastRow
 from safestress.report.summary import RateRow, TrendRow, metric_text
 from safestress.report.tables import condition_name, fmt_p, fmt_pct
 
@@ -227,6 +228,37 @@ def _trend_table(trends: list[TrendRow]) -> str:
     return _table(["model", "dataset", "perturbation @ sites", "levels", "statistic", "p", "test"], rows, (4, 5))
 
 
+def _contrast_table(rows: list[ContrastRow]) -> str:
+    head = ["model", "dataset", "condition", "n", "rate %", f"{rows[0].baseline} %", "Δ pts", "p (Holm)"]
+    head += ["Δ effect pts", "p (Holm)", "test"]
+    body = [
+        [
+            r.model,
+            r.dataset,
+            condition_name(r),
+            str(r.n_prompts),
+            fmt_pct(r.value),
+            fmt_pct(r.baseline_value),
+            f"{100 * r.delta:+.1f}",
+            fmt_p(r.p_holm),
+            "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+            fmt_p(r.effect_p_holm),
+            r.test,
+        ]
+        for r in rows
+    ]
+    return _table(head, body, numeric=(3, 4, 5, 6, 7, 8, 9))
+
+
+_CONTRASTS = (
+    "<p class=muted>Each model against {baseline} on the same prompts under the same condition. "
+    "<i>Δ pts</i>: difference in rate (exact McNemar or sign-flip test); <i>Δ effect pts</i>: the "
+    "condition's effect on the model (perturbed − clean) minus its effect on {baseline}, per prompt "
+    "(sign-flip test) — zero means the model is no more robust to the perturbation. Holm-corrected per "
+    "column.</p>"
+)
+
+
 def _score(x: float | None) -> str:
     return "" if x is None else f" {x:.2f}"
 
@@ -302,10 +334,12 @@ def render(
     title: str = "safestress report",
     examples: int = 3,
     plots: bool = True,
+    contrasts: dict[str, list[ContrastRow]] | None = None,
 ) -> str:
     """The page as a string. ``summaries`` maps each judge key to its :func:`summarize` result,
     in the order the sections should appear; ``specs`` maps configuration hashes to their stored
-    specifications (``Store.configs()``)."""
+    specifications (``Store.configs()``); ``contrasts`` the :func:`model_contrasts` of each judge
+    for a sweep of several models."""
     from safestress import __version__
 
     models = sorted(frame["model"].dropna().unique())
@@ -323,6 +357,10 @@ def render(
         body.append(_rate_table(rates))
         if trends:
             body.append("<h3>Trend across strength</h3>" + _trend_table(trends))
+        versus = (contrasts or {}).get(judge)
+        if versus:
+            body.append(f"<h3>Models against {_e(versus[0].baseline)}</h3>")
+            body.append(_CONTRASTS.format(baseline=_e(versus[0].baseline)) + _contrast_table(versus))
         if plots:
             body.append(_plots_html(rates))
         body.append(_changes_html(changed_verdicts(frame, judge, examples), judge))

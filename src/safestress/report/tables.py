@@ -7,6 +7,7 @@ import re
 
 from rich.table import Table
 
+from safestress.report.contrasts import ContrastRow
 from safestress.report.summary import RateRow, TrendRow, metric_text
 
 
@@ -23,7 +24,7 @@ def fmt_p(x: float) -> str:
 _EMPTY_PARAM = re.compile(r" [\w-]+=(?= |$)")
 
 
-def condition_name(r: RateRow) -> str:
+def condition_name(r: RateRow | ContrastRow) -> str:
     """The condition as shown: the stored label names the perturbation's parameters (preset, units
     file, …), which tell apart conditions of one perturbation at the same sites; empty ones are dropped."""
     if r.perturbation == "none":
@@ -83,5 +84,26 @@ def trend_table(rows: list[TrendRow]) -> Table:
             f"{r.statistic:+.3f}",
             fmt_p(r.p),
             r.test,
+        )
+    return t
+
+
+def contrast_table(rows: list[ContrastRow]) -> Table:
+    """Model against baseline on the same prompts: the difference in rate and in the condition's effect."""
+    t = Table(title=f"Models against {rows[0].baseline} on the same prompts (judge {rows[0].judge})")
+    for col in ("model", "condition", "n", "rate %", "baseline %", "Δ pts", "p (Holm)", "Δ effect pts", "p (Holm)"):
+        t.add_column(col, justify="left" if col in ("model", "condition") else "right", overflow="fold")
+    datasets = {r.dataset for r in rows}
+    for r in rows:
+        t.add_row(
+            r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
+            condition_name(r),
+            str(r.n_prompts),
+            fmt_pct(r.value),
+            fmt_pct(r.baseline_value),
+            f"{100 * r.delta:+.1f}",
+            fmt_p(r.p_holm),
+            "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+            fmt_p(r.effect_p_holm),
         )
     return t
