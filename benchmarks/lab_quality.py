@@ -2,9 +2,13 @@
 
 Trains (or loads from the cache) the lab model at each depth, prints its held-out refusal,
 over-refusal and accuracy, then runs the same relative-σ noise sweep on each through the normal
-pipeline and writes the tables and curves (one line per depth) under ``--out``.
+pipeline and writes the tables and curves (one line per depth) under ``--out``. Every depth is
+also tested against ``--baseline-depth`` on the same prompts (``safestress.report.model_contrasts``):
+the difference in harmful rate and in the noise's effect — the lab's test of "deeper safety tuning
+gives no extra protection".
 
 Usage: python benchmarks/lab_quality.py [--depths none,shallow,deep,dpo] [--out docs/results/lab]
+       [--baseline-depth shallow] [--html report.html]
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 import safestress as ss
 from safestress.lab.evaluate import evaluate
 from safestress.lab.model import LabSettings, lab_model_path
-from safestress.report import write_report
+from safestress.report import model_contrasts, write_report
+from safestress.report.html_report import write_html
 
 
 def main() -> None:
@@ -27,6 +32,8 @@ def main() -> None:
     ap.add_argument("--sites", default="blocks.*.resid_post")
     ap.add_argument("--out", default="docs/results/lab")
     ap.add_argument("--store", default="lab-sweep.db")
+    ap.add_argument("--baseline-depth", default="shallow", help="the depth every other depth is tested against")
+    ap.add_argument("--html", default=None, help="also write the sweep's report.html here")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,9 +67,25 @@ def main() -> None:
     with ss.Store(cfg.store) as store:
         ss.execute(plan, store)
         frame = plan.frame(store)
+    depths = args.depths.split(",")
+    baseline = Path(paths[depths.index(args.baseline_depth)]).name if args.baseline_depth in depths else None
+    summaries, versus = {}, {}
     for judge in plan.judges:
-        rates, trends = ss.summarize(frame, judge.key)
-        write_report(rates, trends, out / judge.name)
+        rates, trends = summaries[judge.key] = ss.summarize(frame, judge.key)
+        versus[judge.key] = model_contrasts(frame, judge.key, baseline)
+        write_report(rates, trends, out / judge.name, contrasts=versus[judge.key])
+        for c in versus[judge.key]:
+            if c.dataset in ("lab-harmful", "lab-chain"):
+                effect = (
+                    ""
+                    if c.perturbation == "none"
+                    else f"  Δ effect {100 * c.effect_delta:+5.1f} p={c.effect_p_holm:.3g}"
+                )
+                print(
+                    f"{judge.name:8s} {c.model[:18]:18s} vs {c.baseline[:18]:18s} {c.dataset:11s} σ={c.strength:<4g} "
+                    f"{100 * c.value:5.1f}% vs {100 * c.baseline_value:5.1f}%  Δ {100 * c.delta:+5.1f} "
+                    f"p={c.p_holm:.3g}{effect}"
+                )
         for r in rates:
             if r.perturbation == "none" or r.strength in (0.5, 1.0, 1.5):
                 print(
@@ -70,6 +93,10 @@ def main() -> None:
                     f"{r.metric} {100 * r.value:5.1f}% [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] "
                     f"unscored {100 * r.incoherent:4.1f}%  p={r.p:.3g}"
                 )
+    if args.html:
+        with ss.Store(cfg.store) as store:
+            specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
+        write_html(args.html, frame, summaries, specs, title="lab: noise across safety-tuning depths", contrasts=versus)
 
 
 if __name__ == "__main__":

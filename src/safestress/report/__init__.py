@@ -85,7 +85,7 @@ def markdown_contrasts(rows: list[ContrastRow]) -> str:
     from safestress.report.tables import condition_name, fmt_p, fmt_pct
 
     head = ["model", "baseline", "dataset", "condition", "n", "rate %", "baseline %", "Δ pts", "p (Holm)"]
-    head += ["Δ effect pts", "p (Holm)"]
+    head += ["Δ effect pts", "n (effect)", "p (Holm)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [
@@ -99,6 +99,7 @@ def markdown_contrasts(rows: list[ContrastRow]) -> str:
             f"{100 * r.delta:+.1f}",
             fmt_p(r.p_holm),
             "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+            str(r.n_effect) if r.n_effect else "—",
             fmt_p(r.effect_p_holm),
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

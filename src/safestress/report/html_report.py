@@ -230,7 +230,7 @@ def _trend_table(trends: list[TrendRow]) -> str:
 
 def _contrast_table(rows: list[ContrastRow]) -> str:
     head = ["model", "dataset", "condition", "n", "rate %", f"{rows[0].baseline} %", "Δ pts", "p (Holm)"]
-    head += ["Δ effect pts", "p (Holm)", "test"]
+    head += ["Δ effect pts", "n (effect)", "p (Holm)", "test"]
     body = [
         [
             r.model,
@@ -242,20 +242,22 @@ def _contrast_table(rows: list[ContrastRow]) -> str:
             f"{100 * r.delta:+.1f}",
             fmt_p(r.p_holm),
             "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+            str(r.n_effect) if r.n_effect else "—",
             fmt_p(r.effect_p_holm),
             r.test,
         ]
         for r in rows
     ]
-    return _table(head, body, numeric=(3, 4, 5, 6, 7, 8, 9))
+    return _table(head, body, numeric=(3, 4, 5, 6, 7, 8, 9, 10))
 
 
 _CONTRASTS = (
     "<p class=muted>Each model against {baseline} on the same prompts under the same condition. "
     "<i>Δ pts</i>: difference in rate (exact McNemar or sign-flip test); <i>Δ effect pts</i>: the "
     "condition's effect on the model (perturbed − clean) minus its effect on {baseline}, per prompt "
-    "(sign-flip test) — zero means the model is no more robust to the perturbation. Holm-corrected per "
-    "column.</p>"
+    "(sign-flip test) — zero means the model is no more robust to the perturbation; its <i>n</i> counts the "
+    "prompts scored in all four runs. Rates count scored responses only, so at strong perturbations, where most "
+    "output is incoherent, both <i>n</i> shrink. Holm-corrected per column.</p>"
 )
 
 
@@ -379,7 +381,8 @@ def render(
     for h in sorted(specs, key=lambda k: (str(specs[k].get("model_name", "")), labels.get(k, ""), k)):
         spec = json.dumps(specs[h], indent=2, sort_keys=True, default=str)
         body.append(
-            f"<details><summary>{_e(labels.get(h, specs[h].get('label', '')) or 'clean')} "
+            f"<details><summary>{_e(specs[h].get('model_name', ''))} — "
+            f"{_e(labels.get(h, specs[h].get('label', '')) or 'clean')} "
             f"<span class=muted>{_e(h[:12])}</span></summary><pre>{_e(spec)}</pre></details>"
         )
     return (

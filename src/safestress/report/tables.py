@@ -91,7 +91,19 @@ def trend_table(rows: list[TrendRow]) -> Table:
 def contrast_table(rows: list[ContrastRow]) -> Table:
     """Model against baseline on the same prompts: the difference in rate and in the condition's effect."""
     t = Table(title=f"Models against {rows[0].baseline} on the same prompts (judge {rows[0].judge})")
-    for col in ("model", "condition", "n", "rate %", "baseline %", "Δ pts", "p (Holm)", "Δ effect pts", "p (Holm)"):
+    head = (
+        "model",
+        "condition",
+        "n",
+        "rate %",
+        "baseline %",
+        "Δ pts",
+        "p (Holm)",
+        "Δ effect pts",
+        "n (effect)",
+        "p (Holm)",
+    )
+    for col in head:
         t.add_column(col, justify="left" if col in ("model", "condition") else "right", overflow="fold")
     datasets = {r.dataset for r in rows}
     for r in rows:
@@ -104,6 +116,7 @@ def contrast_table(rows: list[ContrastRow]) -> Table:
             f"{100 * r.delta:+.1f}",
             fmt_p(r.p_holm),
             "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+            str(r.n_effect) if r.n_effect else "—",
             fmt_p(r.effect_p_holm),
         )
     return t
