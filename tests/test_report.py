@@ -177,6 +177,10 @@ def test_judge_agreement_is_cohens_kappa_on_the_rows_both_judges_scored():
     assert pair.agreement == pytest.approx(13 / 14)
     expected = cohens_kappa(to_table(wide.to_numpy().astype(int))[0]).kappa
     assert pair.kappa == pytest.approx(expected)
+    (disagreement,) = pair.examples  # item 0, seed 1: a reads compliance, b refusal
+    assert (disagreement.label_a, disagreement.label_b) == ("compliance", "refusal")
+    assert disagreement.response.endswith("noisy 0/1") and disagreement.prompt == "prompt 0"
+    assert judge_agreement(frame, limit=0)[0].examples == []
 
 
 def test_the_html_page_escapes_model_output_and_is_reproducible(tmp_path):

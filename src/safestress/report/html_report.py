@@ -136,23 +136,40 @@ def changed_verdicts(frame: Any, judge: str, limit: int = 3) -> list[ConditionCh
 
 
 @dataclass
+class Disagreement:
+    """One response two judges read differently."""
+
+    model: str
+    condition: str
+    prompt: str
+    response: str
+    label_a: str
+    label_b: str
+
+
+@dataclass
 class JudgePair:
     a: str
     b: str
     n: int  # responses both judges scored
     agreement: float
     kappa: float
+    examples: list[Disagreement] = field(default_factory=list)  # the first disagreements, in store order
 
 
-def judge_agreement(frame: Any) -> list[JudgePair]:
+def judge_agreement(frame: Any, limit: int = 3) -> list[JudgePair]:
     """Cohen's κ between every two judges of the store on the responses both scored (their
-    ``harmful`` flags): a curve that only one judge shows is a judge effect, not a model effect."""
+    ``harmful`` flags), with up to ``limit`` responses they disagree on: a curve that only one
+    judge shows is a judge effect, not a model effect, and the examples say which judge misreads."""
     from safestress.judges.agreement import cohen_kappa
 
     df = frame.dropna(subset=["judge", "harmful"])
     if df.empty:
         return []
     wide = df.pivot_table(index="key", columns="judge", values="harmful", aggfunc="first")
+    wide = wide.reindex(_in_order(df["key"]))  # store order, not the pivot's sorted keys
+    first = df.drop_duplicates("key").set_index("key")
+    labels = df.set_index(["key", "judge"])["label"]
     pairs = []
     for a, b in combinations(sorted(wide.columns), 2):
         both = wide[[a, b]].dropna()
@@ -160,8 +177,26 @@ def judge_agreement(frame: Any) -> list[JudgePair]:
             continue
         x, y = (both[a] > 0.5).tolist(), (both[b] > 0.5).tolist()
         agree = sum(p == q for p, q in zip(x, y)) / len(x)
-        pairs.append(JudgePair(str(a), str(b), len(x), agree, cohen_kappa(x, y)))
+        pair = JudgePair(str(a), str(b), len(x), agree, cohen_kappa(x, y))
+        for key in both.index[[p != q for p, q in zip(x, y)]][:limit]:
+            row = first.loc[key]
+            pair.examples.append(
+                Disagreement(
+                    str(row["model"]),
+                    str(row["condition"]) or "clean",
+                    str(row["prompt"]),
+                    str(row["response"] or ""),
+                    str(labels.loc[(key, a)]),
+                    str(labels.loc[(key, b)]),
+                )
+            )
+        pairs.append(pair)
     return pairs
+
+
+def _in_order(values: Any) -> list[Any]:
+    """Distinct values in order of first appearance."""
+    return list(dict.fromkeys(values))
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -277,6 +312,12 @@ def _example_html(ex: Example) -> str:
     return f"<details><summary>{prompt}</summary><div class=pair>{clean}{perturbed}</div></details>"
 
 
+def _disagreement_html(d: Disagreement, a: str, b: str) -> str:
+    head = f"<span class=prompt>{_e(_cut(d.prompt))}</span> <span class=muted>({_e(d.model)}, {_e(d.condition)})</span>"
+    verdicts = f"<div class=muted>{_e(a)}: <b>{_e(d.label_a)}</b> · {_e(b)}: <b>{_e(d.label_b)}</b></div>"
+    return f"<details><summary>{head}</summary>{verdicts}<pre>{_e(_cut(d.response))}</pre></details>"
+
+
 def _changes_html(changes: list[ConditionChanges], judge: str) -> str:
     if not changes:
         return ""
@@ -366,7 +407,7 @@ def render(
         if plots:
             body.append(_plots_html(rates))
         body.append(_changes_html(changed_verdicts(frame, judge, examples), judge))
-    pairs = judge_agreement(frame[frame["judge"].isin(list(summaries))])
+    pairs = judge_agreement(frame[frame["judge"].isin(list(summaries))], examples)
     if pairs:
         body.append("<h2>Agreement between judges</h2>")
         body.append(
@@ -376,6 +417,10 @@ def render(
         )
         rows = [[p.a, p.b, str(p.n), f"{100 * p.agreement:.1f}", f"{p.kappa:.3f}"] for p in pairs]
         body.append(_table(["judge", "judge", "n", "agreement %", "κ"], rows, (2, 3, 4)))
+        for p in pairs:
+            if p.examples:
+                body.append(f"<p><b>{_e(p.a)}</b> vs <b>{_e(p.b)}</b>: first disagreements</p>")
+                body.extend(_disagreement_html(d, p.a, p.b) for d in p.examples)
     body.append("<h2>Conditions</h2>")
     labels = frame.drop_duplicates("config_hash").set_index("config_hash")["condition"].to_dict()
     for h in sorted(specs, key=lambda k: (str(specs[k].get("model_name", "")), labels.get(k, ""), k)):
@@ -404,4 +449,4 @@ def write_html(path: str | Path, *args: Any, **kwargs: Any) -> Path:
     return path
 
 
-__all__ = ["ConditionChanges", "Example", "changed_verdicts", "judge_agreement", "render", "write_html"]
+__all__ = ["ConditionChanges", "Disagreement", "Example", "changed_verdicts", "judge_agreement", "render", "write_html"]
