@@ -3,7 +3,7 @@
 Trains (or loads from the cache) the lab model at each depth, prints its held-out refusal,
 over-refusal and accuracy, then runs the same relative-σ noise sweep on each through the normal
 pipeline and writes the tables and curves (one line per depth) under ``--out``. Every depth is
-also tested against ``--baseline-depth`` on the same prompts (``safestress.report.model_contrasts``):
+also tested against ``--baseline-depth`` on the same prompts (``safestress.report.summarize_judges``):
 the difference in harmful rate and in the noise's effect — the lab's test of "deeper safety tuning
 gives no extra protection".
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import safestress as ss
 from safestress.lab.evaluate import evaluate
 from safestress.lab.model import LabSettings, lab_model_path
-from safestress.report import model_contrasts, write_report
+from safestress.report import summarize_judges, write_report
 from safestress.report.html_report import write_html
 
 
@@ -64,15 +64,15 @@ def main() -> None:
         plot=True,
     )
     plan = ss.plan_sweep(cfg)
+    depths = args.depths.split(",")
+    baseline = Path(paths[depths.index(args.baseline_depth)]).name if args.baseline_depth in depths else None
     with ss.Store(cfg.store) as store:
         ss.execute(plan, store)
         frame = plan.frame(store)
-    depths = args.depths.split(",")
-    baseline = Path(paths[depths.index(args.baseline_depth)]).name if args.baseline_depth in depths else None
-    summaries, versus = {}, {}
+        specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
+        summaries, versus = summarize_judges(frame, [j.key for j in plan.judges], store, baseline)
     for judge in plan.judges:
-        rates, trends = summaries[judge.key] = ss.summarize(frame, judge.key)
-        versus[judge.key] = model_contrasts(frame, judge.key, baseline)
+        rates, trends = summaries[judge.key]
         write_report(rates, trends, out / judge.name, contrasts=versus[judge.key])
         for c in versus[judge.key]:
             if c.dataset in ("lab-harmful", "lab-chain"):
@@ -94,8 +94,6 @@ def main() -> None:
                     f"unscored {100 * r.incoherent:4.1f}%  p={r.p:.3g}"
                 )
     if args.html:
-        with ss.Store(cfg.store) as store:
-            specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
         write_html(args.html, frame, summaries, specs, title="lab: noise across safety-tuning depths", contrasts=versus)
 
 

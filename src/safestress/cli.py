@@ -163,8 +163,7 @@ def results(
 ) -> None:
     """Print the summary tables of everything in a store."""
     from safestress.judges.base import latest_keys
-    from safestress.report import model_contrasts, summarize, write_report
-    from safestress.report.summary import attach_perplexity
+    from safestress.report import summarize_judges, write_report
     from safestress.report.tables import contrast_table, rate_table, trend_table
     from safestress.store import Store
 
@@ -182,16 +181,11 @@ def results(
         models = sorted(frame["model"].dropna().unique())
         if baseline is not None and baseline not in models:
             raise SafestressError(f"baseline model '{baseline}' is not in {store}; models: {', '.join(models)}")
-        rates, trends = summarize(frame, judge)
-        attach_perplexity(rates, frame, st)
-        versus = model_contrasts(frame, judge, baseline)
-        summaries, all_versus = {}, {}
-        if out_dir:  # the page covers the newest version of every judge, the one asked for first
-            for key in sorted(set(latest_keys(judges)) | {judge}, key=lambda k: (k != judge, k)):
-                summaries[key] = (rates, trends) if key == judge else summarize(frame, key)
-                attach_perplexity(summaries[key][0], frame, st)
-                all_versus[key] = versus if key == judge else model_contrasts(frame, key, baseline)
-            specs = st.configs()
+        # the page (--out) covers the newest version of every judge, the one asked for first
+        keys = sorted(set(latest_keys(judges)) | {judge}, key=lambda k: (k != judge, k)) if out_dir else [judge]
+        summaries, all_versus = summarize_judges(frame, keys, st, baseline)
+        (rates, trends), versus = summaries[judge], all_versus[judge]
+        specs = st.configs()
     out.print(rate_table(rates))
     if trends:
         out.print(trend_table(trends))

@@ -17,9 +17,8 @@ from rich.progress import (
 from rich.table import Table
 
 from safestress.config import SweepConfig
-from safestress.report import model_contrasts, summarize, write_report
+from safestress.report import summarize_judges, write_report
 from safestress.report.html_report import write_html
-from safestress.report.summary import attach_perplexity
 from safestress.report.tables import contrast_table, rate_table, trend_table
 from safestress.store import Store
 from safestress.sweep import execute, plan_sweep
@@ -52,13 +51,10 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
         )
         frame = plan.frame(store)
         specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
-        rates_by_judge = {}
-        contrasts = {}
-        for judge in plan.judges:
-            rates_by_judge[judge.key] = summarize(frame, judge.key)
-            attach_perplexity(rates_by_judge[judge.key][0], frame, store, plan.ppl_metric)
-            # several models (e.g. base, SFT and DPO variants): each against the first one listed
-            contrasts[judge.key] = model_contrasts(frame, judge.key, baseline=plan.models[0].name)
+        # several models (e.g. base, SFT and DPO variants): each against the first one listed
+        rates_by_judge, contrasts = summarize_judges(
+            frame, [j.key for j in plan.judges], store, plan.models[0].name, plan.ppl_metric
+        )
     for judge in plan.judges:
         rates, trends = rates_by_judge[judge.key]
         out.print(rate_table(rates))

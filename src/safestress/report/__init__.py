@@ -9,7 +9,7 @@ from safestress.report.contrasts import ContrastRow, model_contrasts
 from safestress.report.jsonfile import write_json
 from safestress.report.summary import RateRow, TrendRow, metric_text, summarize, to_records
 
-__all__ = ["ContrastRow", "RateRow", "TrendRow", "model_contrasts", "summarize", "write_report"]
+__all__ = ["ContrastRow", "RateRow", "TrendRow", "model_contrasts", "summarize", "summarize_judges", "write_report"]
 
 
 def write_report(
@@ -45,62 +45,61 @@ def write_report(
     return paths
 
 
+def _markdown(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; a ``|`` inside a cell (a site union) is escaped."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(rates: list[RateRow]) -> str:
     """The rate table as Markdown (for papers and docs): one row per model, dataset and condition."""
     import math
 
-    from safestress.report.tables import condition_name
-
-    def pct(x: float) -> str:
-        return "—" if math.isnan(x) else f"{100 * x:.1f}"
+    from safestress.report.tables import condition_name, fmt_pct
 
     with_ppl = any(not math.isnan(r.ppl) for r in rates)
     _, what, _ = metric_text({r.metric for r in rates} or {"harmful"})
     head = ["model", "dataset", "condition", "n", what, "95% CI", "Δ pts", "p vs clean", "p (Holm)", "incoherent %"]
     head += ["ppl"] if with_ppl else []
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in rates:
         cells = [
             r.model,
             r.dataset,
             condition_name(r),
             str(r.n),
-            pct(r.value),
-            f"{pct(r.ci_low)}–{pct(r.ci_high)}",
+            fmt_pct(r.value),
+            f"{fmt_pct(r.ci_low)}–{fmt_pct(r.ci_high)}",
             "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}",
             "—" if math.isnan(r.p) else f"{r.p:.2g}",
             "—" if math.isnan(r.p_holm) else f"{r.p_holm:.2g}",
-            pct(r.incoherent),
+            fmt_pct(r.incoherent),
         ]
         if with_ppl:
             cells.append("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return _markdown(head, rows)
 
 
 def markdown_contrasts(rows: list[ContrastRow]) -> str:
     """The model-against-baseline table as Markdown."""
-    import math
+    from safestress.report.tables import CONTRAST_COLUMNS, contrast_cells
 
-    from safestress.report.tables import condition_name, fmt_p, fmt_pct
+    head = ["model", "baseline", "dataset", *CONTRAST_COLUMNS]
+    return _markdown(head, [[r.model, r.baseline, r.dataset, *contrast_cells(r)] for r in rows])
 
-    head = ["model", "baseline", "dataset", "condition", "n", "rate %", "baseline %", "Δ pts", "p (Holm)"]
-    head += ["Δ effect pts", "n (effect)", "p (Holm)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
-            r.model,
-            r.baseline,
-            r.dataset,
-            condition_name(r),
-            str(r.n_prompts),
-            fmt_pct(r.value),
-            fmt_pct(r.baseline_value),
-            f"{100 * r.delta:+.1f}",
-            fmt_p(r.p_holm),
-            "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
-            str(r.n_effect) if r.n_effect else "—",
-            fmt_p(r.effect_p_holm),
-        ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+
+def summarize_judges(
+    frame: Any, keys: list[str], store: Any, baseline: str | None = None, ppl_metric: str | None = None
+) -> tuple[dict[str, tuple[list[RateRow], list[TrendRow]]], dict[str, list[ContrastRow]]]:
+    """Per judge key, in the order given: its rate and trend rows (perplexity attached from
+    ``store``) and its models-against-``baseline`` rows — what the tables, files and page show."""
+    from safestress.report.summary import attach_perplexity
+
+    summaries, contrasts = {}, {}
+    for key in keys:
+        summaries[key] = summarize(frame, key)
+        attach_perplexity(summaries[key][0], frame, store, ppl_metric)
+        contrasts[key] = model_contrasts(frame, key, baseline)
+    return summaries, contrasts

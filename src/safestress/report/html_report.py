@@ -24,7 +24,7 @@ from typing import Any
 
 from safestress.report.contrasts import ContrastRow
 from safestress.report.summary import RateRow, TrendRow, metric_text
-from safestress.report.tables import condition_name, fmt_p, fmt_pct
+from safestress.report.tables import CONTRAST_COLUMNS, condition_name, contrast_cells, fmt_p, fmt_pct
 
 MAX_CHARS = 1200  # a response longer than this is cut (the full text is in `safestress export`)
 
@@ -167,7 +167,7 @@ def judge_agreement(frame: Any, limit: int = 3) -> list[JudgePair]:
     if df.empty:
         return []
     wide = df.pivot_table(index="key", columns="judge", values="harmful", aggfunc="first")
-    wide = wide.reindex(_in_order(df["key"]))  # store order, not the pivot's sorted keys
+    wide = wide.reindex(df["key"].unique())  # store order, not the pivot's sorted keys
     first = df.drop_duplicates("key").set_index("key")
     labels = df.set_index(["key", "judge"])["label"]
     pairs = []
@@ -192,11 +192,6 @@ def judge_agreement(frame: Any, limit: int = 3) -> list[JudgePair]:
             )
         pairs.append(pair)
     return pairs
-
-
-def _in_order(values: Any) -> list[Any]:
-    """Distinct values in order of first appearance."""
-    return list(dict.fromkeys(values))
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -264,26 +259,10 @@ def _trend_table(trends: list[TrendRow]) -> str:
 
 
 def _contrast_table(rows: list[ContrastRow]) -> str:
-    head = ["model", "dataset", "condition", "n", "rate %", f"{rows[0].baseline} %", "Δ pts", "p (Holm)"]
-    head += ["Δ effect pts", "n (effect)", "p (Holm)", "test"]
-    body = [
-        [
-            r.model,
-            r.dataset,
-            condition_name(r),
-            str(r.n_prompts),
-            fmt_pct(r.value),
-            fmt_pct(r.baseline_value),
-            f"{100 * r.delta:+.1f}",
-            fmt_p(r.p_holm),
-            "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
-            str(r.n_effect) if r.n_effect else "—",
-            fmt_p(r.effect_p_holm),
-            r.test,
-        ]
-        for r in rows
-    ]
-    return _table(head, body, numeric=(3, 4, 5, 6, 7, 8, 9, 10))
+    columns = list(CONTRAST_COLUMNS)
+    columns[columns.index("baseline %")] = f"{rows[0].baseline} %"
+    body = [[r.model, r.dataset, *contrast_cells(r), r.test] for r in rows]
+    return _table(["model", "dataset", *columns, "test"], body, numeric=(3, 4, 5, 6, 7, 8, 9, 10))
 
 
 _CONTRASTS = (

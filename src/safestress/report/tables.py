@@ -88,35 +88,41 @@ def trend_table(rows: list[TrendRow]) -> Table:
     return t
 
 
+# the columns every rendering of the model-against-baseline table shares, after its row names
+CONTRAST_COLUMNS = (
+    "condition",
+    "n",
+    "rate %",
+    "baseline %",
+    "Δ pts",
+    "p (Holm)",
+    "Δ effect pts",
+    "n (effect)",
+    "p (Holm)",
+)
+
+
+def contrast_cells(r: ContrastRow) -> list[str]:
+    """The :data:`CONTRAST_COLUMNS` of one row, formatted once for the terminal, Markdown and HTML."""
+    return [
+        condition_name(r),
+        str(r.n_prompts),
+        fmt_pct(r.value),
+        fmt_pct(r.baseline_value),
+        f"{100 * r.delta:+.1f}",
+        fmt_p(r.p_holm),
+        "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+        str(r.n_effect) if r.n_effect else "—",
+        fmt_p(r.effect_p_holm),
+    ]
+
+
 def contrast_table(rows: list[ContrastRow]) -> Table:
     """Model against baseline on the same prompts: the difference in rate and in the condition's effect."""
     t = Table(title=f"Models against {rows[0].baseline} on the same prompts (judge {rows[0].judge})")
-    head = (
-        "model",
-        "condition",
-        "n",
-        "rate %",
-        "baseline %",
-        "Δ pts",
-        "p (Holm)",
-        "Δ effect pts",
-        "n (effect)",
-        "p (Holm)",
-    )
-    for col in head:
+    for col in ("model", *CONTRAST_COLUMNS):
         t.add_column(col, justify="left" if col in ("model", "condition") else "right", overflow="fold")
     datasets = {r.dataset for r in rows}
     for r in rows:
-        t.add_row(
-            r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
-            condition_name(r),
-            str(r.n_prompts),
-            fmt_pct(r.value),
-            fmt_pct(r.baseline_value),
-            f"{100 * r.delta:+.1f}",
-            fmt_p(r.p_holm),
-            "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
-            str(r.n_effect) if r.n_effect else "—",
-            fmt_p(r.effect_p_holm),
-        )
+        t.add_row(r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", *contrast_cells(r))
     return t
