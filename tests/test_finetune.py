@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -134,6 +135,7 @@ def test_finetune_command_writes_the_model_and_its_record(tmp_path):
     assert record["frozen"]["units"] == {"mlp": 8, "heads": 2} and record["random_control"] is True
     assert record["classes"] == ["scu", "cu"] and record["pairs"] == len(PAIRS)
     assert (out / "model.safetensors").is_file() and not (tmp_path / "ft.tmp").exists()
+    assert re.search(r"fine-tuning .*2/2.*loss \d", res.stderr), res.stderr  # the step bar, finished, with the loss
     # the output directory is never overwritten
     again = cli(*args)
     assert again.returncode == 2 and "not an empty directory" in again.stderr and "Traceback" not in again.stderr

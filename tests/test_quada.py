@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from safestress.testing import save_tiny_model, tiny_model
 from safestress.train.quada import PreferenceRow, QuadASettings, cluster_loss, default_sites, quada_train
@@ -48,6 +50,27 @@ def test_unperturbed_first_step_is_plain_dpo_and_noise_reaches_the_policy(tmp_pa
     assert noisy["sites"] == ["blocks.0.resid_post"] and noisy["cluster_site"] == "blocks.0.resid_post"
 
 
+@pytest.mark.parametrize(
+    ("sites", "scale"),
+    [("blocks.0-1.resid_post", "relative"), ("blocks.0-1.mlp.act", "relative"), ("blocks.0-1.mlp.act", "absolute")],
+)
+def test_checkpointed_backward_recomputes_under_the_same_perturbation(tmp_path, sites, scale):
+    # TRL checkpoints by default: every block's forward runs again during the backward, and must
+    # meet the same noise there. With the hooks around the loss alone (the first version), noise
+    # inside a block was missing from the recomputation: relative noise at mlp.act broke it
+    # outright, absolute noise there silently gave other weights (43% of one matrix's entries).
+    # At resid_post the block's input is what checkpointing stores, so that case was right anyway.
+    kw = {"perturbation": "gaussian", "params": {"sigma": 1.0, "scale": scale}, "sites": sites}
+    on = _train(tmp_path / "on", steps=2, cluster_weight=0.5, **kw)
+    off = _train(tmp_path / "off", steps=2, cluster_weight=0.5, gradient_checkpointing=False, **kw)
+    assert on["first_loss"] == pytest.approx(off["first_loss"], rel=1e-6)
+    a, b = (load_file(tmp_path / run / "q" / "model.safetensors") for run in ("on", "off"))
+    start = _lm().model.state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a if k in start)  # the steps changed weights
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
 def test_cluster_term_reads_the_harmful_rows_only(tmp_path):
     benign = [PreferenceRow(r.prompt, r.chosen, r.rejected, False) for r in ROWS]
     none = _train(tmp_path / "a", rows=benign, cluster_weight=1.0, steps=2)
@@ -79,6 +102,7 @@ def test_defend_quada_command(tmp_path):
     record = json.loads((out / "quada.json").read_text())
     assert record["settings"]["params"] == {"sigma": 0.5, "scale": "relative"} and record["harmful_rows"] == 6
     assert (out / "model.safetensors").is_file()
+    assert re.search(r"QuadA .*2/2.*loss \d", res.stderr), res.stderr  # the step bar, finished, with the loss
 
 
 @pytest.mark.parametrize(

@@ -101,14 +101,13 @@ def finetune_command(
     import torch
 
     torch.manual_seed(seed)
-    with err.status(f"fine-tuning on {len(pairs)} pairs, {steps} steps"):
-        meta = {
-            "data": data,
-            "unit_map": str(units) if units else None,
-            "classes": classes,
-            "random_control": random_control,
-        }
-        summary = finetune(lm, pairs, out, settings, frozen, log=err.print, meta=meta)
+    meta = {
+        "data": data,
+        "unit_map": str(units) if units else None,
+        "classes": classes,
+        "random_control": random_control,
+    }
+    summary = finetune(lm, pairs, out, settings, frozen, log=err.print, meta=meta)  # with a step bar
     err.print(f"mean training loss {summary['train_loss']:.4f}; evaluate with: safestress run --model {out} …")
 
 
@@ -156,6 +155,9 @@ def quada_command(
     max_length: int = typer.Option(512, min=8),
     limit: int | None = typer.Option(None, min=1, help="use the first N rows"),
     seed: int = typer.Option(0),
+    gradient_checkpointing: bool = typer.Option(
+        True, help="recompute activations in the backward: less memory, more compute"
+    ),
 ) -> None:
     """DPO with the policy's early activations perturbed, plus a term that keeps harmful activations clustered."""
     require_new_dir(out)
@@ -179,6 +181,7 @@ def quada_command(
         cluster_site=cluster_site,
         cluster_weight=cluster_weight,
         seed=seed,
+        gradient_checkpointing=gradient_checkpointing,
     )
     rows = read_preferences(data, limit)
     from safestress.models import load_model
@@ -188,9 +191,11 @@ def quada_command(
     import torch
 
     torch.manual_seed(seed)
-    with err.status(f"QuadA training on {len(rows)} preference rows, {steps} steps"):
-        summary = quada_train(lm, rows, out, settings, log=err.print, meta={"data": data})
-    err.print(
-        f"perturbed {', '.join(summary['sites'])}; cluster term at {summary['cluster_site']} "
-        f"{summary['cluster_first']:.3f} → {summary['cluster_last']:.3f}; mean loss {summary['train_loss']:.4f}"
-    )
+    summary = quada_train(lm, rows, out, settings, log=err.print, meta={"data": data})  # with a step bar
+    what = "no perturbation" if perturb == "none" else f"perturbed {', '.join(summary['sites'])}"
+    if cluster_weight > 0:
+        what += (
+            f"; cluster term at {summary['cluster_site']} "
+            f"{summary['cluster_first']:.3f} → {summary['cluster_last']:.3f}"
+        )
+    err.print(f"{what}; mean loss {summary['train_loss']:.4f}")

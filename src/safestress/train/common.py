@@ -95,17 +95,52 @@ def padded_tokenizer(lm: LoadedModel) -> Any:
     return tokenizer
 
 
-def train(trainer: Any, context: Any = None) -> tuple[Any, float | None]:
-    """Run ``trainer`` (inside ``context``, e.g. a unit freeze); returns its result and first logged loss."""
+def train(trainer: Any, context: Any = None, label: str = "training") -> tuple[Any, float | None]:
+    """Run ``trainer`` (inside ``context``, e.g. a unit freeze) under a progress bar on stderr;
+    returns its result and first logged loss.
+
+    The bar counts optimizer steps and shows the last logged loss: a real model trains for tens of
+    minutes on a CPU, and a silent terminal reads as a hang."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the summary reports the loss
-    with quiet_training():
-        if context is None:
-            result = trainer.train()
-        else:
-            with context:
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the bar and the summary report the loss
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[loss]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(label, total=trainer.args.max_steps, loss="")
+
+        class StepBar(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                bar.update(task, completed=state.global_step)
+
+            def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+                if logs and "loss" in logs:
+                    bar.update(task, loss=f"loss {logs['loss']:.4g}")
+
+        trainer.add_callback(StepBar())
+        with quiet_training():
+            if context is None:
                 result = trainer.train()
+            else:
+                with context:
+                    result = trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return result, losses[0] if losses else None
 

@@ -67,6 +67,9 @@ class QuadASettings(TrainSettings):
     sites: str | None = None  # default: resid_post of the first quarter of the blocks
     cluster_site: str | None = None  # default: the last perturbed block's resid_post
     cluster_weight: float = 0.1
+    # recompute each block's forward during backward to save memory (TRL's default); the
+    # perturbation stays installed through the backward, so the recomputation sees the same noise
+    gradient_checkpointing: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,25 +104,44 @@ def _trainer_class() -> type:
             self.quada = quada
             self.quada_log: list[dict[str, float]] = []
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+            """One optimiser step with the perturbation and the capture hook installed through the
+            forward *and* the backward.
+
+            With gradient checkpointing (TRL's default) every block's forward runs again during
+            the backward. Were the hooks gone by then, as when they wrapped the loss alone, the
+            gradient would belong to the unperturbed network (or, for a perturbation that saves
+            tensors, the recomputation would fail). Inside the step the recomputation meets the same
+            hooks, and the keyed noise is a function of (row, position, site), so it draws the same
+            values: the gradient equals the one computed without checkpointing (tested).
+            """
             from safestress.perturb import perturbed
             from safestress.sites import site_hooks
 
             q = self.quada
-            harmful = inputs.pop("harmful", None)
-            captured: dict[str, torch.Tensor] = {}
+            self._harmful = inputs.pop("harmful", None)
+            self._captured: dict[str, torch.Tensor] = {}
 
             def capture(x: torch.Tensor) -> None:
-                captured["h"] = x
+                self._captured.setdefault("h", x)  # the forward's tensor, not a recomputation's
 
             rows = inputs["input_ids"].shape[0]
-            gen = q["generator"]
-            keys = torch.randint(0, 2**62, (rows, 2), generator=gen, dtype=torch.int64)
-            with perturbed(model, q["perturbation"], q["sites"]) as state:
-                state.ctx.reset(keys=keys)
-                with site_hooks(model, {q["cluster_site"]: capture} if q["weight"] > 0 else {}):
-                    result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            keys = torch.randint(0, 2**62, (rows, 2), generator=q["generator"], dtype=torch.int64)
+            try:
+                with perturbed(model, q["perturbation"], q["sites"]) as state:
+                    state.ctx.reset(keys=keys)
+                    with site_hooks(model, {q["cluster_site"]: capture} if q["weight"] > 0 else {}):
+                        return super().training_step(model, inputs, num_items_in_batch)
+            finally:
+                self._captured, self._harmful = {}, None  # no activations held between steps
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            q = self.quada
+            harmful = inputs.pop("harmful", getattr(self, "_harmful", None))
+            captured = getattr(self, "_captured", {})
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = result[0] if return_outputs else result
+            rows = inputs["input_ids"].shape[0]
             term = torch.zeros((), device=loss.device)
             if q["weight"] > 0 and "h" in captured:
                 half = rows // 2  # chosen rows first, then the rejected rows of the same prompts
@@ -202,7 +224,12 @@ def quada_train(
         ]
     )
     with quiet_training():  # the config warns about deprecated arguments it sets itself
-        args = DPOConfig(**trainer_args(lm, tmp, settings), beta=settings.beta, remove_unused_columns=False)
+        args = DPOConfig(
+            **trainer_args(lm, tmp, settings),
+            beta=settings.beta,
+            remove_unused_columns=False,
+            gradient_checkpointing=settings.gradient_checkpointing,
+        )
     tokenizer = padded_tokenizer(lm)
     quada = {
         "perturbation": perturbation,
@@ -223,7 +250,8 @@ def quada_train(
             quada=quada,
         )
         trainer.data_collator = _collator_with_flags(trainer.data_collator)
-    result, first_loss = train(trainer)
+    plain_dpo = settings.perturbation == "none" and not settings.cluster_weight
+    result, first_loss = train(trainer, label="DPO" if plain_dpo else "QuadA")
     model.eval()
     clusters = [e["cluster"] for e in trainer.quada_log]
     summary = {
@@ -241,5 +269,6 @@ def quada_train(
         **(meta or {}),
     }
     publish(model, tokenizer, tmp, out, "quada.json", summary)
-    log(f"QuadA: {len(rows)} preference rows × {settings.steps} steps in {summary['seconds']} s; wrote {out}")
+    kind = "DPO" if plain_dpo else "QuadA"
+    log(f"{kind}: {len(rows)} preference rows × {settings.steps} steps in {summary['seconds']} s; wrote {out}")
     return summary

@@ -94,7 +94,7 @@ def finetune(
             processing_class=tokenizer,
             callbacks=[_restore_callback(freeze)] if freeze else None,
         )
-    result, first_loss = train(trainer, freeze.active() if freeze else None)
+    result, first_loss = train(trainer, freeze.active() if freeze else None, label="fine-tuning")
     model.eval()
     summary = {
         "model": lm.name,
