@@ -6,17 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from safestress.config import SweepConfig
+from safestress.progress import job_bar
 from safestress.report import summarize_judges, write_report
 from safestress.report.html_report import write_html
 from safestress.report.tables import contrast_table, rate_table, trend_table
@@ -30,15 +23,7 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
     hf_logging.disable_progress_bar()
     plan = plan_sweep(cfg)  # everything validated before the store is opened
     with Store(cfg.store) as store:
-        columns = (
-            TextColumn("[bold]generating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=err, transient=False) as bar:
+        with job_bar("generating", err) as bar:
             task = bar.add_task("sweep", total=None)
 
             def progress(done: int, total: int) -> None:

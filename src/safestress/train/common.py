@@ -102,28 +102,14 @@ def train(trainer: Any, context: Any = None, label: str = "training") -> tuple[A
     The bar counts optimizer steps and shows the last logged loss: a real model trains for tens of
     minutes on a CPU, and a silent terminal reads as a hang."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
+    from safestress.progress import job_bar
+
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; the bar and the summary report the loss
-    columns = (
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[loss]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with job_bar(label, Console(stderr=True), TextColumn("{task.fields[loss]}")) as bar:
         task = bar.add_task(label, total=trainer.args.max_steps, loss="")
 
         class StepBar(TrainerCallback):

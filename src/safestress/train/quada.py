@@ -103,6 +103,8 @@ def _trainer_class() -> type:
             super().__init__(*args, **kwargs)
             self.quada = quada
             self.quada_log: list[dict[str, float]] = []
+            self._harmful: torch.Tensor | None = None  # this step's flags and captured activation,
+            self._captured: dict[str, torch.Tensor] = {}  # set by training_step for compute_loss
 
         def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
             """One optimiser step with the perturbation and the capture hook installed through the
@@ -120,7 +122,6 @@ def _trainer_class() -> type:
 
             q = self.quada
             self._harmful = inputs.pop("harmful", None)
-            self._captured: dict[str, torch.Tensor] = {}
 
             def capture(x: torch.Tensor) -> None:
                 self._captured.setdefault("h", x)  # the forward's tensor, not a recomputation's
@@ -137,8 +138,8 @@ def _trainer_class() -> type:
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
             q = self.quada
-            harmful = inputs.pop("harmful", getattr(self, "_harmful", None))
-            captured = getattr(self, "_captured", {})
+            harmful = inputs.pop("harmful", self._harmful)
+            captured = self._captured
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = result[0] if return_outputs else result
             rows = inputs["input_ids"].shape[0]
