@@ -2,7 +2,9 @@
 
 1. XSTest rotation: for each of the three models, train the embedding judge's refusal head on the
    other two (``train_head``, the recipe of ``safestress judge train``) and measure Cohen's κ of
-   every refusal judge against the held-out model's human ``final_label``.
+   every refusal judge against the held-out model's human ``final_label``, with κ's 95% interval,
+   and the embedding judge's κ against each phrase judge's by a paired bootstrap (difference,
+   interval, p-value) — "higher than every phrase judge" is a claim about a difference.
 2. Toxicity head: accuracy and κ on the ToxiGen statements, leaving one target group out at a time.
 3. Speed: judging 1,000 responses with the embedding judge (model load excluded, then included).
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from safestress.judges import make_judge
-from safestress.judges.agreement import cohen_kappa, evaluate_judge, load_labelled
+from safestress.judges.agreement import Agreement, cohen_kappa, compare_kappa, evaluate_judge, load_labelled
 from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
 from safestress.judges.toxicity import fit_logistic, toxigen_statements
 from safestress.judges.training_data import LabelledSet, compliant_answers, labelled_set
@@ -66,16 +68,25 @@ def rotation(
         train_head(train.prompts, train.responses, train.positive, head, settings)
         train_s = time.perf_counter() - t0
         p, r, t = xstest(data, test)
-        row = {}
-        for name in PHRASE_JUDGES:
-            row[name] = evaluate_judge(make_judge(name), p, r, t).as_dict()
         judge = EmbeddingRefusalJudge(head)
-        row["embedding"] = evaluate_judge(judge, p, r, t).as_dict()
+        row = agreement_row(
+            t, [evaluate_judge(make_judge(name), p, r, t) for name in PHRASE_JUDGES], evaluate_judge(judge, p, r, t)
+        )
         row["embedding"]["train_seconds"] = train_s
         row["embedding"]["scores"] = judge.refusal_probability(p, r)
         report[test] = row
         print_row(test, row, data)
         print(f"{'':<16} (head trained in {train_s:.0f} s)", flush=True)
+
+
+def agreement_row(truth: list[bool], phrase: list[Agreement], embedding: Agreement) -> dict:
+    """One held-out model's agreement figures: every judge's, and the embedding judge against each
+    phrase judge on the same items (``vs_<judge>``: κ difference, paired-bootstrap interval, p)."""
+    row = {a.judge.split("@")[0]: a.as_dict() for a in phrase}
+    row["embedding"] = embedding.as_dict()
+    for a in phrase:
+        row["embedding"][f"vs_{a.judge.split('@')[0]}"] = compare_kappa(truth, embedding.verdicts, a.verdicts).as_dict()
+    return row
 
 
 def head_only_kappa(data: Path, model: str, scores: list[float]) -> float:
@@ -92,12 +103,21 @@ def print_row(test: str, row: dict, data: Path) -> None:
     row["embedding"]["kappa_head_only"] = head
     kappas = " ".join(f"{row[j]['kappa']:>13.3f}" for j in (*PHRASE_JUDGES, "embedding"))
     print(f"{test:<16} {kappas} {head:>13.3f}", flush=True)
+    e = row["embedding"]
+    low, high = e["kappa_ci"]
+    print(f"{'':<16} embedding κ 95% CI [{low:.3f}, {high:.3f}]", flush=True)
+    for j in PHRASE_JUDGES:
+        d = e.get(f"vs_{j}")
+        if d:
+            print(
+                f"{'':<16} embedding − {j}: {d['kappa_difference']:+.3f} "
+                f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p {d['p_value']:.2g}",
+                flush=True,
+            )
 
 
 def rescore(data: Path, path: Path, report: dict) -> None:
     """Recompute the agreement table from stored per-item head scores (no retraining)."""
-    from safestress.judges.agreement import Agreement
-
     old = json.loads(path.read_text())
     print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
     for test in MODELS:
@@ -118,9 +138,9 @@ def rescore(data: Path, path: Path, report: dict) -> None:
             def refusal_probability(self, prompts: list[str], responses: list[str]) -> list[float]:
                 return [self.stored[(a, b)] for a, b in zip(prompts, responses)]
 
-        row = {name: evaluate_judge(make_judge(name), p, r, t).as_dict() for name in PHRASE_JUDGES}
-        agreement: Agreement = evaluate_judge(Stored(stored, judge), p, r, t)
-        row["embedding"] = {**agreement.as_dict(), "scores": scores, "opening_refusals": sum(opening)}
+        phrase = [evaluate_judge(make_judge(name), p, r, t) for name in PHRASE_JUDGES]
+        row = agreement_row(t, phrase, evaluate_judge(Stored(stored, judge), p, r, t))
+        row["embedding"].update({"scores": scores, "opening_refusals": sum(opening)})
         report[test] = row
         print_row(test, row, data)
 

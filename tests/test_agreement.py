@@ -12,7 +12,7 @@ from statsmodels.stats.inter_rater import cohens_kappa
 
 from safestress.errors import SafestressError
 from safestress.judges import make_judge
-from safestress.judges.agreement import cohen_kappa, evaluate_judge, load_labelled
+from safestress.judges.agreement import cohen_kappa, compare_kappa, evaluate_judge, kappa_interval, load_labelled
 
 XSTEST_POSITIVE = ["2_full_refusal", "3_partial_refusal"]
 
@@ -25,6 +25,67 @@ def test_kappa_matches_statsmodels():
     assert cohen_kappa(t.tolist(), p.tolist()) == pytest.approx(cohens_kappa(table).kappa, abs=1e-12)
 
 
+def _confusion(t, p):
+    return {"tp": int(np.sum(t & p)), "fp": int(np.sum(~t & p)), "fn": int(np.sum(t & ~p)), "tn": int(np.sum(~t & ~p))}
+
+
+def _rater(rng, t, accuracy):
+    return np.where(rng.random(t.size) < accuracy, t, ~t)
+
+
+def test_kappa_interval_is_statsmodels_and_covers_the_true_kappa():
+    rng = np.random.default_rng(1)
+    t = rng.random(450) < 0.17  # XSTest Mistral-Instruct's refusal share
+    p = _rater(rng, t, 0.92)
+    c = _confusion(t, p)
+    res = cohens_kappa([[c["tp"], c["fn"]], [c["fp"], c["tn"]]])
+    assert kappa_interval(c) == pytest.approx((res.kappa_low, res.kappa_upp), abs=1e-9)
+    low99, high99 = kappa_interval(c, 0.99)
+    assert low99 < res.kappa_low < res.kappa < res.kappa_upp < high99
+    # coverage: the true κ of this rater model (a huge sample) lies in about 95% of the intervals
+    big_t = rng.random(2_000_000) < 0.17
+    true_kappa = cohen_kappa(big_t, _rater(rng, big_t, 0.92))
+    hits = 0
+    for _ in range(400):
+        t = rng.random(300) < 0.17
+        low, high = kappa_interval(_confusion(t, _rater(rng, t, 0.92)))
+        hits += low <= true_kappa <= high
+    assert 0.91 <= hits / 400 <= 0.98
+    # one rater with one class only: κ has no large-sample variance
+    assert np.isnan(kappa_interval({"tp": 5, "fp": 0, "fn": 5, "tn": 0})).all()
+
+
+def test_compare_kappa_is_a_paired_bootstrap_of_the_difference():
+    rng = np.random.default_rng(2)
+    t = rng.random(450) < 0.2
+    good, poor = _rater(rng, t, 0.95), _rater(rng, t, 0.85)
+    d = compare_kappa(t.tolist(), good.tolist(), poor.tolist(), resamples=1999, seed=3)
+    assert d.n == 450
+    assert d.difference == pytest.approx(cohen_kappa(t, good) - cohen_kappa(t, poor))
+    assert 0 < d.ci[0] < d.difference < d.ci[1] and d.p_value < 0.01
+    # the same percentile interval by hand: resample items, both judges and the label together
+    idx = np.random.default_rng(4).integers(0, 450, size=(1999, 450))
+    diffs = [cohen_kappa(t[i], good[i]) - cohen_kappa(t[i], poor[i]) for i in idx]
+    assert d.ci == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=0.02)
+    # reversed order: the mirrored result; same seed: the same result
+    r = compare_kappa(t.tolist(), poor.tolist(), good.tolist(), resamples=1999, seed=3)
+    assert r.difference == pytest.approx(-d.difference) and r.ci[1] < 0
+    assert compare_kappa(t.tolist(), good.tolist(), poor.tolist(), resamples=1999, seed=3) == d
+    # identical verdicts differ by nothing; items either judge left unscored are dropped from both
+    assert compare_kappa(t.tolist(), good.tolist(), good.tolist()).as_dict() == {
+        "n": 450,
+        "kappa_difference": 0.0,
+        "ci": [0.0, 0.0],
+        "p_value": 1.0,
+    }
+    partial = [None] * 50 + poor[50:].tolist()
+    dropped = compare_kappa(t.tolist(), good.tolist(), partial, resamples=999)
+    assert dropped.n == 400
+    assert dropped.difference == pytest.approx(cohen_kappa(t[50:], good[50:]) - cohen_kappa(t[50:], poor[50:]))
+    with pytest.raises(SafestressError, match="at least two items"):
+        compare_kappa([True, False], [None, True], [True, None])
+
+
 def test_phrase_judge_against_xstest_labels(data_dir):
     path = data_dir / "xstest_labelled" / "xstest_completions_gpt4.csv"
     prompts, responses, truth = load_labelled(str(path), "prompt", "completion", "final_label", XSTEST_POSITIVE)
@@ -34,6 +95,8 @@ def test_phrase_judge_against_xstest_labels(data_dir):
     assert a.n == 450 and c["tp"] + c["fp"] + c["fn"] + c["tn"] == 450
     assert a.accuracy == pytest.approx((c["tp"] + c["tn"]) / 450)
     assert 0.5 < a.kappa < 1.0
+    assert a.kappa_ci[0] < a.kappa < a.kappa_ci[1]
+    assert len(a.verdicts) == 450 and sum(v is True for v in a.verdicts) == c["tp"] + c["fp"]
     assert len(a.disagreements) == min(20, c["fp"] + c["fn"])
 
 
@@ -47,7 +110,23 @@ def test_cli_writes_json_and_rejects_bad_columns(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Cohen's κ" in proc.stdout
     data = json.loads(out.read_text())
-    assert {"n", "accuracy", "kappa"} <= set(data) and data["n"] == 450
+    assert {"n", "accuracy", "kappa", "kappa_ci"} <= set(data) and data["n"] == 450
+    assert "compared" not in data
+    # several judges: each later one against the first, on the same items
+    both = out.with_name("both.json")
+    proc = subprocess.run(
+        [*base, "--judge", "phrase-jbb", "--positive", ",".join(XSTEST_POSITIVE), "--json", str(both)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "κ − first's [95% CI]" in proc.stdout and "phrase-jbb" in proc.stdout
+    report = json.loads(both.read_text())
+    assert report["kappa"] == data["kappa"] and len(report["compared"]) == 1
+    other = report["compared"][0]
+    assert other["vs_first"]["kappa_difference"] == pytest.approx(other["kappa"] - data["kappa"])
+    low, high = other["vs_first"]["ci"]
+    assert low <= other["vs_first"]["kappa_difference"] <= high and 0 < other["vs_first"]["p_value"] <= 1
     bad = subprocess.run(
         [*base, "--positive", "2_full_refusal", "--label-col", "nolabel"], capture_output=True, text=True
     )

@@ -270,37 +270,57 @@ app.add_typer(judge_app, name="judge")
 
 @judge_app.command("eval")
 def judge_eval(
-    judge: str = typer.Option(..., help="judge name (safestress list judges)"),
+    judge: list[str] = typer.Option(
+        ..., help="judge name (safestress list judges); repeat to compare judges on the same items"
+    ),
     data: str = typer.Option(..., help="labelled CSV / JSONL / JSON file"),
     prompt_col: str = typer.Option("prompt"),
     response_col: str = typer.Option("completion"),
     label_col: str = typer.Option("final_label"),
     positive: str = typer.Option(..., help="label value(s) that mean the judge's positive class, comma-separated"),
-    json_out: Path | None = typer.Option(None, "--json", help="write {n, accuracy, kappa, ...} here"),
+    level: float = typer.Option(0.95, min=0.5, max=0.999, help="confidence level of the κ intervals"),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="write {n, accuracy, kappa, kappa_ci, ...} of the first judge here (others: 'compared')"
+    ),
 ) -> None:
-    """Agreement of a judge with human labels: accuracy, Cohen's κ, confusion matrix, disagreements."""
+    """Agreement of a judge with human labels: accuracy, Cohen's κ with its confidence interval,
+    confusion matrix, disagreements. With several --judge, each later judge's κ is compared with
+    the first's on the items both scored (paired bootstrap: difference, interval, p-value)."""
     from rich.table import Table
 
     from safestress.judges import make_judge
-    from safestress.judges.agreement import evaluate_judge, load_labelled
+    from safestress.judges.agreement import compare_kappa, evaluate_judge, load_labelled
     from safestress.report.jsonfile import write_json
 
-    j = make_judge(judge)
+    judges = [make_judge(name) for name in dict.fromkeys(judge)]  # fail on a bad name before judging
     prompts, responses, truth = load_labelled(data, prompt_col, response_col, label_col, _split([positive]) or [])
-    a = evaluate_judge(j, prompts, responses, truth)
-    t = Table(title=f"{a.judge} vs {label_col} in {Path(data).name} (positive: {j.positive_label} = {positive})")
-    for col in ("n", "unscored", "accuracy", "Cohen's κ", "TP", "FP", "FN", "TN"):
-        t.add_column(col, justify="right")
-    c = a.confusion
-    t.add_row(
-        str(a.n), str(a.unscored), f"{a.accuracy:.3f}", f"{a.kappa:.3f}", *(str(c[k]) for k in ("tp", "fp", "fn", "tn"))
-    )
+    results = [evaluate_judge(j, prompts, responses, truth, level=level) for j in judges]
+    first = results[0]
+    diffs = [compare_kappa(truth, a.verdicts, first.verdicts, level=level) for a in results[1:]]
+    t = Table(title=f"judges vs {label_col} in {Path(data).name} (positive: {judges[0].positive_label} = {positive})")
+    pct = f"{level:.0%}".replace(".0%", "%")
+    columns = ["judge", "n", "unscored", "accuracy", f"Cohen's κ [{pct} CI]", "TP/FP/FN/TN"]
+    if diffs:
+        columns += [f"κ − first's [{pct} CI]", "p"]
+    for col in columns:
+        t.add_column(col, justify="left" if col == "judge" else "right", no_wrap=True)
+    for i, a in enumerate(results):
+        c = a.confusion
+        row = [a.judge, str(a.n), str(a.unscored), f"{a.accuracy:.3f}"]
+        row += [
+            f"{a.kappa:.3f} [{a.kappa_ci[0]:.2f}, {a.kappa_ci[1]:.2f}]",
+            "/".join(str(c[k]) for k in ("tp", "fp", "fn", "tn")),
+        ]
+        if diffs:
+            d = diffs[i - 1] if i else None
+            row += [f"{d.difference:+.3f} [{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]", f"{d.p_value:.2g}"] if d else ["", ""]
+        t.add_row(*row)
     out.print(t)
-    if a.disagreements:
-        d = Table(title=f"first {len(a.disagreements)} disagreements", show_lines=True)
+    if first.disagreements:
+        d = Table(title=f"{first.judge}: first {len(first.disagreements)} disagreements", show_lines=True)
         for col in ("prompt", "response", "human", "judge"):
             d.add_column(col, overflow="fold")
-        for row in a.disagreements[:10]:
+        for row in first.disagreements[:10]:
             d.add_row(
                 row["prompt"][:80],
                 row["response"][:160],
@@ -309,7 +329,11 @@ def judge_eval(
             )
         out.print(d)
     if json_out:
-        write_json(json_out, a.as_dict())
+        report = first.as_dict()
+        report["level"] = level
+        if diffs:
+            report["compared"] = [{**a.as_dict(), "vs_first": d.as_dict()} for a, d in zip(results[1:], diffs)]
+        write_json(json_out, report)
         err.print(f"wrote {json_out}")
 
 
