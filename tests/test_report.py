@@ -169,6 +169,7 @@ def test_judge_agreement_is_cohens_kappa_on_the_rows_both_judges_scored():
     from statsmodels.stats.inter_rater import cohens_kappa, to_table
 
     from safestress.report.html_report import judge_agreement
+    from safestress.stats import kappa_cluster_bootstrap_ci
 
     frame = _two_seed_frame()
     (pair,) = judge_agreement(frame)
@@ -177,6 +178,12 @@ def test_judge_agreement_is_cohens_kappa_on_the_rows_both_judges_scored():
     assert pair.agreement == pytest.approx(13 / 14)
     expected = cohens_kappa(to_table(wide.to_numpy().astype(int))[0]).kappa
     assert pair.kappa == pytest.approx(expected)
+    # the interval resamples prompts (each holds several responses here), not responses
+    prompts = frame.drop_duplicates("key").set_index("key").loc[wide.index, "prompt"]
+    assert prompts.nunique() < len(prompts)
+    x, y = (wide.iloc[:, 0] > 0.5).tolist(), (wide.iloc[:, 1] > 0.5).tolist()
+    assert pair.kappa_ci == pytest.approx(kappa_cluster_bootstrap_ci(x, y, prompts.tolist()))
+    assert pair.kappa_ci[0] <= pair.kappa <= pair.kappa_ci[1]
     (disagreement,) = pair.examples  # item 0, seed 1: a reads compliance, b refusal
     assert (disagreement.label_a, disagreement.label_b) == ("compliance", "refusal")
     assert disagreement.response.endswith("noisy 0/1") and disagreement.prompt == "prompt 0"
@@ -186,7 +193,7 @@ def test_judge_agreement_is_cohens_kappa_on_the_rows_both_judges_scored():
 def test_the_html_page_escapes_model_output_and_is_reproducible(tmp_path):
     from html.parser import HTMLParser
 
-    from safestress.report.html_report import render, write_html
+    from safestress.report.html_report import judge_agreement, render, write_html
 
     frame = _two_seed_frame()
     summaries = {j: summarize(frame, j) for j in ("a@1", "b@1")}
@@ -195,6 +202,9 @@ def test_the_html_page_escapes_model_output_and_is_reproducible(tmp_path):
     assert "<script" not in page and "&lt;script&gt;alert(0)&lt;/script&gt;" in page
     assert page.count('src="data:image/png;base64,') == 2  # one plot per judge
     assert page == render(frame, summaries, specs, examples=3, plots=True)  # no timestamp, same bytes
+    (pair,) = judge_agreement(frame)
+    cells = f'<td class="n">{pair.kappa:.3f}</td><td class="n">{pair.kappa_ci[0]:.2f} – {pair.kappa_ci[1]:.2f}</td>'
+    assert cells in page  # κ and its interval in the judges' agreement table
 
     class Balance(HTMLParser):
         def __init__(self) -> None:

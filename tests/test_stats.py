@@ -85,6 +85,37 @@ def test_cluster_bootstrap_is_wider_when_seeds_are_correlated():
     assert w_corr > 1.8 * w_ind
 
 
+def _two_raters(rng, n, share=0.3, agreement=0.85):
+    a = rng.random(n) < share
+    return a, np.where(rng.random(n) < agreement, a, ~a)
+
+
+def test_kappa_cluster_bootstrap_with_one_response_per_prompt_is_the_large_sample_interval():
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    a, b = _two_raters(np.random.default_rng(6), 800)
+    table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
+    ref = cohens_kappa(table)
+    lo, hi = stats.kappa_cluster_bootstrap_ci(a, b, range(800), n_resamples=4000)
+    assert lo == pytest.approx(ref.kappa_low, abs=0.02) and hi == pytest.approx(ref.kappa_upp, abs=0.02)
+    assert lo < ref.kappa < hi
+
+
+def test_kappa_cluster_bootstrap_counts_prompts_not_responses():
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    a, b = _two_raters(np.random.default_rng(7), 150)
+    # five responses per prompt, judged alike: no more information than one per prompt
+    a5, b5, prompts = np.repeat(a, 5), np.repeat(b, 5), np.repeat(np.arange(150), 5)
+    clustered = stats.kappa_cluster_bootstrap_ci(a5, b5, prompts)
+    assert clustered == pytest.approx(stats.kappa_cluster_bootstrap_ci(a, b, np.arange(150)))
+    naive = cohens_kappa([[np.sum(a5 & b5), np.sum(a5 & ~b5)], [np.sum(~a5 & b5), np.sum(~a5 & ~b5)]])
+    assert clustered[1] - clustered[0] > 2 * (naive.kappa_upp - naive.kappa_low)  # √5 ≈ 2.2 wider
+    # prompt labels may be any hashable value; no items, no interval
+    assert stats.kappa_cluster_bootstrap_ci(a5, b5, [f"p{i}" for i in prompts]) == pytest.approx(clustered)
+    assert all(np.isnan(stats.kappa_cluster_bootstrap_ci([], [], [])))
+
+
 def test_slope_trend_detects_increase():
     rng = np.random.default_rng(5)
     levels = [0, 0.1, 0.2, 0.3]

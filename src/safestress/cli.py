@@ -369,11 +369,10 @@ def judge_train(
     seed: int = typer.Option(0, help="refusal head only"),
 ) -> None:
     """Train a judge head on labelled data: the embedding judge's refusal head or the toxicity head."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
     from safestress.judges.toxicity import toxigen_statements, train_toxicity_head
     from safestress.judges.training_data import PYRIT_OBJECTIVE, LabelledSet, compliant_answers, labelled_set
+    from safestress.progress import job_bar
     from safestress.train.common import require_new_dir
 
     if task not in ("refusal", "toxicity"):
@@ -406,9 +405,7 @@ def judge_train(
         train.add(part)
         sources.append(part.source)
     settings = HeadSettings(epochs=epochs, seed=seed, augment=augment, opening_rule=opening_rule)
-    with Progress(
-        TextColumn("training head"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-    ) as bar:
+    with job_bar("training head", err) as bar:
         job = bar.add_task("train", total=None)
         meta = train_head(
             train.prompts,

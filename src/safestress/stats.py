@@ -1,4 +1,4 @@
-"""Statistics for harmful-output rates: pure functions of counts and arrays.
+"""Statistics for harmful-output rates and judge agreement: pure functions of counts and arrays.
 
 Conventions, and why (details in ``docs/statistics.md``):
 
@@ -109,6 +109,44 @@ def cluster_bootstrap_ci(
     idx = rng.integers(0, n, size=(n_resamples, n))
     boot = cluster_means[idx].mean(axis=1)
     return (float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2)))
+
+
+def kappa_cluster_bootstrap_ci(
+    a: Sequence[bool],
+    b: Sequence[bool],
+    clusters: Sequence[object],
+    *,
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile CI of Cohen's κ between two binary raters, resampling whole clusters (prompts).
+
+    Why: two judges read every response of a store, and one prompt has many responses (conditions,
+    seeds) whose verdicts are correlated — a judge that misreads one prompt's refusal style
+    misreads all of them — so the large-sample κ interval, which counts each response as an
+    independent item, would be too narrow. Each cluster enters as its 2×2 table of verdict pairs;
+    a resample sums the tables of the drawn clusters. A resample in which both raters use one and
+    the same class throughout counts as κ 1, as :func:`safestress.judges.agreement.cohen_kappa`
+    does.
+    """
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if x.size == 0:
+        return (math.nan, math.nan)
+    _, cluster = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    cells = np.stack([x & y, x & ~y, ~x & y, ~x & ~y], axis=1).astype(float)  # [items, 4]
+    tables = np.zeros((int(cluster.max()) + 1, 4))
+    np.add.at(tables, cluster, cells)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(tables), size=(n_resamples, len(tables)))
+    t = tables[idx].sum(axis=1)  # [resamples, 4]: both, a only, b only, neither
+    n = t.sum(axis=1)
+    observed = (t[:, 0] + t[:, 3]) / n
+    pa, pb = (t[:, 0] + t[:, 1]) / n, (t[:, 0] + t[:, 2]) / n
+    expected = pa * pb + (1 - pa) * (1 - pb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(expected == 1, 1.0, (observed - expected) / (1 - expected))
+    return (float(np.quantile(kappa, alpha / 2)), float(np.quantile(kappa, 1 - alpha / 2)))
 
 
 def slope_sign_flip_trend(per_prompt: np.ndarray, scores: Sequence[float], **kw: int) -> tuple[float, float]:

@@ -55,9 +55,9 @@ def _sweep_config(options: dict[str, Any], strengths: list[float], sites: list[s
 
 
 def _progress() -> tuple[Any, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from safestress.progress import job_bar
 
-    bar = Progress(TextColumn("[bold]generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err)
+    bar = job_bar("generating", err)
     task = bar.add_task("sweep", total=None)
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 

@@ -170,13 +170,11 @@ def direction(
         for part in layers.split(","):
             lo, _, hi = part.strip().partition("-")
             chosen += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from safestress.progress import job_bar
 
     n_layers = lm.n_layers
     total = (len(chosen) if chosen is not None else n_layers) * positions
-    with Progress(
-        TextColumn("scoring candidate directions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-    ) as bar:
+    with job_bar("scoring candidate directions", err) as bar:
         job = bar.add_task("candidates", total=total)
         r, res = select_direction(
             lm,

@@ -155,13 +155,17 @@ class JudgePair:
     agreement: float
     kappa: float
     examples: list[Disagreement] = field(default_factory=list)  # the first disagreements, in store order
+    kappa_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95%, cluster bootstrap over prompts
 
 
 def judge_agreement(frame: Any, limit: int = 3) -> list[JudgePair]:
     """Cohen's κ between every two judges of the store on the responses both scored (their
-    ``harmful`` flags), with up to ``limit`` responses they disagree on: a curve that only one
-    judge shows is a judge effect, not a model effect, and the examples say which judge misreads."""
+    ``harmful`` flags), with its 95% interval and up to ``limit`` responses they disagree on: a
+    curve that only one judge shows is a judge effect, not a model effect, and the examples say
+    which judge misreads. The interval resamples prompts, not responses: one prompt's responses
+    under many conditions and seeds are judged alike or misread alike."""
     from safestress.judges.agreement import cohen_kappa
+    from safestress.stats import kappa_cluster_bootstrap_ci
 
     df = frame.dropna(subset=["judge", "harmful"])
     if df.empty:
@@ -177,7 +181,9 @@ def judge_agreement(frame: Any, limit: int = 3) -> list[JudgePair]:
             continue
         x, y = (both[a] > 0.5).tolist(), (both[b] > 0.5).tolist()
         agree = sum(p == q for p, q in zip(x, y)) / len(x)
-        pair = JudgePair(str(a), str(b), len(x), agree, cohen_kappa(x, y))
+        prompts = first.loc[both.index, "prompt"].tolist()
+        ci = kappa_cluster_bootstrap_ci(x, y, prompts)
+        pair = JudgePair(str(a), str(b), len(x), agree, cohen_kappa(x, y), kappa_ci=ci)
         for key in both.index[[p != q for p, q in zip(x, y)]][:limit]:
             row = first.loc[key]
             pair.examples.append(
@@ -203,6 +209,10 @@ def _e(text: Any) -> str:
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_CHARS else text[:MAX_CHARS] + f" … [{len(text) - MAX_CHARS} more characters]"
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return "—" if any(math.isnan(v) for v in ci) else f"{ci[0]:.2f} – {ci[1]:.2f}"
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int] = ()) -> str:
@@ -390,12 +400,14 @@ def render(
     if pairs:
         body.append("<h2>Agreement between judges</h2>")
         body.append(
-            "<p class=muted>Cohen's κ between the judges' flags on the responses both scored. A change that "
-            "only one judge reports is a property of that judge; see docs/judges.md for each judge's "
-            "agreement with human labels.</p>"
+            "<p class=muted>Cohen's κ between the judges' flags on the responses both scored, with its "
+            "95% interval (cluster bootstrap over prompts). A change that only one judge reports is a "
+            "property of that judge; see docs/judges.md for each judge's agreement with human labels.</p>"
         )
-        rows = [[p.a, p.b, str(p.n), f"{100 * p.agreement:.1f}", f"{p.kappa:.3f}"] for p in pairs]
-        body.append(_table(["judge", "judge", "n", "agreement %", "κ"], rows, (2, 3, 4)))
+        rows = [
+            [p.a, p.b, str(p.n), f"{100 * p.agreement:.1f}", f"{p.kappa:.3f}", _interval(p.kappa_ci)] for p in pairs
+        ]
+        body.append(_table(["judge", "judge", "n", "agreement %", "κ", "95% CI"], rows, (2, 3, 4, 5)))
         for p in pairs:
             if p.examples:
                 body.append(f"<p><b>{_e(p.a)}</b> vs <b>{_e(p.b)}</b>: first disagreements</p>")
