@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -111,6 +112,18 @@ def cluster_bootstrap_ci(
     return (float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2)))
 
 
+def kappa_from_counts(both: Any, a_only: Any, b_only: Any, neither: Any) -> np.ndarray:
+    """Cohen's κ of two binary raters from the counts of their 2×2 table, elementwise over arrays
+    of counts (bootstrap resamples); 1 where both raters use one and the same class throughout."""
+    both, a_only, b_only, neither = (np.asarray(c, float) for c in (both, a_only, b_only, neither))
+    n = both + a_only + b_only + neither
+    observed = (both + neither) / n
+    pa, pb = (both + a_only) / n, (both + b_only) / n
+    expected = pa * pb + (1 - pa) * (1 - pb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(expected == 1, 1.0, (observed - expected) / (1 - expected))
+
+
 def kappa_cluster_bootstrap_ci(
     a: Sequence[bool],
     b: Sequence[bool],
@@ -126,9 +139,7 @@ def kappa_cluster_bootstrap_ci(
     seeds) whose verdicts are correlated — a judge that misreads one prompt's refusal style
     misreads all of them — so the large-sample κ interval, which counts each response as an
     independent item, would be too narrow. Each cluster enters as its 2×2 table of verdict pairs;
-    a resample sums the tables of the drawn clusters. A resample in which both raters use one and
-    the same class throughout counts as κ 1, as :func:`safestress.judges.agreement.cohen_kappa`
-    does.
+    a resample sums the tables of the drawn clusters (κ by :func:`kappa_from_counts`).
     """
     x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if x.size == 0:
@@ -140,12 +151,7 @@ def kappa_cluster_bootstrap_ci(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(tables), size=(n_resamples, len(tables)))
     t = tables[idx].sum(axis=1)  # [resamples, 4]: both, a only, b only, neither
-    n = t.sum(axis=1)
-    observed = (t[:, 0] + t[:, 3]) / n
-    pa, pb = (t[:, 0] + t[:, 1]) / n, (t[:, 0] + t[:, 2]) / n
-    expected = pa * pb + (1 - pa) * (1 - pb)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kappa = np.where(expected == 1, 1.0, (observed - expected) / (1 - expected))
+    kappa = kappa_from_counts(t[:, 0], t[:, 1], t[:, 2], t[:, 3])
     return (float(np.quantile(kappa, alpha / 2)), float(np.quantile(kappa, 1 - alpha / 2)))
 
 

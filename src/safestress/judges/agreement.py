@@ -93,14 +93,9 @@ class KappaDifference:
 
 def _kappa_along(t: Any, p: Any, axis: int = -1) -> Any:
     """Cohen's κ of boolean arrays along ``axis`` (vectorised over bootstrap resamples)."""
-    import numpy as np
+    from safestress.stats import kappa_from_counts
 
-    n = t.shape[axis]
-    observed = (t == p).sum(axis) / n
-    pt, pp = t.sum(axis) / n, p.sum(axis) / n
-    expected = pt * pp + (1 - pt) * (1 - pp)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(expected == 1, 1.0, (observed - expected) / (1 - expected))
+    return kappa_from_counts((t & p).sum(axis), (t & ~p).sum(axis), (~t & p).sum(axis), (~t & ~p).sum(axis))
 
 
 def compare_kappa(
