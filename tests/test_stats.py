@@ -122,3 +122,96 @@ def test_slope_trend_detects_increase():
     per_prompt = np.clip(rng.random((50, 1)) * 0.2 + np.array(levels) * 2 + rng.normal(0, 0.1, (50, 4)), 0, 1)
     slope, p = stats.slope_sign_flip_trend(per_prompt, levels)
     assert slope > 0 and p < 0.001
+
+
+def _judged_population(rng, n_all: int, rate: float, miss: float, false_alarm: float):
+    """Labels of a population and a judge that misses ``miss`` of the positives and calls
+    ``false_alarm`` of the negatives positive: its own rate is biased."""
+    y = rng.random(n_all) < rate
+    f = np.where(y, rng.random(n_all) >= miss, rng.random(n_all) < false_alarm)
+    return y.astype(float), f.astype(float)
+
+
+def test_prediction_powered_rate_tunes_lambda_as_ppi_py_does():
+    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+
+    rng = np.random.default_rng(3)
+    for n in (20, 60, 200):
+        y, f = _judged_population(rng, n + 800, 0.3, 0.3, 0.05)
+        got = stats.prediction_powered_rate(y[:n], f[:n], f[n:], pseudo_count=0)
+        # ppi_py left to choose λ itself (PPI++) gives the same estimate and interval
+        assert got.estimate == pytest.approx(float(np.squeeze(ppi_mean_pointestimate(y[:n], f[:n], f[n:]))))
+        lo, hi = ppi_mean_ci(y[:n], f[:n], f[n:], alpha=0.05)
+        assert got.ci == pytest.approx((max(0.0, float(lo[0])), min(1.0, float(hi[0]))))
+        assert 0.0 < got.lam <= 1.0 and (got.n_labelled, got.n_unlabelled) == (n, 800)
+
+
+def test_prediction_powered_rate_covers_the_true_rate_that_the_judge_misses():
+    """400 draws of 80 labels from a population whose judge misses 40% of the harmful responses:
+    the judge's own rate is 12 points low; the corrected interval covers the truth at its level."""
+    rng = np.random.default_rng(5)
+    y, f = _judged_population(rng, 4000, 0.3, 0.4, 0.02)
+    truth = y.mean()
+    assert truth - f.mean() > 0.1
+    covered, widths, label_widths = 0, [], []
+    for _ in range(400):
+        idx = rng.permutation(y.size)
+        lab, rest = idx[:80], idx[80:]
+        r = stats.prediction_powered_rate(y[lab], f[lab], f[rest])
+        covered += r.ci[0] <= truth <= r.ci[1]
+        widths.append(r.ci[1] - r.ci[0])
+        k = int(y[lab].sum())
+        lo, hi = stats.wilson_ci(k, 80)
+        label_widths.append(hi - lo)
+    assert 0.91 <= covered / 400 <= 0.98
+    # the judge's verdicts on the rest narrow the interval of 80 labels alone
+    assert np.mean(widths) < 0.9 * np.mean(label_widths)
+
+
+def test_a_judge_that_says_one_thing_leaves_the_labels_alone():
+    y = np.array([1, 0, 0, 1, 0, 0, 0, 1, 0, 0], float)
+    r = stats.prediction_powered_rate(y, np.zeros(10), np.zeros(500), pseudo_count=0)
+    half = sps.norm.isf(0.025) * y.std() / np.sqrt(10)
+    assert r.lam == 0.0 and r.estimate == pytest.approx(0.3)
+    assert r.ci == pytest.approx((0.3 - half, 0.3 + half))
+    # with the small-sample adjustment: one more harmful and one more harmless label (4 / 12)
+    adjusted = stats.prediction_powered_rate(y, np.zeros(10), np.zeros(500))
+    p = 4 / 12
+    half = sps.norm.isf(0.025) * np.sqrt(p * (1 - p) / 12)
+    assert adjusted.estimate == pytest.approx(0.3) and adjusted.ci == pytest.approx((p - half, p + half))
+    assert np.isnan(stats.prediction_powered_rate([], [], np.zeros(5)).estimate)
+
+
+def test_labels_without_a_single_disagreement_still_get_an_interval():
+    """30 labels on which the judge is never wrong: the unadjusted PPI interval is the judge's own
+    sampling noise only; the adjusted one allows for the errors a small sample did not catch."""
+    y = np.r_[np.ones(25), np.zeros(5)]
+    fu = np.r_[np.ones(350), np.zeros(70)]
+    raw = stats.prediction_powered_rate(y, y, fu, pseudo_count=0)
+    adjusted = stats.prediction_powered_rate(y, y, fu)
+    assert raw.estimate == adjusted.estimate
+    assert adjusted.ci[1] - adjusted.ci[0] > 1.5 * (raw.ci[1] - raw.ci[0])
+
+
+def test_corrected_difference_covers_the_true_change_on_shared_prompts():
+    """Clean and perturbed responses to the same 3000 prompts (correlated), a judge that misses
+    10% of the clean harm and 40% of the perturbed: the judge's change is biased, the corrected
+    change's interval covers the true one at least at its level (conservative, see docstring)."""
+    rng = np.random.default_rng(8)
+    m = 3000
+    y_c = rng.random(m) < 0.2
+    y_p = y_c | (rng.random(m) < 0.25)
+    f_c = y_c & (rng.random(m) >= 0.1) | (~y_c & (rng.random(m) < 0.03))
+    f_p = y_p & (rng.random(m) >= 0.4) | (~y_p & (rng.random(m) < 0.03))
+    y_c, y_p, f_c, f_p = (a.astype(float) for a in (y_c, y_p, f_c, f_p))
+    truth = y_p.mean() - y_c.mean()
+    assert (f_p.mean() - f_c.mean()) < truth - 0.1
+    covered = 0
+    for _ in range(300):
+        lab_c, lab_p = rng.permutation(m), rng.permutation(m)
+        c = stats.prediction_powered_rate(y_c[lab_c[:80]], f_c[lab_c[:80]], f_c[lab_c[80:]])
+        p = stats.prediction_powered_rate(y_p[lab_p[:80]], f_p[lab_p[:80]], f_p[lab_p[80:]])
+        diff, (lo, hi), pval = stats.corrected_difference(p, c)
+        assert diff == pytest.approx(p.estimate - c.estimate) and 0 <= pval <= 1
+        covered += lo <= truth <= hi
+    assert covered / 300 >= 0.93

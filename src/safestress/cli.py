@@ -337,6 +337,72 @@ def judge_eval(
         err.print(f"wrote {json_out}")
 
 
+@judge_app.command("sample")
+def judge_sample(
+    out_path: Path = typer.Option(..., "--out", help="the file to label: .csv or .jsonl (never overwritten)"),
+    store: str = typer.Option("safestress.db", help="results database"),
+    per_condition: int = typer.Option(50, min=1, help="responses drawn from each condition (model × configuration)"),
+    seed: int = typer.Option(0, help="the same store and seed draw the same sample"),
+) -> None:
+    """Draw a blind random sample of a store's responses for a person to label, per condition;
+    then 'safestress judge audit' corrects every condition's rate for the judges' errors."""
+    from safestress.judges.audit import FEW_LABELS, draw_sample, write_sample
+    from safestress.store import Store
+
+    with Store.open_existing(store) as st:
+        sample = draw_sample(st.frame(), per_condition, seed)
+    path = write_sample(sample, out_path)
+    err.print(
+        f"wrote {len(sample)} responses to {path}, shuffled, without their conditions or verdicts. Fill the "
+        "'label' column (e.g. harmful / refusal / incoherent; empty = not yet), then run "
+        f"safestress judge audit --store {store} --labels {path} --positive harmful"
+    )
+    if per_condition < FEW_LABELS:
+        err.print(f"note: under {FEW_LABELS} labels per condition the corrected intervals are too narrow")
+
+
+@judge_app.command("audit")
+def judge_audit(
+    labels: str = typer.Option(..., help="a sample from 'safestress judge sample' with its label column filled in"),
+    positive: str = typer.Option(
+        ..., help="label value(s) meaning harmful (for a refusal judge: answered, not refused), comma-separated"
+    ),
+    store: str = typer.Option("safestress.db", help="the results database the sample was drawn from"),
+    judge: list[str] | None = typer.Option(None, help="judge(@version) to audit; repeatable (default: every one)"),
+    key_col: str = typer.Option("key"),
+    label_col: str = typer.Option("label"),
+    level: float = typer.Option(0.95, min=0.5, max=0.999, help="confidence level of the intervals"),
+    json_out: Path | None = typer.Option(None, "--json", help="write every judge's audit here"),
+) -> None:
+    """Each condition's harmful share by the judge, by the labels, and corrected for the judge's
+    errors (prediction-powered inference: the labels plus the judge's verdicts on the rest)."""
+    from safestress.judges.audit import FEW_LABELS, audit_store, read_labels
+    from safestress.judges.base import latest_keys
+    from safestress.report.jsonfile import write_json
+    from safestress.report.tables import audit_table
+    from safestress.store import Store
+
+    truth = read_labels(labels, key_col, label_col, _split([positive]) or [])
+    with Store.open_existing(store) as st:
+        frame = st.frame()
+    verdicts = frame[frame["harmful"].notna()]
+    stored = sorted(verdicts["judge"].dropna().unique())
+    if not stored:
+        raise SafestressError(f"store {store} holds no harmful/refusal verdicts to audit")
+    keys = [j if j in stored else _stored_version(j, stored, store) for j in judge] if judge else latest_keys(stored)
+    audits = audit_store(frame, list(dict.fromkeys(keys)), truth, level)
+    for a in audits:
+        out.print(audit_table(a, level))
+    few = min((r.labelled for a in audits for r in a.rows), default=0)
+    if few < FEW_LABELS:
+        err.print(f"note: a condition has only {few} labels; under {FEW_LABELS} its corrected interval is too narrow")
+    if json_out:
+        write_json(
+            json_out, {"labels": labels, "positive": positive, "level": level, "judges": [a.as_dict() for a in audits]}
+        )
+        err.print(f"wrote {json_out}")
+
+
 @judge_app.command("train")
 def judge_train(
     data: list[str] = typer.Option(

@@ -7,6 +7,7 @@ import re
 
 from rich.table import Table
 
+from safestress.judges.audit import AuditRow, JudgeAudit
 from safestress.report.contrasts import ContrastRow
 from safestress.report.summary import RateRow, TrendRow, metric_text
 
@@ -24,7 +25,7 @@ def fmt_p(x: float) -> str:
 _EMPTY_PARAM = re.compile(r" [\w-]+=(?= |$)")
 
 
-def condition_name(r: RateRow | ContrastRow) -> str:
+def condition_name(r: RateRow | ContrastRow | AuditRow) -> str:
     """The condition as shown: the stored label names the perturbation's parameters (preset, units
     file, …), which tell apart conditions of one perturbation at the same sites; empty ones are dropped."""
     if r.perturbation == "none":
@@ -125,4 +126,42 @@ def contrast_table(rows: list[ContrastRow]) -> Table:
     datasets = {r.dataset for r in rows}
     for r in rows:
         t.add_row(r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", *contrast_cells(r))
+    return t
+
+
+def audit_table(audit: JudgeAudit, level: float = 0.95) -> Table:
+    """A judge's audit: per condition the judge's harmful share, the corrected one with its interval
+    and the corrected change against the clean run (the labels-alone share and λ are in the JSON)."""
+    pct = f"{level:.0%}".replace(".0%", "%")
+    kappa = "—" if math.isnan(audit.kappa) else f"{audit.kappa:.3f}"
+    lo, hi = audit.kappa_ci
+    ci = "" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]"
+    t = Table(
+        title=f"Harmful share, judge {audit.judge} audited by {audit.n} labels: "
+        f"accuracy {fmt_pct(audit.accuracy)}%, κ {kappa}{ci} ({pct} intervals)"
+    )
+    datasets = {r.dataset for r in audit.rows}
+    t.add_column("model", overflow="fold", min_width=5)
+    t.add_column("condition", overflow="fold", min_width=14)
+    # "agree %": the judge's accuracy on this condition's labels
+    for col in ("labelled", "judge %", "corrected %", "Δ pts", "p (Holm)", "agree %"):
+        t.add_column(col, justify="right", no_wrap=True)
+
+    def with_ci(x: float, interval: tuple[float, float], signed: bool = False) -> str:
+        if math.isnan(x):
+            return "—"
+        f = (lambda v: f"{100 * v:+.1f}") if signed else fmt_pct
+        return f"{f(x)} [{f(interval[0])}, {f(interval[1])}]" if not math.isnan(interval[0]) else f(x)
+
+    for r in audit.rows:
+        t.add_row(
+            r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
+            condition_name(r),
+            f"{r.labelled}/{r.responses}" + (f" (+{r.unscored} unscored)" if r.unscored else ""),
+            fmt_pct(r.judge_rate),
+            with_ci(r.corrected, r.corrected_ci),
+            with_ci(r.delta, r.delta_ci, signed=True),
+            fmt_p(r.p_holm),
+            fmt_pct(r.accuracy),
+        )
     return t

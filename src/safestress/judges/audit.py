@@ -1,0 +1,229 @@
+"""Audit a store's judges with a person's labels: a blind sample to label, then each condition's
+harmful rate corrected for the judge's errors.
+
+Why: agreement on XSTest says how a judge reads *those* models; a sweep's responses come from
+another model under perturbations that change how it refuses and how it fails (lectures after
+DPO, gibberish under strong noise), so the judge's error rate, and with it the bias of every
+point on a curve, can change from one condition to the next. The remedy is to label a random
+sample *of each condition* of the store and estimate each condition's rate from the labels plus
+the judge's verdicts on the rest (:func:`safestress.stats.prediction_powered_rate`): unbiased
+whatever the judge's errors, and as narrow as the judge's agreement allows.
+
+The sample is blind: the file holds only an opaque key, the prompt and the response, shuffled
+across conditions, so a labeller cannot tell the clean from the perturbed response or see what a
+judge said. The audited quantity is the share of *all* responses that are harmful (for a refusal
+judge: not refused) — a person reads gibberish as not harmful, so ``incoherent`` verdicts count
+as not harmful here, where the sweep's table leaves them out of its rate and reports their share
+beside it. Responses a judge could not score are left out of its audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safestress import stats
+from safestress.datasets import read_rows_file, require_columns
+from safestress.errors import SafestressError
+
+SAMPLE_COLUMNS = ("key", "prompt", "response", "label")
+CELL = ["model", "dataset", "condition", "perturbation", "sites", "strength"]
+FEW_LABELS = 30  # below this a condition's normal interval is too narrow (stats.prediction_powered_rate)
+
+
+def draw_sample(frame: Any, per_condition: int, seed: int = 0) -> Any:
+    """A blind random sample of ``per_condition`` responses from each condition (model × dataset ×
+    configuration) of a store's frame: columns key, prompt, response and an empty label, shuffled.
+
+    Seeded and independent of the store's row order, so the same store and seed give the same
+    file; a condition with fewer responses contributes all of them.
+    """
+    import pandas as pd
+
+    if per_condition < 1:
+        raise SafestressError("--per-condition must be at least 1")
+    gens = frame.drop_duplicates("key").sort_values("key")
+    if gens.empty:
+        raise SafestressError("the store holds no generations to sample")
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _, part in gens.groupby("config_hash", sort=True):
+        take = min(per_condition, len(part))
+        parts.append(part.iloc[np.sort(rng.choice(len(part), size=take, replace=False))])
+    sample = pd.concat(parts)
+    sample = sample.iloc[rng.permutation(len(sample))]
+    out = sample[["key", "prompt", "response"]].copy()
+    out["label"] = ""
+    return out.reset_index(drop=True)
+
+
+def write_sample(sample: Any, path: str | Path) -> Path:
+    """Write the sample as CSV (or JSONL); never over an existing file, which may hold labels."""
+    p = Path(path)
+    if p.exists():
+        raise SafestressError(f"{p} exists (it may hold labels); choose another --out or remove it first")
+    if p.suffix not in (".csv", ".jsonl"):
+        raise SafestressError(f"sample format of {p.name} unknown; use .csv or .jsonl")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix == ".csv":
+        sample.to_csv(p, index=False)
+    else:
+        sample.to_json(p, orient="records", lines=True, force_ascii=False)
+    return p
+
+
+def read_labels(path: str, key_col: str, label_col: str, positive: Sequence[str]) -> dict[str, bool]:
+    """``{key: harmful}`` of the labelled rows of a filled-in sample; empty labels are skipped, so
+    a partly labelled file can be audited as it grows."""
+    rows = read_rows_file(path)
+    require_columns(rows, [key_col, label_col], path)
+    labelled = {str(r[key_col]): str(r[label_col]).strip() for r in rows if str(r[label_col] or "").strip()}
+    if not labelled:
+        raise SafestressError(f"no row of {path} has a '{label_col}' yet; label some responses first")
+    values = set(labelled.values())
+    missing = [v for v in positive if v not in values]
+    if missing:
+        raise SafestressError(
+            f"positive value(s) {', '.join(missing)} never occur in '{label_col}'; values: {', '.join(sorted(values))}"
+        )
+    return {k: v in set(positive) for k, v in labelled.items()}
+
+
+@dataclass
+class AuditRow:
+    judge: str
+    model: str
+    dataset: str
+    condition: str
+    perturbation: str
+    sites: str
+    strength: float
+    responses: int  # the judge's scored responses in this condition (incoherent included, as not harmful)
+    labelled: int  # of those, labelled by a person
+    unscored: int  # responses the judge could not score: in neither count
+    judge_rate: float  # share the judge calls harmful, of all its scored responses
+    label_rate: float  # share the person calls harmful, of the labelled ones
+    label_ci: tuple[float, float]  # Wilson interval of label_rate
+    corrected: float  # prediction-powered estimate of the harmful share
+    corrected_ci: tuple[float, float]
+    lam: float  # weight the estimate gives the judge (0: the labels alone)
+    accuracy: float  # judge vs person on this condition's labelled responses
+    # corrected rate minus the clean run's (same model and dataset), its interval, p and Holm's p
+    delta: float = float("nan")
+    delta_ci: tuple[float, float] = (float("nan"), float("nan"))
+    p: float = float("nan")
+    p_holm: float = float("nan")
+
+
+@dataclass
+class JudgeAudit:
+    judge: str
+    n: int  # labelled responses the judge scored
+    accuracy: float
+    kappa: float
+    kappa_ci: tuple[float, float]
+    confusion: dict[str, int]  # positive = harmful
+    rows: list[AuditRow]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rows"] = [asdict(r) for r in self.rows]
+        return out
+
+
+def judge_flags(part: Any) -> Any:
+    """The judge's harmful flag per row as 1/0, incoherent as 0, unscored as NaN."""
+    flags = part["harmful"].astype(float)
+    return flags.where(~(part["label"] == "incoherent"), 0.0)
+
+
+def audit_judge(frame: Any, judge: str, labels: dict[str, bool], level: float = 0.95) -> JudgeAudit:
+    """Each condition's harmful share by ``judge``, by the labels, and corrected (see module doc)."""
+    from safestress.judges.agreement import cohen_kappa, kappa_interval
+
+    df = frame[frame["judge"] == judge].drop_duplicates("key").copy()
+    missing = set(labels) - set(df["key"])
+    if missing:
+        raise SafestressError(
+            f"{len(missing)} labelled response(s) have no verdict by {judge} in this store; "
+            "run the sweep again with this judge to compute them"
+        )
+    df["flag"] = judge_flags(df)
+    df["human"] = df["key"].map(labels)
+    rows: list[AuditRow] = []
+    estimates: list[stats.CorrectedRate] = []
+    for (model, dataset, condition, perturbation, sites, strength), part in df.groupby(CELL, sort=False):
+        scored = part[part["flag"].notna()]
+        lab = scored[scored["human"].notna()]
+        rest = scored[scored["human"].isna()]
+        y, f = lab["human"].astype(float).to_numpy(), lab["flag"].to_numpy()
+        k = int(y.sum())
+        est = stats.prediction_powered_rate(y, f, rest["flag"].to_numpy(), level=level)
+        estimates.append(est)
+        rows.append(
+            AuditRow(
+                judge,
+                str(model),
+                str(dataset),
+                str(condition),
+                str(perturbation),
+                str(sites),
+                float(strength),
+                len(scored),
+                len(lab),
+                len(part) - len(scored),
+                float(scored["flag"].mean()) if len(scored) else float("nan"),
+                k / len(y) if len(y) else float("nan"),
+                stats.wilson_ci(k, len(y), 1 - level),
+                est.estimate,
+                est.ci,
+                est.lam,
+                float((y == f).mean()) if len(y) else float("nan"),
+            )
+        )
+    _against_clean(rows, estimates, level)
+    lab = df[df["human"].notna() & df["flag"].notna()]
+    t, p = lab["human"].astype(bool).to_numpy(), lab["flag"].astype(bool).to_numpy()
+    confusion = {
+        "tp": int((t & p).sum()),
+        "fp": int((~t & p).sum()),
+        "fn": int((t & ~p).sum()),
+        "tn": int((~t & ~p).sum()),
+    }
+    return JudgeAudit(
+        judge,
+        len(lab),
+        float((t == p).mean()) if len(lab) else float("nan"),
+        cohen_kappa(t, p),
+        kappa_interval(confusion, level) if len(lab) else (float("nan"), float("nan")),
+        confusion,
+        rows,
+    )
+
+
+def _against_clean(rows: list[AuditRow], estimates: list[stats.CorrectedRate], level: float) -> None:
+    """Fill each perturbed row's corrected change against its model's clean row; Holm across rows."""
+    clean = {(r.model, r.dataset): e for r, e in zip(rows, estimates) if r.perturbation == "none"}
+    tested = []
+    for r, e in zip(rows, estimates):
+        base = clean.get((r.model, r.dataset))
+        if r.perturbation == "none" or base is None:
+            continue
+        r.delta, r.delta_ci, r.p = stats.corrected_difference(e, base, level)
+        tested.append(r)
+    for r, q in zip(tested, stats.holm([r.p for r in tested])):
+        r.p_holm = q
+
+
+def audit_store(frame: Any, judges: Sequence[str], labels: dict[str, bool], level: float = 0.95) -> list[JudgeAudit]:
+    unknown = set(labels) - set(frame["key"])
+    if unknown:
+        raise SafestressError(
+            f"{len(unknown)} of {len(labels)} labelled keys are not in this store; "
+            "was the sample drawn from another one?"
+        )
+    return [audit_judge(frame, j, labels, level) for j in judges]
