@@ -181,3 +181,23 @@ def test_the_corrected_change_against_clean_sees_what_the_judge_hides(tmp_path):
     assert noise.p_holm < 0.01
     judged_change = noise.judge_rate - clean.judge_rate
     assert judged_change < noise.delta_ci[0]  # the judge's own change is too small to be the truth
+
+
+def test_with_several_seeds_every_prompt_is_drawn_once_before_any_twice(tmp_path):
+    st = Store(tmp_path / "s.db")
+    h = st.put_config({"model_name": "m", "label": "noise", "perturbation": {"name": "noise"}, "strength": 0.5})
+    rows = []
+    for i in range(30):
+        for seed in range(3):
+            key = row_key(h, "d", str(i), f"prompt {i}", seed)
+            rows.append(GenerationRow(key, h, "m", "d", str(i), seed, f"prompt {i}", f"r {i} {seed}", 3, True))
+    st.put_batch(rows, [(r.key, JUDGE, Verdict(0.0, "compliance", True)) for r in rows])
+    frame = st.frame()
+    st.close()
+    prompts_of = frame.drop_duplicates("key").set_index("key")["item_id"]
+    one_each = prompts_of.loc[draw_sample(frame, 30, seed=4)["key"]]
+    assert one_each.is_unique and len(one_each) == 30
+    counts = prompts_of.loc[draw_sample(frame, 45, seed=4)["key"]].value_counts()
+    assert len(counts) == 30 and set(counts) == {1, 2}
+    seeds = frame.drop_duplicates("key").set_index("key").loc[draw_sample(frame, 30, seed=4)["key"], "seed"]
+    assert seeds.nunique() == 3  # the seed of each prompt is drawn, not always the first

@@ -215,3 +215,20 @@ def test_corrected_difference_covers_the_true_change_on_shared_prompts():
         assert diff == pytest.approx(p.estimate - c.estimate) and 0 <= pval <= 1
         covered += lo <= truth <= hi
     assert covered / 300 >= 0.93
+
+
+def test_the_judge_term_counts_prompts_not_seeds():
+    """Five seeds' identical verdicts on each prompt carry the information of one: the
+    cluster-robust variance of their mean is that of one verdict per prompt, not a fifth of it."""
+    rng = np.random.default_rng(2)
+    once = (rng.random(400) < 0.3).astype(float)
+    five = np.repeat(once, 5)
+    prompts = np.repeat(np.arange(400), 5)
+    assert stats._mean_variance(five, prompts) == pytest.approx(once.var() / 400)
+    assert stats._mean_variance(five, None) == pytest.approx(once.var() / 2000)
+    assert stats._mean_variance(once, np.arange(400)) == pytest.approx(stats._mean_variance(once, None))
+    y = np.r_[np.ones(20), np.zeros(40)]
+    f = y.copy()
+    clustered = stats.prediction_powered_rate(y, f, five, unlabelled_clusters=prompts)
+    naive = stats.prediction_powered_rate(y, f, five)
+    assert clustered.estimate == naive.estimate and clustered.se > naive.se

@@ -190,6 +190,7 @@ def prediction_powered_rate(
     unlabelled_predictions: Sequence[float],
     level: float = 0.95,
     pseudo_count: float = 0.5,
+    unlabelled_clusters: Sequence[object] | None = None,
 ) -> CorrectedRate:
     """A rate with a confidence interval from ``n`` labelled items and ``N`` judged ones.
 
@@ -209,6 +210,11 @@ def prediction_powered_rate(
     95%). As Agresti & Min (2005) do for matched proportions, the rectifier's mean and variance
     are taken from its 2×2 table (label × verdict) with ``pseudo_count`` added to each cell;
     ``pseudo_count=0`` gives ``ppi_py``'s interval exactly. Clipped to [0, 1].
+
+    ``unlabelled_clusters`` (e.g. the prompt of each unlabelled response, when a prompt has
+    responses under several seeds) makes the judge term's variance cluster-robust: five seeds'
+    identical verdicts on one prompt are one observation, not five. The labelled sample should
+    then hold one response per prompt (``safestress judge sample`` draws so).
     """
     from ppi_py import ppi_mean_pointestimate
 
@@ -231,11 +237,25 @@ def prediction_powered_rate(
     rect_mean = float(counts @ values / total)
     rect_var = float(counts @ (values - rect_mean) ** 2 / total)
     imputed = lam * float(fu.mean()) if with_judge else 0.0
-    var = rect_var / total + (lam**2 * float(fu.var()) / big_n if with_judge else 0.0)
+    var = rect_var / total + (lam**2 * _mean_variance(fu, unlabelled_clusters) if with_judge else 0.0)
     se = math.sqrt(var) if n > 1 else math.nan
     half = float(sps.norm.isf((1 - level) / 2) * se)
     centre = imputed + rect_mean
     return CorrectedRate(est, (max(0.0, centre - half), min(1.0, centre + half)), lam, n, big_n, centre, se)
+
+
+def _mean_variance(values: np.ndarray, clusters: Sequence[object] | None) -> float:
+    """Variance of the mean of ``values``: var/N for independent values, else the cluster-robust
+    sum of squared within-cluster residual totals over N² (equal to var/N with singleton clusters)."""
+    big_n = values.size
+    if clusters is None:
+        return float(values.var()) / big_n
+    if len(clusters) != big_n:
+        raise ValueError("one cluster per unlabelled prediction")
+    _, cluster = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    totals = np.zeros(int(cluster.max()) + 1)
+    np.add.at(totals, cluster, values - values.mean())
+    return float(np.sum(totals**2)) / big_n**2
 
 
 def corrected_difference(

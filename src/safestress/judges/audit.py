@@ -39,8 +39,11 @@ def draw_sample(frame: Any, per_condition: int, seed: int = 0) -> Any:
     """A blind random sample of ``per_condition`` responses from each condition (model × dataset ×
     configuration) of a store's frame: columns key, prompt, response and an empty label, shuffled.
 
-    Seeded and independent of the store's row order, so the same store and seed give the same
-    file; a condition with fewer responses contributes all of them.
+    With several seeds, a condition's prompts are drawn first and one response (seed) of each, so
+    the labels are independent across prompts; a second response of a prompt is drawn only once
+    every prompt has one. Every response of a finished condition (the same number per prompt) is
+    equally likely to be drawn. Seeded and independent of the store's row order, so the same
+    store and seed give the same file; a condition with fewer responses contributes all of them.
     """
     import pandas as pd
 
@@ -52,8 +55,11 @@ def draw_sample(frame: Any, per_condition: int, seed: int = 0) -> Any:
     rng = np.random.default_rng(seed)
     parts = []
     for _, part in gens.groupby("config_hash", sort=True):
-        take = min(per_condition, len(part))
-        parts.append(part.iloc[np.sort(rng.choice(len(part), size=take, replace=False))])
+        shuffled = part.iloc[rng.permutation(len(part))]
+        # the k-th response drawn of a prompt comes after every prompt's (k-1)-th
+        rank = shuffled.groupby(["dataset", "item_id"], sort=False).cumcount().to_numpy()
+        order = np.lexsort((np.arange(len(shuffled)), rank))
+        parts.append(shuffled.iloc[order[:per_condition]])
     sample = pd.concat(parts)
     sample = sample.iloc[rng.permutation(len(sample))]
     out = sample[["key", "prompt", "response"]].copy()
@@ -162,7 +168,8 @@ def audit_judge(frame: Any, judge: str, labels: dict[str, bool], level: float = 
         rest = scored[scored["human"].isna()]
         y, f = lab["human"].astype(float).to_numpy(), lab["flag"].to_numpy()
         k = int(y.sum())
-        est = stats.prediction_powered_rate(y, f, rest["flag"].to_numpy(), level=level)
+        prompts = (rest["dataset"].astype(str) + "\x1f" + rest["item_id"].astype(str)).tolist()
+        est = stats.prediction_powered_rate(y, f, rest["flag"].to_numpy(), level=level, unlabelled_clusters=prompts)
         estimates.append(est)
         rows.append(
             AuditRow(
