@@ -201,3 +201,24 @@ def test_with_several_seeds_every_prompt_is_drawn_once_before_any_twice(tmp_path
     assert len(counts) == 30 and set(counts) == {1, 2}
     seeds = frame.drop_duplicates("key").set_index("key").loc[draw_sample(frame, 30, seed=4)["key"], "seed"]
     assert seeds.nunique() == 3  # the seed of each prompt is drawn, not always the first
+
+
+def test_results_puts_the_audit_in_the_terminal_and_on_the_page(tmp_path):
+    make_store(tmp_path / "s.db").close()
+    store, sample = tmp_path / "s.db", tmp_path / "l.csv"
+    assert cli("judge", "sample", "--store", str(store), "--out", str(sample)).returncode == 0
+    with sample.open() as fh:
+        rows = list(csv.DictReader(fh))
+    _label(rows)
+    with sample.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "report"
+    proc = cli("results", "--store", str(store), "--out", str(out), "--labels", str(sample), "--positive", "harmful")
+    assert proc.returncode == 0, proc.stderr
+    assert "audited by 100 labels" in proc.stdout
+    page = (out / "report.html").read_text()
+    assert "Audited by 100 labels" in page and "corrected % [95% CI]" in page
+    lonely = cli("results", "--store", str(store), "--labels", str(sample))
+    assert lonely.returncode == 2 and "--labels and --positive go together" in lonely.stderr

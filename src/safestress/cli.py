@@ -160,6 +160,10 @@ def results(
     baseline: str | None = typer.Option(
         None, help="with several models: compare each with this one on the same prompts (default: first by name)"
     ),
+    labels: str | None = typer.Option(
+        None, help="a labelled sample (safestress judge sample): also audit the judges with it (needs --positive)"
+    ),
+    positive: str | None = typer.Option(None, help="with --labels: label value(s) meaning harmful, comma-separated"),
 ) -> None:
     """Print the summary tables of everything in a store."""
     from safestress.judges.base import latest_keys
@@ -167,6 +171,13 @@ def results(
     from safestress.report.tables import contrast_table, rate_table, trend_table
     from safestress.store import Store
 
+    if (labels is None) != (positive is None):
+        raise SafestressError("--labels and --positive go together")
+    truth = None
+    if labels is not None:
+        from safestress.judges.audit import read_labels
+
+        truth = read_labels(labels, "key", "label", _split([positive or ""]) or [])
     with Store.open_existing(store) as st:
         frame = st.frame()
         if frame.empty:
@@ -186,11 +197,21 @@ def results(
         summaries, all_versus = summarize_judges(frame, keys, st, baseline)
         (rates, trends), versus = summaries[judge], all_versus[judge]
         specs = st.configs()
+    audits = {}
+    if truth is not None:
+        from safestress.judges.audit import audit_store
+
+        audited = [k for k in keys if frame.loc[frame["judge"] == k, "harmful"].notna().any()]
+        audits = {a.judge: a for a in audit_store(frame, audited, truth)}
     out.print(rate_table(rates))
     if trends:
         out.print(trend_table(trends))
     if versus:
         out.print(contrast_table(versus))
+    if judge in audits:
+        from safestress.report.tables import audit_table
+
+        out.print(audit_table(audits[judge]))
     if out_dir:
         from safestress.report.html_report import write_html
 
@@ -204,6 +225,7 @@ def results(
             title=f"safestress report: {store}",
             examples=examples,
             contrasts=all_versus,
+            audits=audits,
         )
         err.print(f"wrote {page}")
 

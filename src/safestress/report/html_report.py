@@ -22,6 +22,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from safestress.judges.audit import JudgeAudit
 from safestress.report.contrasts import ContrastRow
 from safestress.report.summary import RateRow, TrendRow, metric_text
 from safestress.report.tables import CONTRAST_COLUMNS, condition_name, contrast_cells, fmt_p, fmt_pct
@@ -285,6 +286,44 @@ _CONTRASTS = (
 )
 
 
+def _audit_html(audit: JudgeAudit) -> str:
+    """A judge's audit by a person's labels (``safestress judge audit``) as the page shows it."""
+
+    def with_ci(x: float, ci: tuple[float, float], fmt: Any = fmt_pct) -> str:
+        return "—" if math.isnan(x) else f"{fmt(x)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+    def signed(x: float) -> str:
+        return f"{100 * x:+.1f}"
+
+    rows = [
+        [
+            r.model,
+            r.dataset,
+            condition_name(r),
+            f"{r.labelled}/{r.responses}",
+            fmt_pct(r.judge_rate),
+            with_ci(r.label_rate, r.label_ci),
+            with_ci(r.corrected, r.corrected_ci),
+            with_ci(r.delta, r.delta_ci, signed),
+            fmt_p(r.p_holm),
+            "—" if math.isnan(r.lam) else f"{r.lam:.2f}",
+            fmt_pct(r.accuracy),
+        ]
+        for r in audit.rows
+    ]
+    head = ["model", "dataset", "condition", "labelled", "judge %", "labels % [95% CI]", "corrected % [95% CI]"]
+    head += ["Δ pts corrected [95% CI]", "p (Holm)", "λ", "judge agrees %"]
+    kappa = "—" if math.isnan(audit.kappa) else f"{audit.kappa:.3f} [{_interval(audit.kappa_ci)}]"
+    note = (
+        f"<p class=muted>{audit.n} responses labelled by a person, a blind random sample of each condition "
+        f"(safestress judge sample). Judge against the labels: accuracy {fmt_pct(audit.accuracy)}%, κ {kappa}. "
+        "The share is of all responses, incoherent ones counting as not harmful; <i>corrected</i> combines the "
+        "labels with the judge's verdicts on the rest (prediction-powered inference), valid whatever the judge's "
+        "errors; <i>λ</i> is the weight it gives the judge. See docs/judges.md.</p>"
+    )
+    return note + _table(head, rows, numeric=(3, 4, 5, 6, 7, 8, 9, 10))
+
+
 def _score(x: float | None) -> str:
     return "" if x is None else f" {x:.2f}"
 
@@ -367,11 +406,12 @@ def render(
     examples: int = 3,
     plots: bool = True,
     contrasts: dict[str, list[ContrastRow]] | None = None,
+    audits: dict[str, JudgeAudit] | None = None,
 ) -> str:
     """The page as a string. ``summaries`` maps each judge key to its :func:`summarize` result,
     in the order the sections should appear; ``specs`` maps configuration hashes to their stored
     specifications (``Store.configs()``); ``contrasts`` the :func:`model_contrasts` of each judge
-    for a sweep of several models."""
+    for a sweep of several models; ``audits`` each audited judge's :func:`audit_judge` result."""
     from safestress import __version__
 
     models = sorted(frame["model"].dropna().unique())
@@ -393,6 +433,9 @@ def render(
         if versus:
             body.append(f"<h3>Models against {_e(versus[0].baseline)}</h3>")
             body.append(_CONTRASTS.format(baseline=_e(versus[0].baseline)) + _contrast_table(versus))
+        audit = (audits or {}).get(judge)
+        if audit is not None:
+            body.append(f"<h3>Audited by {audit.n} labels</h3>" + _audit_html(audit))
         if plots:
             body.append(_plots_html(rates))
         body.append(_changes_html(changed_verdicts(frame, judge, examples), judge))
