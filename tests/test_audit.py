@@ -219,6 +219,6 @@ def test_results_puts_the_audit_in_the_terminal_and_on_the_page(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "audited by 100 labels" in proc.stdout
     page = (out / "report.html").read_text()
-    assert "Audited by 100 labels" in page and "corrected % [95% CI]" in page
+    assert "Audited by 100 labels" in page and "corrected % [CI]" in page
     lonely = cli("results", "--store", str(store), "--labels", str(sample))
     assert lonely.returncode == 2 and "--labels and --positive go together" in lonely.stderr

@@ -25,7 +25,16 @@ from typing import Any
 from safestress.judges.audit import JudgeAudit
 from safestress.report.contrasts import ContrastRow
 from safestress.report.summary import RateRow, TrendRow, metric_text
-from safestress.report.tables import CONTRAST_COLUMNS, condition_name, contrast_cells, fmt_p, fmt_pct
+from safestress.report.tables import (
+    AUDIT_COLUMNS_FULL,
+    CONTRAST_COLUMNS,
+    audit_cells,
+    audit_summary,
+    condition_name,
+    contrast_cells,
+    fmt_p,
+    fmt_pct,
+)
 
 MAX_CHARS = 1200  # a response longer than this is cut (the full text is in `safestress export`)
 
@@ -288,40 +297,16 @@ _CONTRASTS = (
 
 def _audit_html(audit: JudgeAudit) -> str:
     """A judge's audit by a person's labels (``safestress judge audit``) as the page shows it."""
-
-    def with_ci(x: float, ci: tuple[float, float], fmt: Any = fmt_pct) -> str:
-        return "—" if math.isnan(x) else f"{fmt(x)} [{fmt(ci[0])}, {fmt(ci[1])}]"
-
-    def signed(x: float) -> str:
-        return f"{100 * x:+.1f}"
-
-    rows = [
-        [
-            r.model,
-            r.dataset,
-            condition_name(r),
-            f"{r.labelled}/{r.responses}",
-            fmt_pct(r.judge_rate),
-            with_ci(r.label_rate, r.label_ci),
-            with_ci(r.corrected, r.corrected_ci),
-            with_ci(r.delta, r.delta_ci, signed),
-            fmt_p(r.p_holm),
-            "—" if math.isnan(r.lam) else f"{r.lam:.2f}",
-            fmt_pct(r.accuracy),
-        ]
-        for r in audit.rows
-    ]
-    head = ["model", "dataset", "condition", "labelled", "judge %", "labels % [95% CI]", "corrected % [95% CI]"]
-    head += ["Δ pts corrected [95% CI]", "p (Holm)", "λ", "judge agrees %"]
-    kappa = "—" if math.isnan(audit.kappa) else f"{audit.kappa:.3f} [{_interval(audit.kappa_ci)}]"
+    rows = [[r.model, r.dataset, condition_name(r), *audit_cells(r, full=True)] for r in audit.rows]
+    head = ["model", "dataset", "condition", *(header for _, header in AUDIT_COLUMNS_FULL)]
     note = (
         f"<p class=muted>{audit.n} responses labelled by a person, a blind random sample of each condition "
-        f"(safestress judge sample). Judge against the labels: accuracy {fmt_pct(audit.accuracy)}%, κ {kappa}. "
+        f"(safestress judge sample). Judge against the labels: {_e(audit_summary(audit))}. Intervals 95%. "
         "The share is of all responses, incoherent ones counting as not harmful; <i>corrected</i> combines the "
         "labels with the judge's verdicts on the rest (prediction-powered inference), valid whatever the judge's "
         "errors; <i>λ</i> is the weight it gives the judge. See docs/judges.md.</p>"
     )
-    return note + _table(head, rows, numeric=(3, 4, 5, 6, 7, 8, 9, 10))
+    return note + _table(head, rows, numeric=tuple(range(3, 3 + len(AUDIT_COLUMNS_FULL))))
 
 
 def _score(x: float | None) -> str:

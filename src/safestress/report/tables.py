@@ -129,39 +129,69 @@ def contrast_table(rows: list[ContrastRow]) -> Table:
     return t
 
 
+def _with_ci(x: float, interval: tuple[float, float], signed: bool = False) -> str:
+    if math.isnan(x):
+        return "—"
+    f = (lambda v: f"{100 * v:+.1f}") if signed else fmt_pct
+    return f"{f(x)} [{f(interval[0])}, {f(interval[1])}]" if not math.isnan(interval[0]) else f(x)
+
+
+# a condition's audit cells, (id, header): the terminal shows the short set, report.html the full one
+AUDIT_COLUMNS = (
+    ("labelled", "labelled"),
+    ("judge", "judge %"),
+    ("corrected", "corrected %"),
+    ("delta", "Δ pts"),
+    ("p", "p (Holm)"),
+    ("agrees", "agree %"),
+)
+AUDIT_COLUMNS_FULL = (
+    ("labelled", "labelled"),
+    ("judge", "judge %"),
+    ("labels", "labels % [CI]"),
+    ("corrected", "corrected % [CI]"),
+    ("delta", "Δ pts corrected [CI]"),
+    ("p", "p (Holm)"),
+    ("lam", "λ"),
+    ("agrees", "judge agrees %"),
+)
+
+
+def audit_cells(r: AuditRow, full: bool = False) -> list[str]:
+    """The cells of :data:`AUDIT_COLUMNS` (``full``: :data:`AUDIT_COLUMNS_FULL`) for one condition."""
+    cells = {
+        "labelled": f"{r.labelled}/{r.responses}" + (f" (+{r.unscored} unscored)" if r.unscored else ""),
+        "judge": fmt_pct(r.judge_rate),
+        "labels": _with_ci(r.label_rate, r.label_ci),
+        "corrected": _with_ci(r.corrected, r.corrected_ci),
+        "delta": _with_ci(r.delta, r.delta_ci, signed=True),
+        "p": fmt_p(r.p_holm),
+        "lam": "—" if math.isnan(r.lam) else f"{r.lam:.2f}",
+        "agrees": fmt_pct(r.accuracy),
+    }
+    return [cells[key] for key, _ in (AUDIT_COLUMNS_FULL if full else AUDIT_COLUMNS)]
+
+
+def audit_summary(audit: JudgeAudit) -> str:
+    """The judge's agreement with all its labels, for a table's title."""
+    kappa = "—" if math.isnan(audit.kappa) else f"{audit.kappa:.3f}"
+    lo, hi = audit.kappa_ci
+    ci = "" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]"
+    return f"accuracy {fmt_pct(audit.accuracy)}%, κ {kappa}{ci}"
+
+
 def audit_table(audit: JudgeAudit, level: float = 0.95) -> Table:
     """A judge's audit: per condition the judge's harmful share, the corrected one with its interval
     and the corrected change against the clean run (the labels-alone share and λ are in the JSON)."""
     pct = f"{level:.0%}".replace(".0%", "%")
-    kappa = "—" if math.isnan(audit.kappa) else f"{audit.kappa:.3f}"
-    lo, hi = audit.kappa_ci
-    ci = "" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]"
     t = Table(
-        title=f"Harmful share, judge {audit.judge} audited by {audit.n} labels: "
-        f"accuracy {fmt_pct(audit.accuracy)}%, κ {kappa}{ci} ({pct} intervals)"
+        title=f"Harmful share, judge {audit.judge} audited by {audit.n} labels: {audit_summary(audit)} ({pct} CIs)"
     )
     datasets = {r.dataset for r in audit.rows}
     t.add_column("model", overflow="fold", min_width=5)
     t.add_column("condition", overflow="fold", min_width=14)
-    # "agree %": the judge's accuracy on this condition's labels
-    for col in ("labelled", "judge %", "corrected %", "Δ pts", "p (Holm)", "agree %"):
-        t.add_column(col, justify="right", no_wrap=True)
-
-    def with_ci(x: float, interval: tuple[float, float], signed: bool = False) -> str:
-        if math.isnan(x):
-            return "—"
-        f = (lambda v: f"{100 * v:+.1f}") if signed else fmt_pct
-        return f"{f(x)} [{f(interval[0])}, {f(interval[1])}]" if not math.isnan(interval[0]) else f(x)
-
+    for _, header in AUDIT_COLUMNS:
+        t.add_column(header, justify="right", no_wrap=True)
     for r in audit.rows:
-        t.add_row(
-            r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
-            condition_name(r),
-            f"{r.labelled}/{r.responses}" + (f" (+{r.unscored} unscored)" if r.unscored else ""),
-            fmt_pct(r.judge_rate),
-            with_ci(r.corrected, r.corrected_ci),
-            with_ci(r.delta, r.delta_ci, signed=True),
-            fmt_p(r.p_holm),
-            fmt_pct(r.accuracy),
-        )
+        t.add_row(r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", condition_name(r), *audit_cells(r))
     return t
