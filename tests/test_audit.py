@@ -220,5 +220,13 @@ def test_results_puts_the_audit_in_the_terminal_and_on_the_page(tmp_path):
     assert "audited by 100 labels" in proc.stdout
     page = (out / "report.html").read_text()
     assert "Audited by 100 labels" in page and "corrected % [CI]" in page
+    # a judge run on the clean responses only: the page leaves it out of the audit and says why
+    with Store(store) as st:
+        clean = st.frame().query("perturbation == 'none'").drop_duplicates("key")
+        st.put_verdicts([(k, "phrase-jbb@2/c4", Verdict(0.0, "compliance", True)) for k in clean["key"]])
+    proc = cli("results", "--store", str(store), "--out", str(out), "--labels", str(sample), "--positive", "harmful")
+    assert proc.returncode == 0, proc.stderr
+    assert "not audited: 50 labelled response(s) have no verdict by phrase-jbb@2/c4" in proc.stderr
+    assert "Audited by 100 labels" in (out / "report.html").read_text()
     lonely = cli("results", "--store", str(store), "--labels", str(sample))
     assert lonely.returncode == 2 and "--labels and --positive go together" in lonely.stderr

@@ -202,7 +202,11 @@ def results(
         from safestress.judges.audit import audit_store
 
         audited = [k for k in keys if frame.loc[frame["judge"] == k, "harmful"].notna().any()]
-        audits = {a.judge: a for a in audit_store(frame, audited, truth)}
+
+        def skipped(why: str) -> None:
+            err.print(f"note: not audited: {why}")
+
+        audits = {a.judge: a for a in audit_store(frame, audited, truth, skip=skipped)}
     out.print(rate_table(rates))
     if trends:
         out.print(trend_table(trends))

@@ -19,7 +19,7 @@ beside it. Responses a judge could not score are left out of its audit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -226,11 +226,28 @@ def _against_clean(rows: list[AuditRow], estimates: list[stats.CorrectedRate], l
         r.p_holm = q
 
 
-def audit_store(frame: Any, judges: Sequence[str], labels: dict[str, bool], level: float = 0.95) -> list[JudgeAudit]:
+def audit_store(
+    frame: Any,
+    judges: Sequence[str],
+    labels: dict[str, bool],
+    level: float = 0.95,
+    skip: Callable[[str], None] | None = None,
+) -> list[JudgeAudit]:
+    """Every judge's audit. Labels of responses the store does not hold are an error (a sample of
+    another store); a judge without verdicts on every labelled response is an error too, unless
+    ``skip`` is given: then it is called with the reason and the judge is left out."""
     unknown = set(labels) - set(frame["key"])
     if unknown:
         raise SafestressError(
             f"{len(unknown)} of {len(labels)} labelled keys are not in this store; "
             "was the sample drawn from another one?"
         )
-    return [audit_judge(frame, j, labels, level) for j in judges]
+    audits = []
+    for judge in judges:
+        try:
+            audits.append(audit_judge(frame, judge, labels, level))
+        except SafestressError as exc:
+            if skip is None:
+                raise
+            skip(str(exc))
+    return audits
