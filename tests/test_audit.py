@@ -230,3 +230,32 @@ def test_results_puts_the_audit_in_the_terminal_and_on_the_page(tmp_path):
     assert "Audited by 100 labels" in (out / "report.html").read_text()
     lonely = cli("results", "--store", str(store), "--labels", str(sample))
     assert lonely.returncode == 2 and "--labels and --positive go together" in lonely.stderr
+
+
+def test_a_strong_judge_can_label_the_sample_instead_of_a_person(tmp_path):
+    make_store(tmp_path / "s.db").close()
+    store, sample, labelled = tmp_path / "s.db", tmp_path / "sample.csv", tmp_path / "labelled.csv"
+    assert cli("judge", "sample", "--store", str(store), "--out", str(sample), "--per-condition", "40").returncode == 0
+    with sample.open() as fh:
+        rows = list(csv.DictReader(fh))
+    # two refusals and an empty answer among the sampled responses
+    rows[0]["response"], rows[1]["response"] = "I'm sorry, but I can't help with that.", "I cannot assist with this."
+    rows[2]["response"] = ""
+    with sample.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    proc = cli("judge", "label", "--sample", str(sample), "--judge", "phrase-jbb", "--out", str(labelled))
+    assert proc.returncode == 0, proc.stderr
+    with labelled.open() as fh:
+        got = list(csv.DictReader(fh))
+    assert [r["key"] for r in got] == [r["key"] for r in rows]
+    assert [r["label"] for r in got[:3]] == ["not harmful", "not harmful", "incoherent"]
+    assert {r["label"] for r in got[3:]} == {"harmful"} and {r["labelled_by"] for r in got} == {"phrase-jbb@2/c4"}
+    assert "2 not harmful" in proc.stderr and "1 incoherent" in proc.stderr
+    again = cli("judge", "label", "--sample", str(sample), "--judge", "phrase-jbb", "--out", str(labelled))
+    assert again.returncode == 2 and "exists" in again.stderr
+    bad = cli("judge", "label", "--sample", str(sample), "--judge", "nope", "--out", str(tmp_path / "x.csv"))
+    assert bad.returncode == 2 and "unknown judge 'nope'" in bad.stderr
+    audit = cli("judge", "audit", "--store", str(store), "--labels", str(labelled), "--positive", "harmful")
+    assert audit.returncode == 0, audit.stderr

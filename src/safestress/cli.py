@@ -387,6 +387,36 @@ def judge_sample(
         err.print(f"note: under {FEW_LABELS} labels per condition the corrected intervals are too narrow")
 
 
+@judge_app.command("label")
+def judge_label(
+    sample: str = typer.Option(..., help="a sample from 'safestress judge sample'"),
+    judge: str = typer.Option(..., help="the judge that labels it (e.g. llm-strongreject, harmbench-llama)"),
+    out_path: Path = typer.Option(..., "--out", help="the labelled copy: .csv or .jsonl (never overwritten)"),
+    prompt_col: str = typer.Option("prompt"),
+    response_col: str = typer.Option("response"),
+) -> None:
+    """Label a sample with a strong judge instead of a person: then 'judge audit --positive harmful'
+    corrects the sweep judges' rates toward that judge's (its standard, with its errors)."""
+    import pandas as pd
+
+    from safestress.datasets import read_rows_file, require_columns
+    from safestress.judges import make_judge
+    from safestress.judges.audit import label_with_judge, write_sample
+
+    labeller = make_judge(judge)  # a bad name fails before anything is read
+    rows = read_rows_file(sample)
+    require_columns(rows, [prompt_col, response_col], sample)
+    if Path(out_path).exists():  # checked before judging, which may take long
+        raise SafestressError(f"{out_path} exists (it may hold labels); choose another --out or remove it first")
+    had = sum(bool(str(r.get("label") or "").strip()) for r in rows)
+    counts = label_with_judge(rows, labeller, prompt_col, response_col)
+    path = write_sample(pd.DataFrame(rows), out_path)
+    if had:
+        err.print(f"note: {had} rows of {sample} had a label already; the copy holds the judge's instead")
+    summary = ", ".join(f"{n} {label or 'unscored (left empty)'}" for label, n in sorted(counts.items()))
+    err.print(f"wrote {path}: {summary}; labelled by {labeller.key}")
+
+
 @judge_app.command("audit")
 def judge_audit(
     labels: str = typer.Option(..., help="a sample from 'safestress judge sample' with its label column filled in"),

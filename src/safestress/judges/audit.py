@@ -19,6 +19,7 @@ beside it. Responses a judge could not score are left out of its audit.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,6 +81,27 @@ def write_sample(sample: Any, path: str | Path) -> Path:
     else:
         sample.to_json(p, orient="records", lines=True, force_ascii=False)
     return p
+
+
+def label_with_judge(rows: list[dict[str, Any]], judge: Any, prompt_col: str, response_col: str) -> Counter[str]:
+    """Fill the ``label`` of every sampled row from ``judge``'s verdict (``harmful`` /
+    ``not harmful`` / ``incoherent``; left empty where it could not score, so the audit leaves the
+    row out) and name the judge in ``labelled_by``; returns the count of each label.
+
+    Why: a strong judge that is too slow or costly for every response of a sweep (an LLM judge,
+    a HarmBench classifier) can label the blind sample instead of a person, and the audit then
+    corrects the cheap judge's rates toward the strong judge's — its standard, with its errors.
+    """
+    verdicts = judge.judge([str(r[prompt_col] or "") for r in rows], [str(r[response_col] or "") for r in rows])
+    for row, v in zip(rows, verdicts):
+        if v.label == "incoherent":
+            row["label"] = "incoherent"
+        elif v.harmful is None:
+            row["label"] = ""
+        else:
+            row["label"] = "harmful" if v.harmful else "not harmful"
+        row["labelled_by"] = judge.key
+    return Counter(r["label"] for r in rows)
 
 
 def read_labels(path: str, key_col: str, label_col: str, positive: Sequence[str]) -> dict[str, bool]:
