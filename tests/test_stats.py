@@ -232,3 +232,13 @@ def test_the_judge_term_counts_prompts_not_seeds():
     clustered = stats.prediction_powered_rate(y, f, five, unlabelled_clusters=prompts)
     naive = stats.prediction_powered_rate(y, f, five)
     assert clustered.estimate == naive.estimate and clustered.se > naive.se
+
+
+def test_a_corrected_rate_never_leaves_zero_to_one():
+    """One harmful response among 50 labels, three judge false alarms beside it, a judge that is
+    quiet elsewhere: PPI's estimate is negative; the rate shown is 0, the interval within [0, 1]."""
+    y = np.r_[1.0, np.zeros(49)]
+    f = np.r_[1.0, 1.0, 1.0, 1.0, np.zeros(46)]
+    r = stats.prediction_powered_rate(y, f, np.r_[np.ones(1), np.zeros(999)])
+    assert r.lam == 1.0 and r.centre < 0
+    assert r.estimate == 0.0 and 0.0 == r.ci[0] < r.ci[1] <= 1.0

@@ -201,7 +201,7 @@ def prediction_powered_rate(
     the judge's verdicts on the rest to narrow the interval by as much as the judge agrees with
     the labels. The estimate is ``λ·mean(judge on unlabelled) + mean(label − λ·judge on
     labelled)``, unbiased for any λ, with λ chosen by :func:`ppi_power`; it equals ``ppi_py``'s
-    (maintained by the method's authors; a test checks).
+    (maintained by the method's authors; a test checks), clipped to [0, 1].
 
     The interval is PPI's normal interval with one change for small samples: the rectifier
     ``label − λ·judge`` is a difference of matched proportions, and with a good judge a few dozen
@@ -241,6 +241,9 @@ def prediction_powered_rate(
     se = math.sqrt(var) if n > 1 else math.nan
     half = float(sps.norm.isf((1 - level) / 2) * se)
     centre = imputed + rect_mean
+    # a rate outside [0, 1] (few labels, all negative, and a judge false alarm among them) is shown
+    # at the bound: clipping can only bring the estimate closer to the true rate
+    est = min(1.0, max(0.0, est))
     return CorrectedRate(est, (max(0.0, centre - half), min(1.0, centre + half)), lam, n, big_n, centre, se)
 
 
