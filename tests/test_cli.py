@@ -321,3 +321,27 @@ def test_a_sweep_of_two_models_compares_them_on_the_same_prompts(tiny_dir, promp
     assert "Models against tiny-qwen" in res.stdout.replace("\n", " ")
     res = cli("results", "--store", str(store), "--baseline", "nope")
     assert res.returncode != 0 and "baseline model 'nope' is not in" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--batch-size", "abc"], "Invalid value for '--batch-size'"),
+        (["judge", "sample", "--out", "x.csv", "--per-condition", "0"], "Invalid value for '--per-condition'"),
+        (["analyze", "layers", "--model", "m"], "Missing option '--strength'"),
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line(args, message, tmp_path):
+    proc = cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and "--help)" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_help_still_exits_zero_and_a_bare_group_shows_its_help():
+    assert cli("--help").returncode == 0
+    bare = cli("judge")
+    assert bare.returncode == 2 and "audit" in bare.stdout and "sample" in bare.stdout

@@ -618,13 +618,28 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
-        app()
+        # standalone_mode=False: usage errors (a missing option, a number that is not one) reach
+        # this handler instead of being drawn in a box by typer, so they get one line like the rest
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(1)
+    except typer.TyperException as exc:  # typer's usage errors (its vendored click's UsageError family)
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `safestress judge` alone
+            out.print(ctx.get_help(), highlight=False, soft_wrap=True)
+            sys.exit(2)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        err.print(f"[bold red]error:[/] {message}{where}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except SafestressError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; stored rows are kept and a re-run resumes")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
