@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,12 @@ def test_judge_sample_and_audit_from_the_command_line(tmp_path):
     (audit,) = data["judges"]
     assert audit["judge"] == JUDGE and audit["n"] == 80
     assert sum(r["labelled"] for r in audit["rows"]) == 80
-    assert {"judge_rate", "label_rate", "corrected", "corrected_ci", "lam"} <= set(audit["rows"][0])
+    assert {"judge_rate", "label_rate", "corrected", "corrected_ci", "lam", "labels_needed"} <= set(audit["rows"][0])
+    # the plan: a wide target needs fewer labels than a narrow one, and is said in one line
+    wide = cli("judge", "audit", "--store", str(store), "--labels", str(sample), "--positive", "harmful",
+               "--plan", "30")  # fmt: skip
+    assert re.search(r"about (\d+) labels per condition would give ±30 pts", wide.stderr), wide.stderr
+    assert max(r["labels_needed"] for r in audit["rows"]) > int(re.search(r"about (\d+)", wide.stderr).group(1))
     bad = cli("judge", "audit", "--store", str(store), "--labels", str(sample), "--positive", "harmful",
               "--judge", "phrase-jbb")  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no verdicts by judge 'phrase-jbb'" in bad.stderr

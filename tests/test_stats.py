@@ -242,3 +242,23 @@ def test_a_corrected_rate_never_leaves_zero_to_one():
     r = stats.prediction_powered_rate(y, f, np.r_[np.ones(1), np.zeros(999)])
     assert r.lam == 1.0 and r.centre < 0
     assert r.estimate == 0.0 and 0.0 == r.ci[0] < r.ci[1] <= 1.0
+
+
+def test_labels_for_plans_the_width_a_larger_sample_gets():
+    """A pilot of 60 labels says how many would give ±5 points; samples of that size then get
+    intervals of about ±5 points (the pilot's variances are estimates: within 20%)."""
+    rng = np.random.default_rng(12)
+    y, f = _judged_population(rng, 6000, 0.35, 0.3, 0.05)
+    idx = rng.permutation(y.size)
+    pilot = stats.prediction_powered_rate(y[idx[:60]], f[idx[:60]], f[idx[60:]])
+    need = pilot.labels_for(0.05)
+    assert 60 < need < 2000
+    halves = []
+    for _ in range(100):
+        idx = rng.permutation(y.size)
+        n = int(need)
+        r = stats.prediction_powered_rate(y[idx[:n]], f[idx[:n]], f[idx[n:]])
+        halves.append((r.ci[1] - r.ci[0]) / 2)
+    assert np.mean(halves) == pytest.approx(0.05, rel=0.2)
+    assert pilot.labels_for(0.0001) == np.inf or pilot.labels_for(0.0001) > 10_000
+    assert np.isnan(stats.prediction_powered_rate([], [], f).labels_for(0.05))

@@ -428,11 +428,14 @@ def judge_audit(
     key_col: str = typer.Option("key"),
     label_col: str = typer.Option("label"),
     level: float = typer.Option(0.95, min=0.5, max=0.999, help="confidence level of the intervals"),
+    plan: float = typer.Option(
+        5.0, min=0.1, max=50.0, help="say how many labels per condition would give intervals of ± this many points"
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="write every judge's audit here"),
 ) -> None:
     """Each condition's harmful share by the judge, by the labels, and corrected for the judge's
     errors (prediction-powered inference: the labels plus the judge's verdicts on the rest)."""
-    from safestress.judges.audit import FEW_LABELS, audit_store, read_labels
+    from safestress.judges.audit import FEW_LABELS, audit_store, labelling_plan, read_labels
     from safestress.judges.base import latest_keys
     from safestress.report.jsonfile import write_json
     from safestress.report.tables import audit_table
@@ -446,9 +449,11 @@ def judge_audit(
     if not stored:
         raise SafestressError(f"store {store} holds no harmful/refusal verdicts to audit")
     keys = [j if j in stored else _stored_version(j, stored, store) for j in judge] if judge else latest_keys(stored)
-    audits = audit_store(frame, list(dict.fromkeys(keys)), truth, level)
+    audits = audit_store(frame, list(dict.fromkeys(keys)), truth, level, half_width=plan / 100)
     for a in audits:
         out.print(audit_table(a, level))
+        if labelling_plan(a):
+            err.print(labelling_plan(a), highlight=False, soft_wrap=True)
     few = min((r.labelled for a in audits for r in a.rows), default=0)
     if few < FEW_LABELS:
         err.print(f"note: a condition has only {few} labels; under {FEW_LABELS} its corrected interval is too narrow")

@@ -167,6 +167,17 @@ class CorrectedRate:
     n_unlabelled: int
     centre: float = math.nan  # the interval's centre (before clipping) and its standard error
     se: float = math.nan
+    rectifier_var: float = math.nan  # per-label variance of label − λ·judge (pseudo-counts included)
+    judge_var: float = math.nan  # variance of the judge term, λ²·var(mean of the unlabelled verdicts)
+
+    def labels_for(self, half_width: float, level: float = 0.95) -> float:
+        """Labels this condition would need for an interval of ± ``half_width``, if the judge
+        agreed with them as it does with the labels so far (a planning figure: the variances are
+        this sample's); ``inf`` when the judge term alone is wider, ``nan`` without labels."""
+        if not (math.isfinite(self.rectifier_var) and math.isfinite(self.judge_var)):
+            return math.nan
+        room = (half_width / sps.norm.isf((1 - level) / 2)) ** 2 - self.judge_var
+        return math.inf if room <= 0 else float(math.ceil(self.rectifier_var / room))
 
 
 def ppi_power(labels: Any, predictions: Any, unlabelled_predictions: Any) -> float:
@@ -237,14 +248,16 @@ def prediction_powered_rate(
     rect_mean = float(counts @ values / total)
     rect_var = float(counts @ (values - rect_mean) ** 2 / total)
     imputed = lam * float(fu.mean()) if with_judge else 0.0
-    var = rect_var / total + (lam**2 * _mean_variance(fu, unlabelled_clusters) if with_judge else 0.0)
+    judge_var = lam**2 * _mean_variance(fu, unlabelled_clusters) if with_judge else 0.0
+    var = rect_var / total + judge_var
     se = math.sqrt(var) if n > 1 else math.nan
     half = float(sps.norm.isf((1 - level) / 2) * se)
     centre = imputed + rect_mean
     # a rate outside [0, 1] (few labels, all negative, and a judge false alarm among them) is shown
     # at the bound: clipping can only bring the estimate closer to the true rate
     est = min(1.0, max(0.0, est))
-    return CorrectedRate(est, (max(0.0, centre - half), min(1.0, centre + half)), lam, n, big_n, centre, se)
+    ci = (max(0.0, centre - half), min(1.0, centre + half))
+    return CorrectedRate(est, ci, lam, n, big_n, centre, se, rect_var, judge_var)
 
 
 def _mean_variance(values: np.ndarray, clusters: Sequence[object] | None) -> float:

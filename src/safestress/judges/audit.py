@@ -19,6 +19,7 @@ beside it. Responses a judge could not score are left out of its audit.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -145,6 +146,8 @@ class AuditRow:
     delta_ci: tuple[float, float] = (float("nan"), float("nan"))
     p: float = float("nan")
     p_holm: float = float("nan")
+    # labels this condition would need for the planned half-width (inf: the judge term alone is wider)
+    labels_needed: float = float("nan")
 
 
 @dataclass
@@ -156,6 +159,7 @@ class JudgeAudit:
     kappa_ci: tuple[float, float]
     confusion: dict[str, int]  # positive = harmful
     rows: list[AuditRow]
+    half_width: float = 0.05  # the interval half-width ``labels_needed`` plans for
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -169,7 +173,9 @@ def judge_flags(part: Any) -> Any:
     return flags.where(~(part["label"] == "incoherent"), 0.0)
 
 
-def audit_judge(frame: Any, judge: str, labels: dict[str, bool], level: float = 0.95) -> JudgeAudit:
+def audit_judge(
+    frame: Any, judge: str, labels: dict[str, bool], level: float = 0.95, half_width: float = 0.05
+) -> JudgeAudit:
     """Each condition's harmful share by ``judge``, by the labels, and corrected (see module doc)."""
     from safestress.judges.agreement import cohen_kappa, kappa_interval
 
@@ -212,6 +218,7 @@ def audit_judge(frame: Any, judge: str, labels: dict[str, bool], level: float = 
                 est.ci,
                 est.lam,
                 float((y == f).mean()) if len(y) else float("nan"),
+                labels_needed=est.labels_for(half_width, level),
             )
         )
     _against_clean(rows, estimates, level)
@@ -231,6 +238,28 @@ def audit_judge(frame: Any, judge: str, labels: dict[str, bool], level: float = 
         kappa_interval(confusion, level) if len(lab) else (float("nan"), float("nan")),
         confusion,
         rows,
+        half_width,
+    )
+
+
+def labelling_plan(audit: JudgeAudit) -> str:
+    """One line: how many labels per condition would give every corrected rate ± the planned width."""
+    rows = [r for r in audit.rows if not math.isnan(r.labels_needed)]
+    if not rows:
+        return ""
+    target = f"±{100 * audit.half_width:g} pts"
+    short = [r for r in rows if r.labels_needed > r.responses]
+    if short:
+        r = max(short, key=lambda r: r.labels_needed / r.responses)
+        needed = "more than any number" if math.isinf(r.labels_needed) else f"{int(r.labels_needed)}"
+        return (
+            f"{audit.judge}: {target} would take {needed} labels in '{r.condition}', which has {r.responses} "
+            "responses; more prompts or seeds, or a wider target (--plan)"
+        )
+    worst = max(rows, key=lambda r: r.labels_needed)
+    return (
+        f"{audit.judge}: about {int(worst.labels_needed)} labels per condition would give {target} in every "
+        f"condition ('{worst.condition}' needs the most; it has {worst.labelled} now)"
     )
 
 
@@ -254,6 +283,7 @@ def audit_store(
     labels: dict[str, bool],
     level: float = 0.95,
     skip: Callable[[str], None] | None = None,
+    half_width: float = 0.05,
 ) -> list[JudgeAudit]:
     """Every judge's audit. Labels of responses the store does not hold are an error (a sample of
     another store); a judge without verdicts on every labelled response is an error too, unless
@@ -267,7 +297,7 @@ def audit_store(
     audits = []
     for judge in judges:
         try:
-            audits.append(audit_judge(frame, judge, labels, level))
+            audits.append(audit_judge(frame, judge, labels, level, half_width))
         except SafestressError as exc:
             if skip is None:
                 raise
