@@ -199,9 +199,10 @@ def results(
         specs = st.configs()
     audits = {}
     if truth is not None:
-        from safestress.judges.audit import audit_store
+        from safestress.judges.audit import audit_store, auditable_judges
 
-        audited = [k for k in keys if frame.loc[frame["judge"] == k, "harmful"].notna().any()]
+        auditable = set(auditable_judges(frame))
+        audited = [k for k in keys if k in auditable]
 
         def skipped(why: str) -> None:
             err.print(f"note: not audited: {why}")
@@ -401,13 +402,12 @@ def judge_label(
 
     from safestress.datasets import read_rows_file, require_columns
     from safestress.judges import make_judge
-    from safestress.judges.audit import label_with_judge, write_sample
+    from safestress.judges.audit import label_with_judge, require_new_file, write_sample
 
     labeller = make_judge(judge)  # a bad name fails before anything is read
     rows = read_rows_file(sample)
     require_columns(rows, [prompt_col, response_col], sample)
-    if Path(out_path).exists():  # checked before judging, which may take long
-        raise SafestressError(f"{out_path} exists (it may hold labels); choose another --out or remove it first")
+    require_new_file(out_path)  # checked before judging, which may take long
     had = sum(bool(str(r.get("label") or "").strip()) for r in rows)
     counts = label_with_judge(rows, labeller, prompt_col, response_col)
     path = write_sample(pd.DataFrame(rows), out_path)
@@ -435,7 +435,7 @@ def judge_audit(
 ) -> None:
     """Each condition's harmful share by the judge, by the labels, and corrected for the judge's
     errors (prediction-powered inference: the labels plus the judge's verdicts on the rest)."""
-    from safestress.judges.audit import FEW_LABELS, audit_store, labelling_plan, read_labels
+    from safestress.judges.audit import FEW_LABELS, audit_store, auditable_judges, labelling_plan, read_labels
     from safestress.judges.base import latest_keys
     from safestress.report.jsonfile import write_json
     from safestress.report.tables import audit_table
@@ -444,16 +444,16 @@ def judge_audit(
     truth = read_labels(labels, key_col, label_col, _split([positive]) or [])
     with Store.open_existing(store) as st:
         frame = st.frame()
-    verdicts = frame[frame["harmful"].notna()]
-    stored = sorted(verdicts["judge"].dropna().unique())
+    stored = auditable_judges(frame)
     if not stored:
         raise SafestressError(f"store {store} holds no harmful/refusal verdicts to audit")
     keys = [j if j in stored else _stored_version(j, stored, store) for j in judge] if judge else latest_keys(stored)
     audits = audit_store(frame, list(dict.fromkeys(keys)), truth, level, half_width=plan / 100)
     for a in audits:
         out.print(audit_table(a, level))
-        if labelling_plan(a):
-            err.print(labelling_plan(a), highlight=False, soft_wrap=True)
+        plan_line = labelling_plan(a)
+        if plan_line:
+            err.print(plan_line, highlight=False, soft_wrap=True)
     few = min((r.labelled for a in audits for r in a.rows), default=0)
     if few < FEW_LABELS:
         err.print(f"note: a condition has only {few} labels; under {FEW_LABELS} its corrected interval is too narrow")

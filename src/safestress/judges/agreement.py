@@ -62,6 +62,14 @@ def cohen_kappa(truth: Sequence[bool], pred: Sequence[bool]) -> float:
     return float(_kappa_along(np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)))
 
 
+def confusion_counts(truth: Sequence[bool], pred: Sequence[bool]) -> dict[str, int]:
+    """The 2×2 table of human labels against a judge's verdicts: tp, fp, fn, tn (positive = True)."""
+    import numpy as np
+
+    t, p = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
+    return {"tp": int((t & p).sum()), "fp": int((~t & p).sum()), "fn": int((t & ~p).sum()), "tn": int((~t & ~p).sum())}
+
+
 def kappa_interval(confusion: dict[str, int], level: float = 0.95) -> tuple[float, float]:
     """Large-sample confidence interval of Cohen's κ from a 2×2 confusion (tp, fp, fn, tn),
     clipped to [-1, 1]; (nan, nan) when either rater used one class only (κ is then 0 or undefined
@@ -171,12 +179,7 @@ def evaluate_judge(
                 {"prompt": prompt, "response": response[:300], "human_positive": t, "judge_label": v.label}
             )
     n = len(t_scored)
-    confusion = {
-        "tp": sum(t and p for t, p in zip(t_scored, p_scored)),
-        "fp": sum((not t) and p for t, p in zip(t_scored, p_scored)),
-        "fn": sum(t and (not p) for t, p in zip(t_scored, p_scored)),
-        "tn": sum((not t) and (not p) for t, p in zip(t_scored, p_scored)),
-    }
+    confusion = confusion_counts(t_scored, p_scored)
     accuracy = (confusion["tp"] + confusion["tn"]) / n if n else float("nan")
     return Agreement(
         judge.key,

@@ -32,7 +32,6 @@ from safestress import stats
 from safestress.datasets import read_rows_file, require_columns
 from safestress.errors import SafestressError
 
-SAMPLE_COLUMNS = ("key", "prompt", "response", "label")
 CELL = ["model", "dataset", "condition", "perturbation", "sites", "strength"]
 FEW_LABELS = 30  # below this a condition's normal interval is too narrow (stats.prediction_powered_rate)
 
@@ -69,11 +68,22 @@ def draw_sample(frame: Any, per_condition: int, seed: int = 0) -> Any:
     return out.reset_index(drop=True)
 
 
-def write_sample(sample: Any, path: str | Path) -> Path:
-    """Write the sample as CSV (or JSONL); never over an existing file, which may hold labels."""
+def require_new_file(path: str | Path) -> Path:
+    """One-line error if ``path`` exists: a sample file may hold labels, which are never overwritten."""
     p = Path(path)
     if p.exists():
         raise SafestressError(f"{p} exists (it may hold labels); choose another --out or remove it first")
+    return p
+
+
+def auditable_judges(frame: Any) -> list[str]:
+    """The judges of a store's frame with harmful/refusal verdicts (score-only judges have none)."""
+    return sorted(frame.loc[frame["harmful"].notna(), "judge"].dropna().unique())
+
+
+def write_sample(sample: Any, path: str | Path) -> Path:
+    """Write the sample as CSV (or JSONL); never over an existing file, which may hold labels."""
+    p = require_new_file(path)
     if p.suffix not in (".csv", ".jsonl"):
         raise SafestressError(f"sample format of {p.name} unknown; use .csv or .jsonl")
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -162,9 +172,7 @@ class JudgeAudit:
     half_width: float = 0.05  # the interval half-width ``labels_needed`` plans for
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["rows"] = [asdict(r) for r in self.rows]
-        return out
+        return asdict(self)  # rows included: asdict recurses into them
 
 
 def judge_flags(part: Any) -> Any:
@@ -177,7 +185,7 @@ def audit_judge(
     frame: Any, judge: str, labels: dict[str, bool], level: float = 0.95, half_width: float = 0.05
 ) -> JudgeAudit:
     """Each condition's harmful share by ``judge``, by the labels, and corrected (see module doc)."""
-    from safestress.judges.agreement import cohen_kappa, kappa_interval
+    from safestress.judges.agreement import cohen_kappa, confusion_counts, kappa_interval
 
     df = frame[frame["judge"] == judge].drop_duplicates("key").copy()
     missing = set(labels) - set(df["key"])
@@ -224,18 +232,13 @@ def audit_judge(
     _against_clean(rows, estimates, level)
     lab = df[df["human"].notna() & df["flag"].notna()]
     t, p = lab["human"].astype(bool).to_numpy(), lab["flag"].astype(bool).to_numpy()
-    confusion = {
-        "tp": int((t & p).sum()),
-        "fp": int((~t & p).sum()),
-        "fn": int((t & ~p).sum()),
-        "tn": int((~t & ~p).sum()),
-    }
+    confusion = confusion_counts(t, p)
     return JudgeAudit(
         judge,
         len(lab),
         float((t == p).mean()) if len(lab) else float("nan"),
         cohen_kappa(t, p),
-        kappa_interval(confusion, level) if len(lab) else (float("nan"), float("nan")),
+        kappa_interval(confusion, level),  # (nan, nan) without labels
         confusion,
         rows,
         half_width,
