@@ -94,3 +94,23 @@ def test_a_gguf_model_is_plain_and_trainable(smollm, tmp_path):
             for p, q in zip(model.parameters(), ss.load_model(str(SMOLLM)).ensure_weights().parameters()):
                 p.copy_(q)
     assert torch.equal(model.model.layers[0].mlp.down_proj.weight, before)
+
+
+def test_readme_notebook_example_runs_as_written(smollm, monkeypatch, capsys):
+    """The README's Python example, executed from the project root with fewer prompts and tokens,
+    so the API a newcomer copies first cannot drift from the code."""
+    import re
+
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    for full, small in (("limit=20", "limit=4"), ("max_new_tokens=64", "max_new_tokens=8")):
+        assert full in code, f"README example no longer has {full}"
+        code = code.replace(full, small)
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "'blocks.1.resid_post'" in out and "'blocks.2.resid_pre'" not in out
+    p = float(re.search(r"exact McNemar p = ([0-9.]+)", out).group(1))
+    assert 0.0 < p <= 1.0
