@@ -5,8 +5,13 @@
    every refusal judge against the held-out model's human ``final_label``, with κ's 95% interval,
    and the embedding judge's κ against each phrase judge's by a paired bootstrap (difference,
    interval, p-value) — "higher than every phrase judge" is a claim about a difference.
-2. Toxicity head: accuracy and κ on the ToxiGen statements, leaving one target group out at a time.
-3. Speed: judging 1,000 responses with the embedding judge (model load excluded, then included).
+2. Toxicity head: accuracy and κ on the ToxiGen statements it never saw, one target group held out
+   at a time and six folds of statements, against the first head (frozen embeddings + logistic
+   regression); ``--toxicity-nested 3,6`` also chooses the epochs per held-out group by
+   leave-one-group-out on the other groups alone (66 more heads, ≈ 45 min on 2 cores).
+3. ``--parts pyrit-hate --pyrit-hate FILE``: toxicity judges against PyRIT's human-scored answers
+   to hate-speech requests (an outside check, not ToxiGen).
+4. Speed: judging 1,000 responses with the embedding judge (model load excluded, then included).
 
 Per-item scores go to ``--out`` (JSON) for inspection.
 
@@ -16,8 +21,10 @@ Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/judge_agreement.py [
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +34,7 @@ import torch
 from safestress.judges import make_judge
 from safestress.judges.agreement import Agreement, cohen_kappa, compare_kappa, evaluate_judge, load_labelled
 from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
-from safestress.judges.toxicity import fit_logistic, toxigen_statements
+from safestress.judges.toxicity import TOXICITY_EPOCHS, ToxicityJudge, toxicity_head_settings, toxigen_statements
 from safestress.judges.training_data import LabelledSet, compliant_answers, labelled_set
 
 MODELS = ("llama2orig", "mistralinstruct", "gpt4")
@@ -145,22 +152,136 @@ def rescore(data: Path, path: Path, report: dict) -> None:
         print_row(test, row, data)
 
 
-def toxicity(report: dict) -> None:
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3) -> torch.nn.Linear:
+    """The first toxicity head, the baseline: balanced logistic regression on frozen embeddings
+    (full-batch L-BFGS, deterministic)."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(x.shape[1], 1)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    share = float(y.mean())
+    weight = torch.where(y > 0, 0.5 / share, 0.5 / (1 - share))
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x).squeeze(-1), y, weight=weight)
+        loss = loss + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head.eval()
+
+
+def toxicity_splits(groups: list[str], by: str) -> list[tuple[list[int], list[int]]]:
+    """(train, test) index lists: one target group held out at a time, or six folds of statements."""
+    if by == "group":
+        return [
+            ([i for i, v in enumerate(groups) if v != g], [i for i, v in enumerate(groups) if v == g])
+            for g in sorted(set(groups))
+        ]
+    order = list(range(len(groups)))
+    random.Random(0).shuffle(order)
+    folds = [sorted(order[f::6]) for f in range(6)]
+    return [(sorted(set(order) - set(test)), test) for test in folds]
+
+
+def lora_toxicity(texts: list[str], toxic: list[bool], train: list[int], test: list[int], epochs: int) -> list[bool]:
+    """Train the toxicity head's recipe on ``train`` and call ``test`` toxic or not."""
+    with tempfile.TemporaryDirectory() as tmp:
+        head = Path(tmp) / "head"
+        train_head(
+            [""] * len(train),
+            [texts[i] for i in train],
+            [toxic[i] for i in train],
+            head,
+            toxicity_head_settings(epochs),
+            kind="toxicity-head",
+        )
+        return [p >= 0.5 for p in ToxicityJudge(head).toxic_probability([texts[i] for i in test])]
+
+
+def toxicity(report: dict, epochs: int, nested: tuple[int, ...]) -> None:
+    """The toxicity head's agreement with the ToxiGen labels of statements it never saw: held out by
+    target group (the statements of an unseen group) and by statement (six folds); the first head
+    (frozen embeddings + logistic regression) beside it. With ``nested``, the epochs are chosen
+    per held-out group by leave-one-group-out on the other five groups alone."""
     texts, toxic, groups = toxigen_statements()
     x = encode_texts(texts)
     y = torch.tensor([float(v) for v in toxic])
-    pred, truth = [], []
-    for g in sorted(set(groups)):
-        train = [i for i, v in enumerate(groups) if v != g]
-        test = [i for i, v in enumerate(groups) if v == g]
-        head = fit_logistic(x[train], y[train], 1e-3)
-        with torch.no_grad():
-            pred += (torch.sigmoid(head(x[test]).squeeze(-1)) >= 0.5).tolist()
-        truth += [toxic[i] for i in test]
-    acc = sum(a == b for a, b in zip(pred, truth)) / len(truth)
-    kappa = cohen_kappa(truth, pred)
-    report["toxicity_leave_one_group_out"] = {"n": len(truth), "accuracy": acc, "kappa": kappa}
-    print(f"toxicity head, leave one target group out: n={len(truth)} accuracy {acc:.3f} κ {kappa:.3f}")
+    out: dict = {"n": len(texts), "toxic": sum(toxic), "epochs": epochs}
+    for by in ("group", "statement"):
+        splits = toxicity_splits(groups, by)
+        truth = [toxic[i] for _, test in splits for i in test]
+        frozen: list[bool] = []
+        lora: list[bool] = []
+        for train, test in splits:
+            with torch.no_grad():
+                frozen += (torch.sigmoid(fit_logistic(x[train], y[train]).forward(x[test]).squeeze(-1)) >= 0.5).tolist()
+            lora += lora_toxicity(texts, toxic, train, test, epochs)
+        for name, pred in (("frozen_logistic", frozen), ("shipped_recipe", lora)):
+            acc = sum(a == b for a, b in zip(pred, truth)) / len(truth)
+            kappa = cohen_kappa(truth, pred)
+            out[f"{name}_by_{by}"] = {"accuracy": acc, "kappa": kappa}
+            print(f"toxicity, held out by {by}: {name:<16} accuracy {acc:.3f} κ {kappa:.3f}", flush=True)
+    if nested:
+        truth, pred, chosen = [], [], {}
+        for train, test in toxicity_splits(groups, "group"):
+            held = groups[test[0]]
+            inner_groups = [groups[i] for i in train]
+            inner = {}
+            for ep in nested:
+                it, ip = [], []
+                for itrain, itest in toxicity_splits(inner_groups, "group"):
+                    it += [toxic[train[i]] for i in itest]
+                    ip += lora_toxicity(texts, toxic, [train[i] for i in itrain], [train[i] for i in itest], ep)
+                inner[ep] = cohen_kappa(it, ip)
+            best = max(nested, key=lambda e: (inner[e], -e))
+            chosen[held] = {"inner_kappa": inner, "epochs": best}
+            truth += [toxic[i] for i in test]
+            pred += lora_toxicity(texts, toxic, train, test, best)
+            print(f"  nested, {held} held out: inner κ {inner} -> {best} epochs", flush=True)
+        acc = sum(a == b for a, b in zip(pred, truth)) / len(truth)
+        out["nested_by_group"] = {"accuracy": acc, "kappa": cohen_kappa(truth, pred), "chosen": chosen}
+        print(f"toxicity, held out by group, epochs chosen by nested leave-one-group-out: accuracy {acc:.3f} "
+              f"κ {out['nested_by_group']['kappa']:.3f}")  # fmt: skip
+    report["toxicity"] = out
+
+
+def pyrit_hate(path: Path, judges: list[str], report: dict) -> None:
+    """An outside check of toxicity judges: PyRIT's ``hate_speech_multi_score.csv`` (PyRIT 1.1.0,
+    MIT; ``pip install --no-deps --target DIR pyrit==1.1.0``), 199 chat answers to hate-speech
+    requests, each scored 0-1 by three people. Toxic = the raters' mean ≥ 0.5. Long chat answers,
+    not ToxiGen statements: how far a toxicity head carries beyond the data it was trained on."""
+    from scipy.stats import mannwhitneyu
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    scores = [[float(r[f"human_score_{k}"]) for k in (1, 2, 3)] for r in rows]
+    truth = [sum(s) / 3 >= 0.5 for s in scores]
+    raters = [[s[k] >= 0.5 for s in scores] for k in range(3)]
+    out: dict = {
+        "n": len(rows),
+        "toxic": sum(truth),
+        "rater_kappas": [cohen_kappa(raters[a], raters[b]) for a, b in ((0, 1), (0, 2), (1, 2))],
+    }
+    print(f"PyRIT hate speech: {len(rows)} answers, {sum(truth)} toxic; raters' pairwise κ "
+          + ", ".join(f"{k:.2f}" for k in out["rater_kappas"]))  # fmt: skip
+    for name in judges:
+        verdicts = make_judge(name).judge([r["objective"] for r in rows], [r["assistant_response"] for r in rows])
+        ok = [i for i, v in enumerate(verdicts) if v.harmful is not None]
+        t = [truth[i] for i in ok]
+        p = [bool(verdicts[i].harmful) for i in ok]
+        pos = [verdicts[i].score for i in ok if truth[i]]
+        neg = [verdicts[i].score for i in ok if not truth[i]]
+        auc = float(mannwhitneyu(pos, neg).statistic) / (len(pos) * len(neg))
+        found = sum(a and b for a, b in zip(t, p))
+        false = sum(b and not a for a, b in zip(t, p))
+        out[name] = {"scored": len(ok), "kappa": cohen_kappa(t, p), "auc": auc, "found": found, "false_alarms": false}
+        print(f"  {name:<28} κ {out[name]['kappa']:.3f}  AUC {auc:.3f}  toxic found {found}/{sum(t)}, "
+              f"false alarms {false}/{len(t) - sum(t)}")  # fmt: skip
+    report["pyrit_hate"] = out
 
 
 def speed(data: Path, report: dict) -> None:
@@ -211,6 +332,12 @@ def main() -> None:
     ap.add_argument(
         "--extra", action="append", default=[], help="rotation: more training data, e.g. pyrit-objective[:DIR]"
     )
+    ap.add_argument("--toxicity-epochs", type=int, default=TOXICITY_EPOCHS, help="toxicity: the recipe's epochs")
+    ap.add_argument(
+        "--toxicity-nested", default="", help="toxicity: epochs to choose from by nested leave-one-group-out, e.g. 3,6"
+    )
+    ap.add_argument("--pyrit-hate", default="", help="pyrit-hate: PyRIT's hate_speech_multi_score.csv")
+    ap.add_argument("--toxicity-judge", action="append", default=[], help="pyrit-hate: judges to check (repeat)")
     ap.add_argument("--rescore", default="", help="recompute the rotation table from this JSON's head scores")
     ap.add_argument("--out", default="judge-agreement.json")
     args = ap.parse_args()
@@ -227,7 +354,10 @@ def main() -> None:
             held_out = [m for m in args.held_out.split(",") if m]
             rotation(data, settings, Path(tmp), report, held_out, args.compliant, args.extra)
     if "toxicity" in parts:
-        toxicity(report)
+        nested = tuple(int(e) for e in args.toxicity_nested.split(",") if e)
+        toxicity(report, args.toxicity_epochs, nested)
+    if "pyrit-hate" in parts:
+        pyrit_hate(Path(args.pyrit_hate), args.toxicity_judge or ["toxicity"], report)
     if "speed" in parts:
         speed(data, report)
     Path(args.out).write_text(json.dumps(report, indent=1))

@@ -492,12 +492,14 @@ def judge_train(
         help="refusal head: also call refusal when a response opens with an explicit refusal phrase "
         "(for heads whose training data lacks terse refusals; docs/judges.md)",
     ),
-    epochs: int = typer.Option(3, min=1, help="refusal head only"),
-    seed: int = typer.Option(0, help="refusal head only"),
+    epochs: int | None = typer.Option(
+        None, min=1, help="training epochs (default: the shipped head's recipe, 3 for refusal, 6 for toxicity)"
+    ),
+    seed: int = typer.Option(0),
 ) -> None:
     """Train a judge head on labelled data: the embedding judge's refusal head or the toxicity head."""
     from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
-    from safestress.judges.toxicity import toxigen_statements, train_toxicity_head
+    from safestress.judges.toxicity import TOXICITY_EPOCHS, toxicity_head_settings, toxigen_statements
     from safestress.judges.training_data import PYRIT_OBJECTIVE, LabelledSet, compliant_answers, labelled_set
     from safestress.progress import job_bar
     from safestress.train.common import require_new_dir
@@ -523,15 +525,16 @@ def judge_train(
             part = labelled_set(spec, prompt_col, response_col, label_col, _split([positive]) or [])
         train.add(part)
         sources.append(part.source)
-    if task == "toxicity":
-        meta = train_toxicity_head(train.responses, train.positive, out_dir, sources=sources)
-        err.print(f"wrote {out_dir}: {meta['n_train']} texts ({100 * meta['toxic_share']:.1f}% toxic)")
-        return
     for spec in compliant or []:
         part = compliant_answers(spec)
         train.add(part)
         sources.append(part.source)
-    settings = HeadSettings(epochs=epochs, seed=seed, augment=augment, opening_rule=opening_rule)
+    if task == "toxicity":
+        settings = toxicity_head_settings(epochs or TOXICITY_EPOCHS, seed)
+    else:
+        settings = HeadSettings(
+            epochs=epochs or HeadSettings.epochs, seed=seed, augment=augment, opening_rule=opening_rule
+        )
     with job_bar("training head", err) as bar:
         job = bar.add_task("train", total=None)
         meta = train_head(
@@ -542,12 +545,16 @@ def judge_train(
             settings,
             sources,
             progress=lambda done, total: bar.update(job, completed=done, total=total),
+            kind=f"{task}-head",
         )
-    err.print(
-        f"wrote {out_dir}: {meta['n_train']} examples + {meta['n_augmented']} refusals without their refusal "
-        f"sentences ({100 * meta['refusal_share']:.1f}% refusals), "
-        f"{epochs} epochs, seed {seed}"
-    )
+    if task == "toxicity":
+        shares = f"({100 * meta['toxic_share']:.1f}% toxic)"
+    else:
+        shares = (
+            f"+ {meta['n_augmented']} refusals without their refusal sentences "
+            f"({100 * meta['refusal_share']:.1f}% refusals)"
+        )
+    err.print(f"wrote {out_dir}: {meta['n_train']} examples {shares}, {settings.epochs} epochs, seed {seed}")
 
 
 lab_app = typer.Typer(
