@@ -32,7 +32,14 @@ from pathlib import Path
 import torch
 
 from safestress.judges import make_judge
-from safestress.judges.agreement import Agreement, cohen_kappa, compare_kappa, evaluate_judge, load_labelled
+from safestress.judges.agreement import (
+    Agreement,
+    cohen_kappa,
+    compare_kappa,
+    confusion_counts,
+    evaluate_judge,
+    load_labelled,
+)
 from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
 from safestress.judges.toxicity import TOXICITY_EPOCHS, ToxicityJudge, toxicity_head_settings, toxigen_statements
 from safestress.judges.training_data import LabelledSet, compliant_answers, labelled_set
@@ -187,6 +194,12 @@ def toxicity_splits(groups: list[str], by: str) -> list[tuple[list[int], list[in
     return [(sorted(set(order) - set(test)), test) for test in folds]
 
 
+def accuracy_and_kappa(truth: list[bool], pred: list[bool]) -> dict[str, float]:
+    """Accuracy and Cohen's κ of verdicts against labels, from the package's 2×2 table."""
+    table = confusion_counts(truth, pred)
+    return {"accuracy": (table["tp"] + table["tn"]) / len(truth), "kappa": cohen_kappa(truth, pred)}
+
+
 def lora_toxicity(texts: list[str], toxic: list[bool], train: list[int], test: list[int], epochs: int) -> list[bool]:
     """Train the toxicity head's recipe on ``train`` and call ``test`` toxic or not."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,10 +234,9 @@ def toxicity(report: dict, epochs: int, nested: tuple[int, ...]) -> None:
                 frozen += (torch.sigmoid(fit_logistic(x[train], y[train]).forward(x[test]).squeeze(-1)) >= 0.5).tolist()
             lora += lora_toxicity(texts, toxic, train, test, epochs)
         for name, pred in (("frozen_logistic", frozen), ("shipped_recipe", lora)):
-            acc = sum(a == b for a, b in zip(pred, truth)) / len(truth)
-            kappa = cohen_kappa(truth, pred)
-            out[f"{name}_by_{by}"] = {"accuracy": acc, "kappa": kappa}
-            print(f"toxicity, held out by {by}: {name:<16} accuracy {acc:.3f} κ {kappa:.3f}", flush=True)
+            out[f"{name}_by_{by}"] = agree = accuracy_and_kappa(truth, pred)
+            print(f"toxicity, held out by {by}: {name:<16} accuracy {agree['accuracy']:.3f} "
+                  f"κ {agree['kappa']:.3f}", flush=True)  # fmt: skip
     if nested:
         truth, pred, chosen = [], [], {}
         for train, test in toxicity_splits(groups, "group"):
@@ -242,10 +254,9 @@ def toxicity(report: dict, epochs: int, nested: tuple[int, ...]) -> None:
             truth += [toxic[i] for i in test]
             pred += lora_toxicity(texts, toxic, train, test, best)
             print(f"  nested, {held} held out: inner κ {inner} -> {best} epochs", flush=True)
-        acc = sum(a == b for a, b in zip(pred, truth)) / len(truth)
-        out["nested_by_group"] = {"accuracy": acc, "kappa": cohen_kappa(truth, pred), "chosen": chosen}
-        print(f"toxicity, held out by group, epochs chosen by nested leave-one-group-out: accuracy {acc:.3f} "
-              f"κ {out['nested_by_group']['kappa']:.3f}")  # fmt: skip
+        out["nested_by_group"] = agree = {**accuracy_and_kappa(truth, pred), "chosen": chosen}
+        print(f"toxicity, held out by group, epochs chosen by nested leave-one-group-out: "
+              f"accuracy {agree['accuracy']:.3f} κ {agree['kappa']:.3f}")  # fmt: skip
     report["toxicity"] = out
 
 
@@ -276,8 +287,8 @@ def pyrit_hate(path: Path, judges: list[str], report: dict) -> None:
         pos = [verdicts[i].score for i in ok if truth[i]]
         neg = [verdicts[i].score for i in ok if not truth[i]]
         auc = float(mannwhitneyu(pos, neg).statistic) / (len(pos) * len(neg))
-        found = sum(a and b for a, b in zip(t, p))
-        false = sum(b and not a for a, b in zip(t, p))
+        table = confusion_counts(t, p)
+        found, false = table["tp"], table["fp"]
         out[name] = {"scored": len(ok), "kappa": cohen_kappa(t, p), "auc": auc, "found": found, "false_alarms": false}
         print(f"  {name:<28} κ {out[name]['kappa']:.3f}  AUC {auc:.3f}  toxic found {found}/{sum(t)}, "
               f"false alarms {false}/{len(t) - sum(t)}")  # fmt: skip
