@@ -164,16 +164,21 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_rows(tiny_dir, tmp_
     assert len(rows(reference)) == 120
 
 
-@pytest.fixture(scope="module")
-def good_store(tiny_dir, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("good")
+def stored_sweep(model: Path, folder: Path, prompts: int) -> Path:
+    """A store holding a finished sweep of ``prompts`` prompts, its WAL folded into the file so
+    that a copy of the file is the whole store."""
     csv = folder / "prompts.csv"
-    csv.write_text("text\n" + "\n".join(f"prompt {i}" for i in range(6)) + "\n")
+    csv.write_text("text\n" + "\n".join(f"prompt {i}" for i in range(prompts)) + "\n")
     store = folder / "good.db"
-    cli(*base_args(tiny_dir, csv, store), check=True)
-    with sqlite3.connect(store) as conn:  # fold the WAL into the file so a copy is complete
+    cli(*base_args(model, csv, store), check=True)
+    with sqlite3.connect(store) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return store
+
+
+@pytest.fixture(scope="module")
+def good_store(tiny_dir, tmp_path_factory) -> Path:
+    return stored_sweep(tiny_dir, tmp_path_factory.mktemp("good"), 6)
 
 
 @pytest.mark.parametrize(

@@ -302,3 +302,26 @@ def test_model_contrasts_with_several_seeds_use_per_prompt_means():
     assert noisy.test == "sign-flip" and noisy.n_prompts == 8
     assert noisy.value == 0 and noisy.baseline_value == pytest.approx(4 * 0.5 / 8)  # harmful in seed 0 of 2
     assert noisy.p == pytest.approx(2 / 16)
+
+
+def test_markdown_tables_escape_names_and_html_tables_scroll_in_their_own_box(tmp_path):
+    """Model, dataset and condition names come from users and hubs: in summary.md they are text,
+    never live HTML, emphasis or a column break; in report.html a wide table scrolls by itself."""
+    from safestress.report import RateRow, md_cell
+    from safestress.report.html_report import _table
+
+    payload = "<img src=x onerror=alert(1)>"
+    row = RateRow(
+        model=f"evil{payload}", dataset="a|b", judge="refusal@9", metric="harmful", condition="σ=1 @ blocks.*.mlp.act",
+        perturbation="gaussian", sites="blocks.*.mlp.act|blocks.0.attn.z", strength=1.0, n=4, n_prompts=4, seeds=1,
+        value=0.5, ci_low=0.1, ci_high=0.9, incoherent=0.0, unscored=0.0, delta=0.25, p=0.5, p_holm=0.5, test="x",
+    )  # fmt: skip
+    write_report([row], [], tmp_path, plot=False)
+    md = (tmp_path / "summary.md").read_text()
+    assert payload not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    head, _, body = md.splitlines()
+    unescaped = lambda line: line.replace("\\|", "").count("|")  # noqa: E731
+    assert unescaped(body) == unescaped(head)  # the union's and the dataset's '|' do not add columns
+    assert "a\\|b" in body and "blocks.\\*.mlp.act" in body
+    assert md_cell("line\nbreak") == "line break"
+    assert _table(["a"], [["1"]]).startswith('<div class="wide"><table>')

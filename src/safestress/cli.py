@@ -7,11 +7,13 @@ Any :class:`~safestress.errors.SafestressError` is printed as one ``error:`` lin
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from safestress.errors import SafestressError
 
@@ -622,6 +624,13 @@ def demo(
     run_and_report(cfg, out, err)
 
 
+def _fail(message: str) -> None:
+    """The one way a command fails on bad input: one ``error:`` line, exit 2, no traceback."""
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    err.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def main() -> None:
     import os
 
@@ -643,11 +652,15 @@ def main() -> None:
             sys.exit(2)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-        err.print(f"[bold red]error:[/] {message}{where}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except SafestressError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except sqlite3.DatabaseError as exc:  # a store that breaks after its checks (e.g. the disk fills)
+        _fail(f"store error: {exc}")
+    except OSError as exc:  # a file we write: a full disk, a folder that vanished, no permission
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _fail(f"{exc.strerror or exc}{where}")
     except KeyboardInterrupt:
         err.print("interrupted; stored rows are kept and a re-run resumes")
         sys.exit(130)

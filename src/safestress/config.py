@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safestress.errors import SafestressError
+from safestress.textfile import read_text
 
 
 class SweepConfig(BaseModel):
@@ -95,10 +96,14 @@ class SweepConfig(BaseModel):
 
 
 def parse_floats(text: str) -> list[float]:
+    """``"0,0.05, 0.1"`` → floats; an empty list is an error, never "use the defaults"."""
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise SafestressError(f"expected comma-separated numbers, got '{text}'") from None
+    if not values:
+        raise SafestressError(f"expected comma-separated numbers, got '{text}' (an empty list)")
+    return values
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -109,11 +114,9 @@ def _one_line(exc: ValidationError) -> str:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SafestressError(f"config file not found: {path}")
+    text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -26,6 +26,7 @@ from typing import Any
 from safestress.errors import SafestressError
 from safestress.paths import cache_dir
 from safestress.registry import Registry
+from safestress.textfile import decode, read_text
 
 
 @dataclass(frozen=True)
@@ -68,22 +69,52 @@ def _strip_leading_comments(text: str) -> str:
 
 
 def read_rows(text: str, fmt: str, source: str) -> list[dict[str, Any]]:
-    """Rows of a CSV/JSONL/JSON/TXT text; a CSV may open with ``# …`` comment lines."""
+    """Rows of a CSV/JSONL/JSON/TXT text; a CSV may open with ``# …`` comment lines.
+
+    Every row is a mapping of column to value: a JSON file of another shape (a number, a list of
+    strings, a JSONL line holding ``5``) is a one-line error naming the shape expected.
+    """
     try:
         if fmt == "csv":
             return list(csv.DictReader(io.StringIO(_strip_leading_comments(text))))
         if fmt == "jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise SafestressError(
+                            f"line {n} of {source} holds a JSON {_kind(row)}; expected one object per line, "
+                            'e.g. {"prompt": "..."}'
+                        )
+                    rows.append(row)
+            return rows
         if fmt == "json":
-            data = json.loads(text)
-            if isinstance(data, dict):  # {"data": [...]} or column-oriented
-                data = next((v for v in data.values() if isinstance(v, list)), [data])
-            return list(data)
+            return _json_rows(json.loads(text), source)
     except (json.JSONDecodeError, csv.Error) as exc:
         raise SafestressError(f"cannot parse {source} as {fmt}: {exc}") from None
     if fmt == "txt":
         return [{"prompt": line} for line in text.splitlines() if line.strip()]
     raise SafestressError(f"unknown dataset format '{fmt}'; known: csv, json, jsonl, txt")
+
+
+_JSON_SHAPE = 'a list of objects, e.g. [{"prompt": "..."}]'
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def _json_rows(data: Any, source: str) -> list[dict[str, Any]]:
+    """A JSON file's rows: a list of objects, or an object holding one (``{"data": [...]}``) or itself one row."""
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list)), [data])
+    if not isinstance(data, list):
+        raise SafestressError(f"{source} holds a JSON {_kind(data)}; expected {_JSON_SHAPE}")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise SafestressError(f"item {i} of {source} is a JSON {_kind(row)}; expected {_JSON_SHAPE}")
+    return data
 
 
 def require_columns(rows: list[dict[str, Any]], columns: list[str], source: str) -> None:
@@ -96,9 +127,7 @@ def require_columns(rows: list[dict[str, Any]], columns: list[str], source: str)
 def read_rows_file(path: str | Path, fmt: str | None = None) -> list[dict[str, Any]]:
     """Rows of a local CSV/JSON/JSONL/TXT file; one-line errors for a missing or empty file."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise SafestressError(f"dataset file not found: {path}")
-    rows = read_rows(p.read_text(encoding="utf-8"), fmt or p.suffix.lstrip(".").lower(), str(p))
+    rows = read_rows(read_text(p, "dataset file"), fmt or p.suffix.lstrip(".").lower(), str(p))
     if not rows:
         raise SafestressError(f"dataset {p} is empty")
     return rows
@@ -144,13 +173,13 @@ def fetch_text(filename: str, url: str, data_dir: Path | None) -> str:
     """A benchmark file's text: local copy, cached download, or download now (then cached)."""
     local = _data_dir(data_dir)
     if local is not None and (local / filename).is_file():
-        return (local / filename).read_text(encoding="utf-8")
+        return read_text(local / filename, "dataset file")
     cached = cache_dir("datasets") / filename
     if cached.is_file():
-        return cached.read_text(encoding="utf-8")
+        return read_text(cached, "cached dataset file")
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:
-            text = resp.read().decode("utf-8")
+            text = decode(resp.read(), url)
     except OSError as exc:
         where = f"{local}/{filename}" if local else f"$SAFESTRESS_DATA_DIR/{filename}"
         raise SafestressError(

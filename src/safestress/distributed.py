@@ -20,19 +20,63 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import tempfile
-from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from safestress.errors import SafestressError
-from safestress.store import GenerationRow, Store
+from safestress.store import GenerationRow, Lease, Store
 
 if TYPE_CHECKING:
     from safestress.sweep import ProgressFn, SweepPlan
 
-SHARD_BATCHES = 4  # batches per shard: large enough to keep a worker's batches full, small enough to balance
-FORWARDED_ENV = ("SAFESTRESS_", "HF_", "TRANSFORMERS_", "MPLCONFIGDIR")
+# What workers are told through Ray's runtime env: where caches and data are, and whether to stay
+# offline; never a credential. Ray writes the runtime env to its logs, and the driver does all the
+# judging, so workers need no judge key. (A local Ray's processes inherit the driver's environment
+# without those credentials, see _without_credentials; nodes of a joined cluster need their own
+# hub credentials for gated models.)
+FORWARDED_ENV = (
+    "SAFESTRESS_CACHE_DIR",
+    "SAFESTRESS_DATA_DIR",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_CACHE",
+    "HF_DATASETS_OFFLINE",
+    "HF_ENDPOINT",
+    "HF_HUB_VERBOSITY",
+    "TRANSFORMERS_OFFLINE",
+    "TRANSFORMERS_VERBOSITY",
+    "TOKENIZERS_PARALLELISM",
+    "MPLCONFIGDIR",
+)
+# Variables a Ray process must never hold: the judges' keys and anything named like a credential.
+# Hub tokens stay, so that workers can load gated models; they never enter a runtime env or a log.
+_CREDENTIAL = re.compile(r"(KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|TOKEN)", re.IGNORECASE)
+_KEEP = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"})
+
+
+def forwarded_env(environ: dict[str, str]) -> dict[str, str]:
+    """The variables workers get through Ray's runtime env (:data:`FORWARDED_ENV`, nothing else)."""
+    return {k: environ[k] for k in FORWARDED_ENV if k in environ}
+
+
+def credential_names(environ: dict[str, str]) -> list[str]:
+    """Variables kept out of every Ray process: credentials that workers do not need."""
+    return sorted(k for k in environ if _CREDENTIAL.search(k) and k not in _KEEP and k != "TOKENIZERS_PARALLELISM")
+
+
+@contextmanager
+def _without_credentials() -> Iterator[None]:
+    """Hide credentials from the processes a local ``ray.init`` spawns (they copy our environment)."""
+    hidden = {k: os.environ.pop(k) for k in credential_names(dict(os.environ))}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 class SweepWorker:
@@ -46,7 +90,7 @@ class SweepWorker:
 
         if threads > 0:
             torch.set_num_threads(threads)
-        self.plan = plan_sweep(SweepConfig(**config))
+        self.plan = plan_sweep(SweepConfig(**config), worker=True)
         self.tasks = {t.key: t for t in self.plan.tasks}
 
     def generate(self, keys: list[str]) -> list[tuple]:
@@ -69,21 +113,40 @@ def _ray() -> Any:
 
 def _init(ray: Any, address: str | None, workers: int) -> str | None:
     """Connect to (or start) Ray. Returns the session's temporary folder when this call started a
-    local Ray (which must then be shut down and the folder removed), else ``None``."""
+    local Ray (which must then be shut down and the folder removed), else ``None``.
+
+    A local Ray lives in a private folder (0700: Ray opens its folders to everyone, and its logs
+    would be readable) watched by :mod:`safestress.ray_guard`, which kills Ray's processes and
+    removes the folder when this process ends in any way, a SIGKILL included.
+    """
     if ray.is_initialized():
         return None
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "logging_level": "ERROR"}
+    kwargs: dict[str, Any] = {
+        "runtime_env": {"env_vars": forwarded_env(dict(os.environ))},
+        "log_to_driver": False,
+        "logging_level": "ERROR",
+    }
     if address:
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SafestressError(f"cannot join the Ray cluster at '{address}': {exc}") from None
         return None
-    # a short private folder: Ray's socket paths must stay under 108 bytes
+    from safestress.ray_guard import private_folder, start_guard
+
+    # Ray opens its own folders to everyone (0777), so it works inside one of ours that only this
+    # user can enter (0700). Short names: Ray's socket paths must stay under 108 bytes.
     temp = tempfile.mkdtemp(prefix="ssray-")
-    ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, _temp_dir=temp, **kwargs)
+    private_folder(temp)
+    start_guard(temp)
+    with _without_credentials():
+        ray.init(
+            num_cpus=max(workers, os.cpu_count() or 1),
+            include_dashboard=False,
+            _temp_dir=os.path.join(temp, "r"),
+            **kwargs,
+        )
     return temp
 
 
@@ -95,7 +158,7 @@ def _cause(exc: BaseException) -> str:
 
 def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -> dict[str, int]:
     """:func:`safestress.sweep.execute` with generation on ``plan.config.workers`` Ray actors."""
-    from safestress.sweep import finish, judge_and_store, pending_groups
+    from safestress.sweep import SHARD_BATCHES, claimed_shards, finish, judge_and_store, pending_groups
 
     cfg = plan.config
     ray = _ray()
@@ -106,10 +169,12 @@ def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | No
     if not total:
         return finish(plan, store, 0, stored_before)
     shard = cfg.batch_size * SHARD_BATCHES
-    shards = deque(group[i : i + shard] for group in groups for i in range(0, len(group), shard))
-    workers = min(cfg.workers, len(shards))
+    workers = min(cfg.workers, sum(math.ceil(len(g) / shard) for g in groups))
     started = _init(ray, cfg.ray_address, workers)
+    lease = Lease()
+    shards = claimed_shards(store, groups, lease, shard)
     actors: list[Any] = []
+    generated = 0
     try:
         import torch
 
@@ -124,13 +189,13 @@ def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | No
         actors = [remote.remote(config, threads) for _ in range(workers)]
         in_flight: dict[Any, Any] = {}
 
-        def send(actor: Any) -> None:  # the next shard, if any, to this actor
-            if shards:
-                in_flight[actor.generate.remote([t.key for t in shards.popleft()])] = actor
+        def send(actor: Any) -> None:  # the next shard this process claims, if any, to this actor
+            tasks = next(shards, None)
+            if tasks:
+                in_flight[actor.generate.remote([t.key for t in tasks])] = actor
 
         for actor in actors:
             send(actor)
-        finished = 0
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             ref = ready[0]
@@ -140,14 +205,18 @@ def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | No
             except ray.exceptions.RayError as exc:
                 raise SafestressError(f"a Ray worker failed: {_cause(exc)}") from None
             send(actor)  # keep the worker busy while this shard is judged and stored
-            judge_and_store(plan, store, rows)
-            finished += len(rows)
+            judge_and_store(plan, store, rows, lease)
+            generated += len(rows)
             if progress:
-                progress(finished, total)
+                progress(generated, total)
     finally:
+        shards.close()
+        lease.release_all(store.conn)
         for actor in actors:
             ray.kill(actor)
         if started:
             ray.shutdown()
             shutil.rmtree(started, ignore_errors=True)
-    return finish(plan, store, total, stored_before)
+    if progress:
+        progress(total, total)
+    return finish(plan, store, generated, stored_before)

@@ -21,6 +21,7 @@ from typing import Any
 
 from safestress.errors import SafestressError
 from safestress.paths import cache_dir
+from safestress.textfile import read_text
 
 log = logging.getLogger(__name__)
 _CONVERTED_MARK = "safestress-converted.json"
@@ -111,10 +112,26 @@ def _dir_digest(path: Path) -> str:
 
 
 def resolve_device(device: str = "auto") -> str:
+    """``auto`` → the GPU if there is one; any other name must parse and exist on this machine, so
+    that a typo or a missing GPU is a one-line error before anything is generated or stored."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SafestressError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N (or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SafestressError(f"device '{device}' asked for, but this machine has no usable CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise SafestressError(f"device '{device}' asked for, but this machine has {n} GPU(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SafestressError(f"device '{device}' asked for, but MPS is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise SafestressError(f"device '{device}' is not supported; use auto, cpu, cuda or cuda:N (or mps)")
     return device
 
 
@@ -215,6 +232,7 @@ def load_model(
     elif path.is_dir():
         if not (path / "config.json").exists():
             raise SafestressError(f"model directory {spec} has no config.json")
+        check_weight_files(path, spec)
         source = path
         identity = {"model": path.name, "digest": _dir_digest(path)}
     elif path.exists():
@@ -238,8 +256,8 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(
                 source, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code
             )
-        except (OSError, ValueError) as exc:
-            raise SafestressError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # transformers and safetensors raise many types for unreadable weights
+            raise SafestressError(f"cannot load the weights of model '{spec}': {_first_line(exc)}") from None
         return model.to(dev).eval()
 
     tokenizer.padding_side = "left"
@@ -248,7 +266,7 @@ def load_model(
 
     if chat_template is not None:
         tpl_path = Path(chat_template).expanduser()
-        tokenizer.chat_template = tpl_path.read_text() if tpl_path.is_file() else chat_template
+        tokenizer.chat_template = read_text(tpl_path, "chat template") if tpl_path.is_file() else chat_template
     if template == "chat" and not tokenizer.chat_template:
         raise SafestressError(
             f"model '{spec}' has no chat template; pass --chat-template (a Jinja string or file) "
@@ -272,9 +290,46 @@ def load_model(
         config=config,
         extra={"weights_loader": load_weights},
     )
+    check_template(lm, spec)
     if weights:
         lm.ensure_weights()
     return lm
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def check_weight_files(path: Path, spec: str) -> None:
+    """A local model folder must hold weights, and every safetensors file's header must read: a
+    folder without weights or a truncated download fails before the store is touched. Reading a
+    header costs microseconds; the tensors themselves are read only when the weights are needed."""
+    files = [f for f in sorted(path.iterdir()) if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
+    if not files:
+        raise SafestressError(f"model directory {spec} holds no weights (no *.safetensors or *.bin file)")
+    from safetensors import safe_open
+
+    for f in files:
+        if f.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(f), "pt") as fh:
+                fh.keys()
+        except Exception as exc:  # safetensors raises its own error type for a damaged header
+            raise SafestressError(f"weights file {f} is damaged or truncated: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_template(lm: LoadedModel, spec: str) -> None:
+    """Render one prompt now: a chat template that does not parse, or that raises (many check the
+    roles, e.g. no system turn), fails here in one line instead of in the middle of a sweep."""
+    try:
+        lm.format("Hello.")
+    except Exception as exc:  # jinja2's TemplateError family, and anything a template raises
+        raise SafestressError(f"the chat template of '{spec}' fails on a test prompt: {_first_line(exc)}") from None
 
 
 def chat_tokenizer(tokenizer_object: Any, chat_template: str, specials: list[str], **tokens: str) -> Any:

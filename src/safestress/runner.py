@@ -22,6 +22,8 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
 
     hf_logging.disable_progress_bar()
     plan = plan_sweep(cfg)  # everything validated before the store is opened
+    if Path(cfg.store).exists():  # a damaged store is refused before anything is added to it
+        Store.open_existing(cfg.store).close()
     with Store(cfg.store) as store:
         with job_bar("generating", err) as bar:
             task = bar.add_task("sweep", total=None)
@@ -68,7 +70,7 @@ def describe_plan(cfg: SweepConfig, out: Console) -> None:
     stored: set[str] = set()
     unjudged: dict[str, int] = {j.key: 0 for j in plan.judges}
     if Path(cfg.store).is_file():
-        with Store(cfg.store) as store:
+        with Store.open_existing(cfg.store) as store:
             stored = store.existing_keys(keys)
             for judge in plan.judges:
                 unjudged[judge.key] = len(store.unjudged([k for k in keys if k in stored], judge.key))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +129,111 @@ class GenerationRow:
     stopped: bool
 
 
-class Store:
-    """A safestress results database. Opening creates it (and its folder) if needed."""
+LEASE_SECONDS = 900.0  # a lease held by a process on another host lapses after this long without renewal
 
-    def __init__(self, path: str | Path) -> None:
+_LEASES = """
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires REAL NOT NULL
+)
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+@dataclass
+class Lease:
+    """One process's claim on rows it is about to generate, so that a second process sweeping the
+    same store skips them instead of generating them too (the store would keep one copy, but the
+    work would be done twice).
+
+    A claim dies with its process: on this host, when the owner's pid is gone (a SIGKILLed run's
+    rows are free for the re-run at once); in any case after :data:`LEASE_SECONDS` without renewal
+    (another host's process, a reused pid). Each stored batch renews the owner's claims and
+    releases those on its rows, in the transaction that stores them.
+    """
+
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}")
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+    def claim(self, conn: sqlite3.Connection, keys: Sequence[str]) -> tuple[list[str], set[str]]:
+        """Claim those of ``keys`` that are neither stored nor claimed by a live process. Returns
+        (claimed, held by others). One immediate transaction, so two processes never both win."""
+        now = time.time()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_LEASES)
+            for owner, host, pid in conn.execute("SELECT DISTINCT owner, host, pid FROM leases").fetchall():
+                if owner != self.owner and host == self.host and not _pid_alive(pid):
+                    conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+            conn.execute("DELETE FROM leases WHERE expires < ?", (now,))  # a pid reused, or another host's
+            stored, others = set(), set()
+            for start in range(0, len(keys), 900):
+                chunk = list(keys[start : start + 900])
+                marks = ",".join("?" * len(chunk))
+                stored.update(r[0] for r in conn.execute(f"SELECT key FROM generations WHERE key IN ({marks})", chunk))
+                others.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT key FROM leases WHERE key IN ({marks}) AND owner != ?", [*chunk, self.owner]
+                    )
+                )
+            claimed = [k for k in keys if k not in stored and k not in others]
+            conn.executemany(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
+                [(k, self.owner, self.host, self.pid, now + LEASE_SECONDS) for k in claimed],
+            )
+        return claimed, others
+
+    def renew(self, conn: sqlite3.Connection) -> None:
+        with conn:
+            conn.execute("UPDATE leases SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS, self.owner))
+
+    def release_in(self, conn: sqlite3.Connection, keys: Sequence[str]) -> None:
+        """Drop this lease's claims on ``keys`` and renew the rest (inside the caller's transaction)."""
+        conn.execute("UPDATE leases SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS, self.owner))
+        for start in range(0, len(keys), 900):
+            chunk = list(keys[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            conn.execute(f"DELETE FROM leases WHERE owner = ? AND key IN ({marks})", [self.owner, *chunk])
+
+    def release_all(self, conn: sqlite3.Connection) -> None:
+        """Drop every claim of this lease (a run that ends, finished or failed)."""
+        has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='leases'").fetchone()
+        if has_table:
+            with conn:
+                conn.execute("DELETE FROM leases WHERE owner = ?", (self.owner,))
+
+
+class Store:
+    """A safestress results database. Opening creates it (and its folder) if needed.
+
+    ``readonly=True`` (the reading commands: results, export, judge sample/audit) never writes,
+    so it works on read-only media and cannot damage a store it only reads. The guarantees a
+    user can rely on (kills, two writers, failed runs, secrets) are stated in docs/store.md.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         if self.path.exists() and self.path.is_dir():
             raise SafestressError(f"store path {path} is a directory")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if readonly:
+            self.conn = _connect_readonly(self.path)
+            return
+        _require_writable(self.path)
         try:
             self.conn = sqlite3.connect(self.path, timeout=60)
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -143,13 +242,36 @@ class Store:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.conn.commit()
         except sqlite3.DatabaseError as exc:
-            raise SafestressError(f"{path} is not a safestress store ({exc})") from None
+            raise SafestressError(_database_error(path, exc)) from None
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> Store:
+    def open_existing(cls, path: str | Path, *, readonly: bool = True, check: bool = True) -> Store:
+        """An existing store, by default read-only and checked (``PRAGMA quick_check``) so that a
+        damaged file is refused in one line instead of giving tables from whatever pages still read."""
+        if Path(path).is_dir():
+            raise SafestressError(f"store path {path} is a directory")
         if not Path(path).is_file():
             raise SafestressError(f"no store at {path}")
-        return cls(path)
+        store = cls(path, readonly=readonly)
+        if check:
+            try:
+                store.check()
+            except SafestressError:
+                store.close()
+                raise
+        return store
+
+    def check(self) -> None:
+        """``PRAGMA quick_check``: a one-line error if the file is damaged (a page, an index)."""
+        try:
+            problems = [r[0] for r in self.conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise SafestressError(_database_error(self.path, exc)) from None
+        if problems != ["ok"]:
+            raise SafestressError(
+                f"store {self.path} is damaged ({problems[0]}; {len(problems)} problem(s) found by SQLite's "
+                "quick_check); restore it from a copy, or export what still reads with the sqlite3 tool's .recover"
+            )
 
     def close(self) -> None:
         self.conn.close()
@@ -164,10 +286,15 @@ class Store:
     def put_config(self, spec: dict[str, Any]) -> str:
         h = content_hash(spec)
         with self.conn:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO configs VALUES (?, ?, ?)", (h, json.dumps(spec, sort_keys=True), time.time())
-            )
+            self._put_configs([spec])
         return h
+
+    def _put_configs(self, specs: Iterable[dict[str, Any]]) -> None:
+        now = time.time()
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO configs VALUES (?, ?, ?)",
+            [(content_hash(spec), json.dumps(spec, sort_keys=True), now) for spec in specs],
+        )
 
     def config(self, config_hash: str) -> dict[str, Any]:
         row = self.conn.execute("SELECT spec FROM configs WHERE config_hash = ?", (config_hash,)).fetchone()
@@ -179,8 +306,10 @@ class Store:
         return {h: json.loads(s) for h, s in self.conn.execute("SELECT config_hash, spec FROM configs")}
 
     # -- per-configuration metrics (perplexity, …) ---------------------------------------------------
-    def put_metric(self, config_hash: str, name: str, value: float) -> None:
+    def put_metric(self, config_hash: str, name: str, value: float, spec: dict[str, Any] | None = None) -> None:
         with self.conn:
+            if spec is not None:
+                self._put_configs([spec])
             self.conn.execute(
                 "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?)", (config_hash, name, float(value), time.time())
             )
@@ -200,10 +329,22 @@ class Store:
             found.update(r[0] for r in self.conn.execute(f"SELECT key FROM generations WHERE key IN ({marks})", chunk))
         return found
 
-    def put_batch(self, rows: Sequence[GenerationRow], verdicts: Sequence[tuple[str, str, Any]] = ()) -> None:
-        """Store generations and their verdicts atomically (one transaction)."""
+    def put_batch(
+        self,
+        rows: Sequence[GenerationRow],
+        verdicts: Sequence[tuple[str, str, Any]] = (),
+        configs: Iterable[dict[str, Any]] = (),
+        lease: Lease | None = None,
+    ) -> None:
+        """Store generations, their configurations and their verdicts atomically (one transaction),
+        and release ``lease``'s claim on these rows in the same transaction.
+
+        A configuration is written with its first rows, never before: a run that fails before it
+        generates anything leaves no trace, and no condition is listed that has no rows.
+        """
         now = time.time()
         with self.conn:
+            self._put_configs(configs)
             self.conn.executemany(
                 "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -224,6 +365,8 @@ class Store:
                 ],
             )
             self._put_verdicts(verdicts, now)
+            if lease is not None:
+                lease.release_in(self.conn, [r.key for r in rows])
 
     def put_verdicts(self, verdicts: Sequence[tuple[str, str, Any]]) -> None:
         with self.conn:
@@ -280,13 +423,84 @@ class Store:
         return df
 
     def export(self, out: str | Path) -> int:
-        """Write every row (generation × judge) to ``.parquet`` or ``.csv``; returns the row count."""
+        """Write every row (generation × judge) to ``.parquet`` or ``.csv``; returns the row count.
+
+        The file is written beside its target and renamed into place, so a failed export never
+        leaves a half-written file where a complete one was."""
         out = Path(out)
-        df = self.frame()
-        if out.suffix == ".parquet":
-            df.to_parquet(out, index=False)
-        elif out.suffix == ".csv":
-            df.to_csv(out, index=False)
-        else:
+        if out.suffix not in (".parquet", ".csv"):
             raise SafestressError(f"export format of {out.name} unknown; use .parquet or .csv")
+        if not out.parent.is_dir():
+            raise SafestressError(f"cannot write {out}: folder {out.parent} does not exist")
+        if out.is_dir():
+            raise SafestressError(f"cannot write {out}: it is a folder")
+        df = self.frame()
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+        try:
+            if out.suffix == ".parquet":
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise SafestressError(f"cannot write {out}: {exc.strerror or exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return len(df)
+
+
+def _database_error(path: str | Path, exc: sqlite3.DatabaseError) -> str:
+    """One line for an SQLite failure, naming what the user can do about it."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"store {path} is read-only here; copy it somewhere writable to add to it (reading it works)"
+    if "unable to open" in text:
+        return f"cannot open store {path}: its folder is missing or not writable"
+    if "malformed" in text or "corrupt" in text:
+        return f"store {path} is damaged ({text}); restore it from a copy"
+    if "not a database" in text or "file is encrypted" in text:
+        return f"{path} is not a safestress store ({text})"
+    return f"store {path}: {text}"
+
+
+def _require_writable(path: Path) -> None:
+    """Say why a store cannot be written before SQLite says something vaguer."""
+    parent = path.parent
+    for folder in [parent, *parent.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                raise SafestressError(f"cannot create store {path}: {folder} is a file, not a folder")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SafestressError(f"cannot create the folder of store {path}: {exc.strerror or exc}") from None
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise SafestressError(f"store {path} is read-only here; copy it somewhere writable to add to it")
+        if not os.access(parent, os.W_OK | os.X_OK):  # SQLite's WAL needs its -wal and -shm files beside it
+            raise SafestressError(f"store {path} is in a folder that is not writable ({parent}); copy it elsewhere")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise SafestressError(f"cannot create store {path}: folder {parent} is not writable")
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open without ever writing. A WAL store on read-only media cannot create its shared-memory
+    file, so then it is opened as immutable (nothing can change it there anyway)."""
+    if not path.is_file():
+        raise SafestressError(f"no store at {path}")
+    uri = path.resolve().as_uri()
+    last: sqlite3.DatabaseError | None = None
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60)
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            last = exc
+            continue
+        if not {"configs", "generations", "verdicts"} <= names:
+            conn.close()
+            raise SafestressError(f"{path} is not a safestress store (no safestress tables)")
+        return conn
+    assert last is not None
+    raise SafestressError(_database_error(path, last))

@@ -13,6 +13,7 @@ once (seed 0) and serves every seed.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -28,10 +29,11 @@ from safestress.judges import Judge, make_judge
 from safestress.models import LoadedModel, load_model
 from safestress.perturb import PERTURBATIONS, Identity, Perturbation
 from safestress.perturb.base import perturbed
-from safestress.store import GenerationRow, Store, content_hash
+from safestress.store import GenerationRow, Lease, Store, content_hash
 from safestress.store import row_key as store_key
 
 NOISE_KEY_SCHEME = "rowkey-v1"
+SHARD_BATCHES = 4  # batches per claimed shard: full batches, yet two processes on one store can split a sweep
 DEFAULT_STRENGTHS = [0.0, 0.05, 0.1, 0.2]  # bump if the way rows are keyed for noise changes
 
 
@@ -76,6 +78,11 @@ class SweepPlan:
     tasks: list[Task]
     settings: GenerationSettings
     ppl_metric: str | None = None  # the perplexity metric's name in the store, set by execute
+    ppl_text: str | None = None  # the perplexity corpus, read while planning
+
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """Each condition's specification by its configuration hash."""
+        return {c.config_hash: c.spec for c in self.conditions}
 
     @property
     def config_hashes(self) -> list[str]:
@@ -105,12 +112,22 @@ def _label(p: Perturbation, strength: float, pattern: str) -> str:
     return f"{p.name} {name}={strength:g}{extra} @ {pattern}"
 
 
-def plan_sweep(cfg: SweepConfig) -> SweepPlan:
-    """Validate everything and enumerate the tasks; touches no store."""
+def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
+    """Validate everything a run needs and enumerate the tasks; touches no store.
+
+    Every resource is resolved here, before the first generation: datasets, judges (and their
+    heads), the perplexity corpus, models' configs, templates and devices. ``worker=True`` plans
+    the generation only (a Ray worker: the driver judges and measures perplexity, so a worker
+    needs neither the judges' weights nor an LLM judge's key)."""
     datasets = [load_dataset(d, limit=cfg.limit, data_dir=cfg.data_dir) for d in cfg.datasets()]
-    judges = [make_judge(j) for j in dict.fromkeys(cfg.judge)]
-    for judge in judges:
+    made = [] if worker else [make_judge(j) for j in dict.fromkeys(cfg.judge)]
+    for judge in made:
         judge.prepare(cfg.data_dir)
+    ppl_text = None
+    if cfg.ppl and not worker:
+        from safestress.utility import load_corpus
+
+        ppl_text = load_corpus(cfg.ppl)
     cls = PERTURBATIONS.get(cfg.perturb)
     settings = GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,
@@ -188,7 +205,7 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
                 for seed in seeds:
                     key = store_key(cond.config_hash, ds.name, item.id, item.prompt, seed)
                     tasks.append(Task(cond, ds.name, item.id, item.prompt, seed, key))
-    return SweepPlan(cfg, datasets, judges, models, list(conditions.values()), tasks, settings)
+    return SweepPlan(cfg, datasets, made, models, list(conditions.values()), tasks, settings, ppl_text=ppl_text)
 
 
 ProgressFn = Callable[[int, int], None]
@@ -237,24 +254,26 @@ def generate_group(plan: SweepPlan, tasks: list[Task]) -> Iterator[list[Generati
             yield rows
 
 
-def judge_and_store(plan: SweepPlan, store: Store, rows: list[GenerationRow]) -> None:
-    """Judge a batch of generations with every judge of the plan and store rows and verdicts in one
-    transaction; a failing judge never costs the generations (they are stored, then it raises)."""
+def judge_and_store(plan: SweepPlan, store: Store, rows: list[GenerationRow], lease: Lease | None = None) -> None:
+    """Judge a batch of generations with every judge of the plan and store rows, their
+    configurations and verdicts in one transaction; a failing judge never costs the generations
+    (they are stored, then it raises)."""
+    specs = plan.specs()
+    configs = [specs[h] for h in dict.fromkeys(r.config_hash for r in rows)]
     verdicts = []
     try:
         for judge in plan.judges:
             judged = judge.judge([r.prompt for r in rows], [r.response for r in rows])
             verdicts.extend((row.key, judge.key, v) for row, v in zip(rows, judged))
     except BaseException:
-        store.put_batch(rows, [])
+        store.put_batch(rows, [], configs, lease)
         raise
-    store.put_batch(rows, verdicts)
+    store.put_batch(rows, verdicts, configs, lease)
 
 
 def pending_groups(plan: SweepPlan, store: Store) -> tuple[list[list[Task]], int]:
-    """Register the plan's configurations; the tasks not yet stored, by model and condition group."""
-    for cond in plan.conditions:
-        store.put_config(cond.spec)
+    """The tasks not yet stored, by model and condition group, and how many are stored. Writes
+    nothing: configurations are stored with their first rows (:meth:`Store.put_batch`)."""
     done = store.existing_keys(t.key for t in plan.tasks)
     by_group: dict[str, list[Task]] = defaultdict(list)
     for t in plan.tasks:
@@ -262,6 +281,47 @@ def pending_groups(plan: SweepPlan, store: Store) -> tuple[list[list[Task]], int
             by_group[t.condition.group()].append(t)
     groups = [g for lm in plan.models for g in by_group.values() if g[0].condition.lm is lm]
     return groups, len(done)
+
+
+def load_pending_weights(groups: list[list[Task]]) -> None:
+    """Load the weights of every model that has rows to generate, before anything is written: a
+    damaged weights file, a device without memory or a missing GPU then fails with the store
+    untouched. Models whose rows are all stored are never loaded."""
+    for group in groups:
+        group[0].condition.lm.ensure_weights()  # a no-op once loaded
+
+
+def claimed_shards(
+    store: Store, groups: list[list[Task]], lease: Lease, shard: int, poll: float = 1.0
+) -> Iterator[list[Task]]:
+    """Shards of at most ``shard`` tasks of one condition group that this process has claimed.
+
+    Tasks another live process has claimed are skipped, then waited for once everything else is
+    done: they are taken over if that process dies before storing them, and never generated twice.
+    Claiming lazily (shard by shard) lets two processes on one store split a sweep between them.
+    """
+    waiting: dict[str, Task] = {}
+    for group in groups:
+        for start in range(0, len(group), shard):
+            tasks = group[start : start + shard]
+            claimed, others = lease.claim(store.conn, [t.key for t in tasks])
+            waiting.update((t.key, t) for t in tasks if t.key in others)
+            mine = set(claimed)
+            if mine:
+                yield [t for t in tasks if t.key in mine]
+    while waiting:
+        time.sleep(poll)
+        lease.renew(store.conn)
+        claimed, others = lease.claim(store.conn, list(waiting))
+        mine = set(claimed)
+        taken = [waiting.pop(k) for k in list(waiting) if k not in others]  # ours now, or stored by the other
+        by_group: dict[str, list[Task]] = defaultdict(list)
+        for t in taken:
+            if t.key in mine:
+                by_group[t.condition.group()].append(t)
+        for tasks in by_group.values():
+            for start in range(0, len(tasks), shard):
+                yield tasks[start : start + shard]
 
 
 def finish(plan: SweepPlan, store: Store, generated: int, stored_before: int) -> dict[str, int]:
@@ -282,19 +342,26 @@ def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -
         return execute_distributed(plan, store, progress)
     groups, stored_before = pending_groups(plan, store)
     total = sum(len(g) for g in groups)
-    finished = 0
     if progress:
         progress(0, total)
-    for tasks in groups:
-        # closing(): a failing judge closes the generator at once, so its perturbation hooks are
-        # removed before the error propagates, not whenever the generator is collected
-        with closing(generate_group(plan, tasks)) as batches:
-            for rows in batches:
-                judge_and_store(plan, store, rows)
-                finished += len(rows)
-                if progress:
-                    progress(finished, total)
-    return finish(plan, store, total, stored_before)
+    load_pending_weights(groups)
+    lease = Lease()
+    generated = 0
+    try:
+        for tasks in claimed_shards(store, groups, lease, plan.config.batch_size * SHARD_BATCHES):
+            # closing(): a failing judge closes the generator at once, so its perturbation hooks are
+            # removed before the error propagates, not whenever the generator is collected
+            with closing(generate_group(plan, tasks)) as batches:
+                for rows in batches:
+                    judge_and_store(plan, store, rows, lease)
+                    generated += len(rows)
+                    if progress:
+                        progress(generated, total)
+    finally:
+        lease.release_all(store.conn)
+    if progress:
+        progress(total, total)  # rows another process generated meanwhile count as done
+    return finish(plan, store, generated, stored_before)
 
 
 PPL_WINDOW = 512
@@ -307,7 +374,7 @@ def measure_perplexity(plan: SweepPlan, store: Store) -> int:
         return 0
     from safestress.utility import corpus_id, load_corpus, perplexity
 
-    text = load_corpus(cfg.ppl)
+    text = plan.ppl_text if plan.ppl_text is not None else load_corpus(cfg.ppl)
     name = plan.ppl_metric = corpus_id(cfg.ppl, text, cfg.ppl_tokens, PPL_WINDOW)
     have = store.metrics(name)
     n = 0
@@ -317,7 +384,7 @@ def measure_perplexity(plan: SweepPlan, store: Store) -> int:
         cond.lm.ensure_weights()
         with perturbed(cond.lm, cond.perturbation, cond.sites):
             value = perplexity(cond.lm, text, max_tokens=cfg.ppl_tokens, window=PPL_WINDOW)
-        store.put_metric(cond.config_hash, name, value)
+        store.put_metric(cond.config_hash, name, value, cond.spec)
         n += 1
     return n
 

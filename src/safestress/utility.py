@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from safestress.errors import SafestressError
+from safestress.textfile import read_text
 
 WIKITEXT_FILE = "wikitext-2-raw-v1-test.txt"
 
@@ -31,7 +32,7 @@ WIKITEXT_FILE = "wikitext-2-raw-v1-test.txt"
 def _wikitext2() -> str:
     data_dir = os.environ.get("SAFESTRESS_DATA_DIR")
     if data_dir and (Path(data_dir) / WIKITEXT_FILE).is_file():
-        return (Path(data_dir) / WIKITEXT_FILE).read_text(encoding="utf-8")
+        return read_text(Path(data_dir) / WIKITEXT_FILE, "corpus file")
     try:
         import datasets
 
@@ -50,9 +51,7 @@ def load_corpus(spec: str) -> str:
         return _wikitext2()
     path = Path(spec)
     if path.suffix in (".txt", ".md", ".raw") or (path.is_file() and ":" not in spec):
-        if not path.is_file():
-            raise SafestressError(f"corpus file not found: {spec}")
-        return path.read_text(encoding="utf-8")
+        return read_text(path, "corpus file")
     from safestress.datasets import load_dataset
 
     ds = load_dataset(spec)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +47,21 @@ def write_report(
     return paths
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
+
+
+def md_cell(text: str) -> str:
+    """A table cell's text as literal Markdown: model, dataset and condition names come from the
+    user (or a hub) and may hold ``|`` (a site union), ``*`` (a site glob) or HTML, which a
+    Markdown renderer would otherwise draw as a column break, emphasis or live markup."""
+    text = " ".join(str(text).split())  # a line break would end the table row
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+
+
 def _markdown(head: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table; a ``|`` inside a cell (a site union) is escaped."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
+    """A Markdown table whose cells are escaped by :func:`md_cell`."""
+    lines = ["| " + " | ".join(md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(md_cell(c) for c in cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,7 @@ pre{white-space:pre-wrap;word-break:break-word;background:#f8f8f8;border:1px sol
 margin:.2em 0;max-height:24em;overflow:auto;font-size:12.5px}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:.8em}.muted{color:#666}.prompt{font-weight:600}
 details{margin:.4em 0}summary{cursor:pointer}img{max-width:100%;border:1px solid #eee}
+.wide{max-width:100%;overflow-x:auto}
 """
 
 
@@ -231,7 +232,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence
     for row in rows:
         tds = "".join(f'<td class="n">{_e(c)}</td>' if i in numeric else f"<td>{_e(c)}</td>" for i, c in enumerate(row))
         body.append(f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # a wide table scrolls inside its own box instead of pushing the page past the window
+    return f'<div class="wide"><table><thead><tr>{cells}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _rate_table(rates: list[RateRow]) -> str:

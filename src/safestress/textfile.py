@@ -1,0 +1,42 @@
+"""Reading a user's text file: the one place that decides how bytes become text.
+
+Every file a user hands us (a sweep's YAML, a dataset, a labelled sample, a chat template, a
+perplexity corpus) is read through :func:`read_text`, so the same rules hold everywhere: UTF-8,
+a leading byte-order mark dropped (spreadsheet programs write one, and it would otherwise become
+part of the first column's name, invisibly), and an undecodable or binary file is one line that
+names the file and the first bad byte instead of a ``UnicodeDecodeError`` traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safestress.errors import SafestressError
+
+BOM = "\ufeff"
+
+
+def decode(data: bytes, source: str) -> str:
+    """``data`` as UTF-8 text without a leading BOM; a one-line error naming ``source`` otherwise."""
+    if b"\x00" in data[:8192]:  # text formats never hold NUL; a binary file would decode as garbage
+        raise SafestressError(f"{source} is a binary file, not UTF-8 text (NUL byte at offset {data.index(0)})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SafestressError(
+            f"{source} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be decoded; "
+            "save it as UTF-8"
+        ) from None
+    return text.removeprefix(BOM)
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The text of a user's file, decoded by :func:`decode`; one-line errors for a missing file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SafestressError(f"{what} not found: {path}")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SafestressError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return decode(data, str(path))
