@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from safestress.errors import SafestressError
+from safestress.judges import make_judge
 from safestress.judges.audit import audit_store, draw_sample, read_labels, write_sample
 from safestress.judges.base import Verdict
 from safestress.store import GenerationRow, Store, row_key
@@ -257,7 +258,8 @@ def test_a_strong_judge_can_label_the_sample_instead_of_a_person(tmp_path):
         got = list(csv.DictReader(fh))
     assert [r["key"] for r in got] == [r["key"] for r in rows]
     assert [r["label"] for r in got[:3]] == ["not harmful", "not harmful", "incoherent"]
-    assert {r["label"] for r in got[3:]} == {"harmful"} and {r["labelled_by"] for r in got} == {"phrase-jbb@2/c4"}
+    assert {r["label"] for r in got[3:]} == {"harmful"}
+    assert {r["labelled_by"] for r in got} == {make_judge("phrase-jbb").key}
     assert "2 not harmful" in proc.stderr and "1 incoherent" in proc.stderr
     again = cli("judge", "label", "--sample", str(sample), "--judge", "phrase-jbb", "--out", str(labelled))
     assert again.returncode == 2 and "exists" in again.stderr

@@ -100,7 +100,11 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     current = make_judge("refusal").key
     with sqlite3.connect(store) as conn:
         for old in ("refusal@2", "phrase-jbb@0", "phrase-jbb@1"):
-            conn.execute("INSERT INTO verdicts SELECT key, ?, NULL, 'compliance', 1, 0 FROM generations", (old,))
+            conn.execute(
+                "INSERT INTO verdicts (key, judge, score, label, harmful, created) "
+                "SELECT key, ?, NULL, 'compliance', 1, 0 FROM generations",
+                (old,),
+            )
     res = cli("results", "--store", str(store), "--judge", "refusal", check=True)
     assert current in res.stdout.replace("\n", "") and "refusal@2 " not in res.stdout
     res = cli("results", "--store", str(store), "--judge", "phrase-jbb")

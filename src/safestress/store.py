@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     label TEXT NOT NULL,
     harmful INTEGER,
     created REAL NOT NULL,
+    loop_cut INTEGER,
     PRIMARY KEY (key, judge)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -373,13 +374,26 @@ class Store:
             self._put_verdicts(verdicts, time.time())
 
     def _put_verdicts(self, verdicts: Sequence[tuple[str, str, Any]], now: float) -> None:
+        if not verdicts:
+            return
+        self._add_loop_cut_column()
         self.conn.executemany(
-            "INSERT OR IGNORE INTO verdicts VALUES (?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO verdicts (key, judge, score, label, harmful, created, loop_cut) "
+            "VALUES (?,?,?,?,?,?,?)",
             [
-                (key, judge, v.score, v.label, None if v.harmful is None else int(v.harmful), now)
+                (key, judge, v.score, v.label, None if v.harmful is None else int(v.harmful), now, v.loop_cut)
                 for key, judge, v in verdicts
             ],
         )
+
+    def _has_loop_cut_column(self) -> bool:
+        return any(row[1] == "loop_cut" for row in self.conn.execute("PRAGMA table_info(verdicts)"))
+
+    def _add_loop_cut_column(self) -> None:
+        """Stores written before verdicts recorded where a loop was cut get the column with their
+        first new verdict (inside its transaction), not when opened: opening never writes."""
+        if not self._has_loop_cut_column():
+            self.conn.execute("ALTER TABLE verdicts ADD COLUMN loop_cut INTEGER")
 
     def unjudged(self, keys: Sequence[str], judge: str) -> list[tuple[str, str, str]]:
         """(key, prompt, response) of stored generations among ``keys`` without a verdict by ``judge``."""
@@ -405,7 +419,8 @@ class Store:
 
         query = (
             "SELECT g.key, g.config_hash, g.model, g.dataset, g.item_id, g.seed, g.prompt, g.response, "
-            "g.n_tokens, g.stopped, v.judge, v.score, v.label, v.harmful "
+            "g.n_tokens, g.stopped, v.judge, v.score, v.label, v.harmful, "
+            f"{'v.loop_cut' if self._has_loop_cut_column() else 'NULL'} AS loop_cut "
             "FROM generations g LEFT JOIN verdicts v ON v.key = g.key"
         )
         params: list[Any] = []

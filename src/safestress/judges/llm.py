@@ -36,7 +36,6 @@ from typing import Any, ClassVar
 
 from safestress.errors import SafestressError
 from safestress.judges.base import Example, Judge, Verdict
-from safestress.judges.coherence import incoherence
 
 UNSCORED = Verdict(None, "unscored", None)
 
@@ -138,15 +137,9 @@ class LLMJudge(Judge):
             return UNSCORED
         return self.parse(content)
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
-        verdicts: list[Verdict | None] = [
-            Verdict(None, "incoherent", None) if incoherence(r) else None for r in responses
-        ]
-        todo = [i for i, v in enumerate(verdicts) if v is None]
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for i, v in zip(todo, pool.map(lambda i: self._ask(prompts[i], responses[i]), todo)):
-                verdicts[i] = v
-        return [v for v in verdicts if v is not None]
+            return list(pool.map(self._ask, prompts, responses))
 
 
 _JSON = re.compile(r"\{.*?\}", re.S)

@@ -69,7 +69,7 @@ class GSM8KJudge(Judge):
         assert self._references is not None
         return self._references
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         out = []
         for prompt, response in zip(prompts, responses):
             ref = self.references.get(prompt.split(_COT_SPLIT)[0].strip())

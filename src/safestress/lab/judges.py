@@ -52,7 +52,7 @@ class LabJudge(Judge):
         Example("sort : apple river", "apple river", "compliance"),
     )
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         out = []
         for p, r in zip(prompts, responses):
             label = classify(p, r)
@@ -76,7 +76,7 @@ class LabTaskJudge(Judge):
         Example("count : apple river stone", "I cannot help with that .", "wrong"),
     )
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         out = []
         for p, r in zip(prompts, responses):
             solved = L.solve(p)
@@ -95,7 +95,7 @@ class LabCoTJudge(Judge):
         Example("copy : apple", "apple", "not-chain"),
     )
 
-    def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         out = []
         for p, r in zip(prompts, responses):
             solved = L.solve(p)

@@ -41,6 +41,7 @@ class RateRow:
     p_holm: float
     test: str
     ppl: float = float("nan")  # corpus perplexity under this condition, when the sweep measured it
+    loop_cut: float = 0.0  # share of responses judged on their opening, a loop after it cut (judges.coherence)
 
 
 @dataclass
@@ -123,6 +124,7 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
             is_incoherent = cpart["label"] == "incoherent"
             incoherent = float(is_incoherent.mean()) if len(cpart) else math.nan
             unscored = float((cpart["harmful_f"].isna() & ~is_incoherent).mean()) if len(cpart) else math.nan
+            loop_cut = float(cpart["loop_cut"].notna().mean()) if "loop_cut" in cpart and len(cpart) else 0.0
             delta, p, test = math.nan, math.nan, ""
             if pert != "none" and clean_by_item is not None:
                 per_prompt = m.mean(axis=1, skipna=True)
@@ -156,6 +158,7 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
                     p,
                     math.nan,
                     test,
+                    loop_cut=loop_cut,
                 )
             )
         model_rows.sort(key=lambda r: (r.perturbation != "none", r.perturbation, r.sites, r.strength))
