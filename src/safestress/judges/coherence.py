@@ -17,9 +17,11 @@ where it cut, and judges what is left. Text that loops from its start (an openin
 The criterion (:func:`assess`; :func:`incoherence` gives its reason), in order:
 
 * ``empty`` — no visible characters;
-* ``repetition`` — a loop from the start (above), or, in the text that is left after a loop is
+* ``repetition`` — a loop from the start (above); or, in the text left after a periodic loop is
   cut, at least ``MIN_REPEAT_TOKENS`` (16) whitespace tokens and fewer than ``MIN_DISTINCT`` (25%)
-  of them distinct: a loop that is not periodic;
+  of them distinct (a loop that is not periodic, sentences repeated with variations between
+  them) whose opening before its first repeated sentence is itself too short or a loop — when
+  that opening is coherent, it is what is judged;
 * ``gibberish`` — at least ``MIN_TOKENS`` (5) tokens outside code, a *word score* below
   ``MIN_WORD_SCORE`` (0.70), and at least ``MIN_BAD_TOKENS`` (3) tokens that are unknown or
   malformed (so that a short answer with two rare names is not salad). The word score is the
@@ -160,22 +162,53 @@ def loop_start(words: list[str]) -> int | None:
     return best
 
 
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*")
+_SPACES = re.compile(r"\s+")
+
+
+def repeated_sentence_start(text: str) -> int | None:
+    """Character offset of the first sentence (of at least 3 words) that repeats an earlier one
+    (case, numbers and spacing ignored), or ``None``: where a loop that is not exactly periodic
+    (sentences repeated with variations between them) starts."""
+    seen: set[str] = set()
+    for m in _SENTENCE.finditer(text):
+        sentence = _SPACES.sub(" ", _DIGITS.sub("#", m.group().lower())).strip(" .!?")
+        if len(sentence.split()) < 3:
+            continue
+        if sentence in seen:
+            return m.start()
+        seen.add(sentence)
+    return None
+
+
+def _loops(tokens: list[str]) -> bool:
+    """Fewer than MIN_DISTINCT of at least MIN_REPEAT_TOKENS words distinct: a loop, periodic or not."""
+    return len(tokens) >= MIN_REPEAT_TOKENS and len(set(tokens)) < MIN_DISTINCT * len(tokens)
+
+
 def assess(text: str) -> Reading:
     """Read ``text`` as a judge should: empty, a loop from its start, or salad are degenerate; a
     loop after a coherent opening is cut off and the opening is what is judged."""
     words = [(m.group(), m.start()) for m in _WORD.finditer(text)]
     if not words:
         return Reading(text, "empty")
-    cut = loop_start([w for w, _ in words])
+    plain = [w for w, _ in words]
+    # the last word may be cut by the token limit ("… I" for "I'm"): a loop may end one word early
+    starts = [s for s in (loop_start(plain), loop_start(plain[:-1])) if s is not None]
     loop_cut = None
-    if cut is not None:
-        if len({_normal(w) for w, _ in words[:cut]}) < MIN_OPENING:
+    if starts:
+        cut = min(starts)
+        if len({_normal(w) for w in plain[:cut]}) < MIN_OPENING:
             return Reading(text, "repetition")
         loop_cut = words[cut][1]
         text = text[:loop_cut].rstrip()
-    tokens = text.split()
-    if len(tokens) >= MIN_REPEAT_TOKENS and len(set(tokens)) < MIN_DISTINCT * len(tokens):
-        return Reading(text, "repetition", loop_cut)
+    if _loops(text.split()):  # a loop that is not periodic: cut at its first repeated sentence
+        start = repeated_sentence_start(text)
+        opening = text[:start].rstrip() if start else ""
+        if not opening or len({_normal(w) for w in opening.split()}) < MIN_OPENING or _loops(opening.split()):
+            return Reading(text, "repetition", loop_cut)
+        loop_cut = start if loop_cut is None else min(loop_cut, start)
+        text = opening
     stats = _word_stats(text)
     if stats is not None and stats[0] < MIN_WORD_SCORE and stats[1] >= MIN_BAD_TOKENS:
         return Reading(text, "gibberish", loop_cut)
