@@ -55,7 +55,9 @@ FORWARDED_ENV = (
 )
 # Variables a Ray process must never hold: the judges' keys and anything named like a credential.
 # Hub tokens stay, so that workers can load gated models; they never enter a runtime env or a log.
-_CREDENTIAL = re.compile(r"(KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|TOKEN)", re.IGNORECASE)
+# Any name holding a credential word (API_KEY, OPENAIKEY, AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN); "TOKEN"
+# as in a tokenizer setting (TOKENIZERS_PARALLELISM) is not one.
+_CREDENTIAL = re.compile(r"(KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|TOKEN(?!IZER))", re.IGNORECASE)
 _KEEP = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"})
 
 
@@ -66,7 +68,7 @@ def forwarded_env(environ: dict[str, str]) -> dict[str, str]:
 
 def credential_names(environ: dict[str, str]) -> list[str]:
     """Variables kept out of every Ray process: credentials that workers do not need."""
-    return sorted(k for k in environ if _CREDENTIAL.search(k) and k not in _KEEP and k != "TOKENIZERS_PARALLELISM")
+    return sorted(k for k in environ if _CREDENTIAL.search(k) and k not in _KEEP)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,21 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 
+def _chunks(keys: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """``keys`` in chunks under SQLite's limit on bound parameters, each with its ``?,?,…`` marks."""
+    for start in range(0, len(keys), 900):
+        chunk = list(keys[start : start + 900])
+        yield chunk, ",".join("?" * len(chunk))
+
+
+def _stored_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` that have a stored generation."""
+    found: set[str] = set()
+    for chunk, marks in _chunks(keys):
+        found.update(r[0] for r in conn.execute(f"SELECT key FROM generations WHERE key IN ({marks})", chunk))
+    return found
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -180,11 +195,8 @@ class Lease:
                 if owner != self.owner and host == self.host and not _pid_alive(pid):
                     conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
             conn.execute("DELETE FROM leases WHERE expires < ?", (now,))  # a pid reused, or another host's
-            stored, others = set(), set()
-            for start in range(0, len(keys), 900):
-                chunk = list(keys[start : start + 900])
-                marks = ",".join("?" * len(chunk))
-                stored.update(r[0] for r in conn.execute(f"SELECT key FROM generations WHERE key IN ({marks})", chunk))
+            stored, others = _stored_keys(conn, keys), set()
+            for chunk, marks in _chunks(keys):
                 others.update(
                     r[0]
                     for r in conn.execute(
@@ -200,14 +212,15 @@ class Lease:
 
     def renew(self, conn: sqlite3.Connection) -> None:
         with conn:
-            conn.execute("UPDATE leases SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS, self.owner))
+            self._renew_in(conn)
+
+    def _renew_in(self, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE leases SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS, self.owner))
 
     def release_in(self, conn: sqlite3.Connection, keys: Sequence[str]) -> None:
         """Drop this lease's claims on ``keys`` and renew the rest (inside the caller's transaction)."""
-        conn.execute("UPDATE leases SET expires = ? WHERE owner = ?", (time.time() + LEASE_SECONDS, self.owner))
-        for start in range(0, len(keys), 900):
-            chunk = list(keys[start : start + 900])
-            marks = ",".join("?" * len(chunk))
+        self._renew_in(conn)
+        for chunk, marks in _chunks(keys):
             conn.execute(f"DELETE FROM leases WHERE owner = ? AND key IN ({marks})", [self.owner, *chunk])
 
     def release_all(self, conn: sqlite3.Connection) -> None:
@@ -229,6 +242,7 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self._loop_cut_column = False
         if self.path.exists() and self.path.is_dir():
             raise SafestressError(f"store path {path} is a directory")
         if readonly:
@@ -322,13 +336,7 @@ class Store:
 
     # -- generations ----------------------------------------------------------------------------
     def existing_keys(self, keys: Iterable[str]) -> set[str]:
-        keys = list(keys)
-        found: set[str] = set()
-        for start in range(0, len(keys), 900):
-            chunk = keys[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(f"SELECT key FROM generations WHERE key IN ({marks})", chunk))
-        return found
+        return _stored_keys(self.conn, list(keys))
 
     def put_batch(
         self,
@@ -387,7 +395,14 @@ class Store:
         )
 
     def _has_loop_cut_column(self) -> bool:
-        return any(row[1] == "loop_cut" for row in self.conn.execute("PRAGMA table_info(verdicts)"))
+        """Whether ``verdicts`` has the column. Once seen outside a transaction it stays, so the
+        schema is read once per connection, not per batch (a column added in a transaction that is
+        still open could yet be rolled back)."""
+        if self._loop_cut_column:
+            return True
+        found = any(row[1] == "loop_cut" for row in self.conn.execute("PRAGMA table_info(verdicts)"))
+        self._loop_cut_column = found and not self.conn.in_transaction
+        return found
 
     def _add_loop_cut_column(self) -> None:
         """Stores written before verdicts recorded where a loop was cut get the column with their
@@ -398,9 +413,7 @@ class Store:
     def unjudged(self, keys: Sequence[str], judge: str) -> list[tuple[str, str, str]]:
         """(key, prompt, response) of stored generations among ``keys`` without a verdict by ``judge``."""
         out = []
-        for start in range(0, len(keys), 900):
-            chunk = list(keys[start : start + 900])
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(keys):
             out.extend(
                 self.conn.execute(
                     f"SELECT g.key, g.prompt, g.response FROM generations g WHERE g.key IN ({marks}) "

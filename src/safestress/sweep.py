@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,9 @@ class SweepPlan:
     ppl_metric: str | None = None  # the perplexity metric's name in the store, set by execute
     ppl_text: str | None = None  # the perplexity corpus, read while planning
 
+    @cached_property
     def specs(self) -> dict[str, dict[str, Any]]:
-        """Each condition's specification by its configuration hash."""
+        """Each condition's specification by its configuration hash (built once, read per batch)."""
         return {c.config_hash: c.spec for c in self.conditions}
 
     @property
@@ -258,7 +260,7 @@ def judge_and_store(plan: SweepPlan, store: Store, rows: list[GenerationRow], le
     """Judge a batch of generations with every judge of the plan and store rows, their
     configurations and verdicts in one transaction; a failing judge never costs the generations
     (they are stored, then it raises)."""
-    specs = plan.specs()
+    specs = plan.specs
     configs = [specs[h] for h in dict.fromkeys(r.config_hash for r in rows)]
     verdicts = []
     try:

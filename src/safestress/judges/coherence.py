@@ -186,6 +186,11 @@ def _loops(tokens: list[str]) -> bool:
     return len(tokens) >= MIN_REPEAT_TOKENS and len(set(tokens)) < MIN_DISTINCT * len(tokens)
 
 
+def _has_opening(words: list[str]) -> bool:
+    """At least MIN_OPENING distinct words (case and numbers ignored) before a loop."""
+    return len({_normal(w) for w in words}) >= MIN_OPENING
+
+
 def assess(text: str) -> Reading:
     """Read ``text`` as a judge should: empty, a loop from its start, or salad are degenerate; a
     loop after a coherent opening is cut off and the opening is what is judged."""
@@ -198,17 +203,16 @@ def assess(text: str) -> Reading:
     loop_cut = None
     if starts:
         cut = min(starts)
-        if len({_normal(w) for w in plain[:cut]}) < MIN_OPENING:
+        if not _has_opening(plain[:cut]):
             return Reading(text, "repetition")
         loop_cut = words[cut][1]
         text = text[:loop_cut].rstrip()
     if _loops(text.split()):  # a loop that is not periodic: cut at its first repeated sentence
         start = repeated_sentence_start(text)
         opening = text[:start].rstrip() if start else ""
-        if not opening or len({_normal(w) for w in opening.split()}) < MIN_OPENING or _loops(opening.split()):
+        if not opening or not _has_opening(opening.split()) or _loops(opening.split()):
             return Reading(text, "repetition", loop_cut)
-        loop_cut = start if loop_cut is None else min(loop_cut, start)
-        text = opening
+        loop_cut, text = start, opening  # ``start`` lies in the text already cut, so it is the earlier cut
     stats = _word_stats(text)
     if stats is not None and stats[0] < MIN_WORD_SCORE and stats[1] >= MIN_BAD_TOKENS:
         return Reading(text, "gibberish", loop_cut)
