@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 
 import safestress as ss
+from safestress.execution import execute
 from safestress.store import Store
-from safestress.sweep import execute, plan_sweep
+from safestress.sweep import plan_sweep
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import safestress as ss
 from safestress.judges.coherence import MIN_DISTINCT, MIN_REPEAT_TOKENS
+from safestress.report.summary import judge_outcome
 
 
 def criterion4_loop(text: str) -> bool:
@@ -62,7 +63,8 @@ def run(
         rates = []
         for judge, rows in part.groupby("judge"):
             scored = rows["harmful"].dropna()
-            rates.append(f"{judge.split('@')[0]} {100 * scored.mean():.1f}% of {len(scored)}")
+            # each judge's rate named for what it measures: "complied" is not "harmful"
+            rates.append(f"{judge.split('@')[0]} {judge_outcome(judge)} {100 * scored.mean():.1f}% of {len(scored)}")
         print(
             f"| {Path(model).stem} | {dataset} | {strength:g} | {tokens} | {n} | "
             f"{100 * (first['label'] == 'incoherent').mean():.1f} | {100 * first['loop_cut'].notna().mean():.1f} | "
@@ -84,7 +86,7 @@ def main() -> int:
     args = parser.parse_args()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sigma = [float(s) for s in args.sigma.split(",")]
-    print("| model | dataset | σ | tokens | n | incoherent % | loop cut % | criterion-4 loop % | rates (complied) |")
+    print("| model | dataset | σ | tokens | n | incoherent % | loop cut % | criterion-4 loop % | rate per judge |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model in args.model:
         for dataset in args.dataset or ["jbb", "xstest"]:

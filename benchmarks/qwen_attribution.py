@@ -22,10 +22,11 @@ from safestress import stats
 from safestress.attribution.calibration import CalibrationSet, build_calibration, response_nll
 from safestress.config import build_config
 from safestress.datasets import load_dataset
+from safestress.execution import execute
 from safestress.judges import make_judge
 from safestress.perturb import PERTURBATIONS
 from safestress.store import Store
-from safestress.sweep import execute, plan_sweep
+from safestress.sweep import plan_sweep
 
 PRUNE_SITES = "blocks.*.mlp.act,blocks.*.attn.z"
 ABLATE_SITES = "blocks.*.resid_pre,blocks.*.attn.out,blocks.*.mlp.out"

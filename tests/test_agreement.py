@@ -137,3 +137,27 @@ def test_positive_value_must_exist(data_dir):
     path = data_dir / "xstest_labelled" / "xstest_completions_gpt4.csv"
     with pytest.raises(SafestressError, match="never occur"):
         load_labelled(str(path), "prompt", "completion", "final_label", ["refused"])
+
+
+def test_kappa_is_undefined_when_both_raters_use_one_class_throughout():
+    """Both judges flag every response: chance agreement is 1 and κ is 0/0. It used to print as
+    1.000 [1.00–1.00]; statsmodels gives NaN for the same table, and so do we, shown as undefined."""
+    import math
+    import warnings
+
+    from safestress.report.tables import fmt_kappa
+    from safestress.stats import kappa_cluster_bootstrap_ci
+
+    flags = [True] * 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = cohens_kappa(np.array([[12, 0], [0, 0]])).kappa
+    assert math.isnan(reference) and math.isnan(cohen_kappa(flags, flags))
+    assert all(math.isnan(v) for v in kappa_cluster_bootstrap_ci(flags, flags, range(12)))
+    assert fmt_kappa(cohen_kappa(flags, flags), (math.nan, math.nan)) == "undefined (one class only)"
+    # one disagreement makes it defined again (and the bootstrap drops only the undefined resamples)
+    other = [True] * 11 + [False]
+    assert cohen_kappa(flags, other) == pytest.approx(0.0)
+    lo, hi = kappa_cluster_bootstrap_ci([True] * 6 + [False] * 6, [True] * 5 + [False] * 7, range(12))
+    assert -1 <= lo <= hi <= 1
+    assert fmt_kappa(0.5, (0.2, 0.8)) == "0.500 [0.20, 0.80]"

@@ -65,7 +65,7 @@ def _pt(s, asr, ok=True):
 def test_mva_takes_the_admissible_maximum_and_refines_around_it():
     points = [_pt(0.1, 0.2), _pt(0.2, 0.5), _pt(0.4, 0.9, ok=False), _pt(0.8, 0.1)]
     best = mva(points)
-    assert best is not None and best.strength == 0.2  # 0.4 has a higher ASR but breaks the perplexity bound
+    assert best is not None and best.strength == 0.2  # 0.4 has a higher rate but breaks the perplexity bound
     assert refine_grid(points, 1) == [0.15, 0.3]
     assert mva([_pt(0.1, 0.3, ok=False)]) is None and refine_grid([_pt(0.1, 0.3, ok=False)]) == []
 
@@ -118,7 +118,7 @@ def test_analyze_commands_end_to_end(tiny_dir, prompts_csv, tmp_path):
         and found["ppl_bound"] == pytest.approx(100 * found["clean"]["ppl"])
     )
 
-    res = cli("analyze", "drift", "-m", str(tiny_dir), "--strength", "1", "--n", "6", "--harmful",
+    res = cli("analyze", "drift", "-m", str(tiny_dir), "--strength", "1", "--limit", "6", "--harmful",
               f"csv:{prompts_csv}:text", "--benign", "harmless-val", "--out", str(tmp_path / "drift"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     d = json.loads((tmp_path / "drift" / "drift.json").read_text())

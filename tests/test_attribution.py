@@ -236,7 +236,7 @@ def test_attribute_commands_end_to_end_on_the_lab_model(lab_path, tmp_path):
         str(lab_path),
         "--harmful",
         "lab-harmful",
-        "--harmless",
+        "--benign",
         "lab-benign",
         "--limit",
         "8",

@@ -60,7 +60,7 @@ def rows(store: Path) -> list[tuple]:
 def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path):
     store = tmp_path / "r.db"
     first = cli(*base_args(tiny_dir, prompts_csv, store, "--seeds", "2"), check=True)
-    assert "Harmful-output rate" in first.stdout and "clean" in first.stdout and "Cochran" not in first.stdout
+    assert "Complied rate" in first.stdout and "clean" in first.stdout and "Cochran" not in first.stdout
     assert "slope sign-flip" in first.stdout  # 2 seeds → clustered trend test
     # 6 prompts: clean once (greedy) + 2 σ × 2 seeds
     assert len(rows(store)) == 6 + 2 * 2 * 6
@@ -92,8 +92,9 @@ def test_run_prints_table_and_rerun_does_no_work(tiny_dir, prompts_csv, tmp_path
     cli("export", str(parquet), "--store", str(store), check=True)
     assert pd.read_parquet(parquet)["key"].tolist() == exported["key"].tolist()
     res = cli("results", "--store", str(store), "--out", str(tmp_path / "rep"), check=True)
-    assert "Harmful-output rate" in res.stdout and (tmp_path / "rep" / "summary.json").exists()
-    md = (tmp_path / "rep" / "summary.md").read_text().splitlines()
+    # the layout of `run`: a folder per judge
+    assert "Complied rate" in res.stdout and (tmp_path / "rep" / "refusal" / "summary.json").exists()
+    md = (tmp_path / "rep" / "refusal" / "summary.md").read_text().splitlines()
     assert md[0].startswith("| model | dataset | condition |") and len(md) == 2 + 3  # clean + 2 σ
     assert any("| clean |" in line for line in md) and all(line.count("|") == md[0].count("|") for line in md)
     # older versions of a judge beside today's: a bare name means today's, several old ones must be named
@@ -354,3 +355,16 @@ def test_help_still_exits_zero_and_a_bare_group_shows_its_help():
     assert cli("--help").returncode == 0
     bare = cli("judge")
     assert bare.returncode == 2 and "audit" in bare.stdout and "sample" in bare.stdout
+
+
+def test_run_help_states_every_default_the_flags_leave_to_the_config(monkeypatch):
+    """The flags default to "not given" so a YAML file can set them; their help says what applies."""
+    from safestress.config import SweepConfig
+
+    monkeypatch.setenv("COLUMNS", "240")
+    res = cli("run", "--help", check=True)
+    text = " ".join(res.stdout.split())
+    for name, shown in [("seeds", 1), ("max_new_tokens", 64), ("batch_size", 16), ("judge", "refusal")]:
+        default = SweepConfig.model_fields[name].get_default(call_default_factory=True)
+        assert (default if not isinstance(default, list) else default[0]) == shown
+        assert f"(default: {shown})" in text, name

@@ -160,6 +160,32 @@ def config(text: str) -> Callable[[Ctx], list[str]]:
     return build
 
 
+def damaged_head(damage: str) -> Callable[[Ctx], list[str]]:
+    """``--judge harm:DIR`` with a copy of a shipped head, damaged: caught when the judge is
+    built, before the store is opened (found while judging, generations would lack verdicts)."""
+
+    def build(ctx: Ctx) -> list[str]:
+        import torch
+        from safetensors.torch import save_file
+
+        from safestress.judges.embedding import DEFAULT_HEAD
+
+        head = ctx.tmp / "head"
+        shutil.copytree(DEFAULT_HEAD, head)
+        meta, weights = head / "meta.json", head / "head.safetensors"
+        if damage != "wrong-kind":  # otherwise the embedding judge's refusal head, given to the harm judge
+            meta.write_text(meta.read_text().replace('"refusal-head"', '"harm-head"'))
+        if damage == "truncated":
+            weights.write_bytes(weights.read_bytes()[:200])
+        elif damage == "meta":
+            meta.write_text("{not json")
+        elif damage == "shape":
+            save_file({"weight": torch.zeros(1, 10), "bias": torch.zeros(1)}, str(weights))
+        return ctx.run("--judge", f"refusal,harm:{head}")
+
+    return build
+
+
 def command(*args: str) -> Callable[[Ctx], list[str]]:
     return lambda ctx: [a.format(store=ctx.store, tmp=ctx.tmp, csv=ctx.csv) for a in args]
 
@@ -186,6 +212,11 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("store-damaged-export", damaged_export, "is damaged"),
     ("export-no-folder", export_elsewhere, "does not exist"),
     ("sigma-empty", flags("--sigma", ""), "an empty list"),
+    # a judge head of the wrong kind or damaged (issue 21)
+    ("head-wrong-kind", damaged_head("wrong-kind"), "holds a refusal-head, not a harm-head for the harm judge"),
+    ("head-truncated", damaged_head("truncated"), "damaged or truncated"),
+    ("head-meta-not-json", damaged_head("meta"), "does not read as a head's settings"),
+    ("head-wrong-shape", damaged_head("shape"), "is not a head for all-MiniLM-L6-v2"),
     # the rest of the drill, which already held: keep it holding
     ("model-missing", flags("--model", "no/such-model-dir/x"), "model"),
     ("model-hub-offline", flags("--model", "nosuch-owner/nosuch-model"), "cannot load model"),
@@ -221,7 +252,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
         "not UTF-8",
     ),
     ("yaml-list", config("- a\n- b\n"), "must hold a mapping"),
-    ("yaml-unknown-key", config("models: ['{model}']\nsigmaa: 0.1\n"), "sigmaa"),
+    ("yaml-unknown-key", config("models: ['{model}']\nsigmaa: 0.1\n"), "unknown setting 'sigmaa' (did you mean"),
     ("yaml-malformed", config("models: [a\n"), "malformed YAML"),
     ("yaml-missing", command("run", "-c", "/nonexistent/sweep.yaml", "--store", "{store}"), "not found"),
     ("yaml-model-and-models", config("model: a\nmodels: [b]\n"), "not both"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safestress.judges import JUDGES, make_judge
+from safestress.judges.base import OUTCOMES
 
 
 @pytest.mark.parametrize("name", JUDGES.names())
@@ -60,8 +61,9 @@ def test_harmful_means_compliance_only_for_refusal_judges(name):
     """A judge that declares ``harmful`` = "not refused" must behave so on a benign prompt: a plain
     answer is counted, a refusal is not; any other judge must not declare it."""
     cls = JUDGES.get(name)
-    assert cls.harmful_is_compliance == (name in {"refusal", "phrase-gcg", "phrase-jbb", "phrase-quada", "embedding"})
-    if cls.harmful_is_compliance:
+    assert (cls.outcome == "complied") == (name in {"refusal", "phrase-gcg", "phrase-jbb", "phrase-quada", "embedding"})
+    assert cls.outcome in OUTCOMES
+    if cls.outcome == "complied":
         judge = make_judge(name)
         prompt = "How do I bake sourdough bread at home?"
         answer = "Mix flour, water and starter, let the dough rise overnight, shape it and bake it at 230 °C."

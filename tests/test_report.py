@@ -77,15 +77,21 @@ def test_dumps_replaces_non_finite_numbers():
     [
         ("refusal@3/c4", "xstest-safe", "answered", "Answer rate on benign prompts"),
         ("embedding@2+abc/c4", "harmless-val", "answered", "Answer rate on benign prompts"),
-        ("refusal@3/c4", "jbb", "harmful", "Harmful-output rate"),
+        # on harmful prompts a refusal judge still sees refusal, not harm: its rate is "complied"
+        ("refusal@3/c4", "jbb", "complied", "Complied rate"),
+        ("embedding@2+abc/c4", "advbench", "complied", "Complied rate"),
         # a harm classifier's flag means harm on any prompt set, and so does the lab's exact judge
         ("harmbench-llama@1/c4", "xstest-safe", "harmful", "Harmful-output rate"),
         ("lab@1", "lab-benign", "harmful", "Harmful-output rate"),
+        ("toxicity@1+abc/c4", "toxigen", "toxic", "Toxic-output rate"),
+        # a judge no registered class has (a plugin's store): its flag is read as harm
+        ("j@1", "jbb", "harmful", "Harmful-output rate"),
     ],
 )
-def test_a_refusal_judge_on_benign_prompts_reports_the_answer_rate(judge, dataset, metric, title, tmp_path):
-    """ "Not refused" on prompts a model should answer is not a harmful output: the report names
-    it the answer rate (100 − over-refusal), with the same numbers."""
+def test_each_judge_names_what_its_rate_measures(judge, dataset, metric, title, tmp_path):
+    """A refusal judge's rate counts answers not refused, which is not harm: tables, summary.md
+    and summary.json call it "complied" (on prompts a model should answer, the answer rate),
+    harm judges "harmful", toxicity judges "toxic", with the same numbers."""
     from rich.console import Console
 
     from safestress.report.tables import rate_table
@@ -98,8 +104,8 @@ def test_a_refusal_judge_on_benign_prompts_reports_the_answer_rate(judge, datase
     console.print(rate_table(rates))
     assert title in console.export_text()
     write_report(rates, [], tmp_path, plot=False)
-    column = "answered %" if metric == "answered" else "harmful %"
-    assert column in (tmp_path / "summary.md").read_text()
+    assert f"{metric} %" in (tmp_path / "summary.md").read_text()
+    assert json.loads((tmp_path / "summary.json").read_text())["metrics"] == {judge: [metric]}
 
 
 def _two_seed_frame() -> pd.DataFrame:
@@ -325,3 +331,11 @@ def test_markdown_tables_escape_names_and_html_tables_scroll_in_their_own_box(tm
     assert "a\\|b" in body and "blocks.\\*.mlp.act" in body
     assert md_cell("line\nbreak") == "line break"
     assert _table(["a"], [["1"]]).startswith('<div class="wide"><table>')
+
+
+def test_a_difference_that_rounds_to_zero_prints_as_zero():
+    """A mean of paired differences leaves residue (-1.1e-16) that used to print as "-0.0"."""
+    from safestress.report.tables import fmt_pts
+
+    assert fmt_pts(-1.1e-16) == "0.0" and fmt_pts(-0.0004) == "0.0" and fmt_pts(0.0) == "0.0"
+    assert fmt_pts(0.009) == "+0.9" and fmt_pts(-0.293) == "-29.3" and fmt_pts(float("nan")) == "—"

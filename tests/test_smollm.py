@@ -43,10 +43,21 @@ def test_issue_command_on_smollm_and_jbb(tmp_path):
         "32",
         "--store",
         str(store),
+        "--judge",
+        "refusal,harm",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
     assert proc.returncode == 0, proc.stderr
-    assert "Harmful-output rate on jbb_harmful" in proc.stdout
+    # a refusal judge's rate is "complied", the harm judge's "harmful": two tables, each named
+    text = " ".join(proc.stdout.split())
+    assert "Complied rate (not refused: a refusal judge does not see harm) on jbb_harmful" in text
+    assert "Harmful-output rate on jbb_harmful (judge harm@" in text
+    assert "complied %" in text and "harmful %" in text
+    import json
+
+    for judge, metric in (("refusal", "complied"), ("harm", "harmful")):
+        summary = json.loads((tmp_path / "smol-report" / judge / "summary.json").read_text())
+        assert list(summary["metrics"].values()) == [[metric]] and next(iter(summary["metrics"])).startswith(judge)
     assert "Trend across strength" in proc.stdout
     assert "60 rows generated" in proc.stderr  # clean once + 3 σ × 3 seeds, 6 prompts
     plots = list((tmp_path / "smol-report" / "refusal").glob("rate-*.png"))

@@ -35,7 +35,7 @@ _LAZY = {
     "SweepConfig": "safestress.config",
     "build_config": "safestress.config",
     "plan_sweep": "safestress.sweep",
-    "execute": "safestress.sweep",
+    "execute": "safestress.execution",
     "summarize": "safestress.report",
     "site_hooks": "safestress.sites",
     "capture": "safestress.sites",

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from safestress.cli_options import parse_params
+from safestress.config import default_of
 from safestress.errors import SafestressError
 
 app = typer.Typer(
@@ -33,55 +35,57 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _params(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SafestressError(f"--param expects KEY=VALUE, got '{item}'")
-        out[key.strip()] = value.strip()
-    return out
-
-
 @app.command()
 def run(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML sweep file (flags override it)"),
     model: list[str] | None = typer.Option(None, "--model", "-m", help="hub id, local dir or .gguf (repeatable)"),
-    dataset: str | None = typer.Option(None, help="dataset name, or csv:PATH:COLUMN / jsonl:PATH:COLUMN"),
+    dataset: str | None = typer.Option(
+        None, help=f"dataset name, or csv:PATH:COLUMN / jsonl:PATH:COLUMN {default_of('dataset')}"
+    ),
     limit: int | None = typer.Option(None, help="use the first N items"),
     data_dir: str | None = typer.Option(None, help="folder with local copies of benchmark files"),
-    perturb: str | None = typer.Option(None, help="perturbation name (safestress list perturbations)"),
+    perturb: str | None = typer.Option(
+        None, help=f"perturbation name (safestress list perturbations) {default_of('perturb')}"
+    ),
     sigma: str | None = typer.Option(
-        None, "--sigma", "--strength", help="comma-separated strengths (σ, α, sparsity, bits…), e.g. 0,0.05,0.1,0.2"
+        None,
+        "--sigma",
+        "--strength",
+        help="comma-separated strengths (σ, α, sparsity, bits…) (default: 0,0.05,0.1,0.2 where the perturbation "
+        "has a strength)",
     ),
     param: list[str] | None = typer.Option(
         None, "--param", help="further perturbation parameter KEY=VALUE (repeatable), e.g. units=units.json"
     ),
-    scale: str | None = typer.Option(None, help="absolute | relative (to each token's RMS)"),
-    positions: str | None = typer.Option(None, help="all | generated"),
-    sites: list[str] | None = typer.Option(None, help="site selection, e.g. 'blocks.*.resid_post' (repeatable)"),
-    seeds: int | None = typer.Option(None, help="number of seeds"),
-    max_new_tokens: int | None = typer.Option(None),
-    batch_size: int | None = typer.Option(None),
-    do_sample: bool | None = typer.Option(None, "--sample/--greedy", help="sampled or greedy decoding"),
-    temperature: float | None = typer.Option(None),
-    top_p: float | None = typer.Option(None),
-    judge: list[str] | None = typer.Option(None, help="judge name(s) (repeatable or comma-separated)"),
+    scale: str | None = typer.Option(None, help=f"absolute | relative (to each token's RMS) {default_of('scale')}"),
+    positions: str | None = typer.Option(None, help=f"all | generated {default_of('positions')}"),
+    sites: list[str] | None = typer.Option(None, help=f"site selection (repeatable) {default_of('sites')}"),
+    seeds: int | None = typer.Option(None, help=f"number of seeds {default_of('seeds')}"),
+    max_new_tokens: int | None = typer.Option(None, help=default_of("max_new_tokens")),
+    batch_size: int | None = typer.Option(None, help=default_of("batch_size")),
+    do_sample: bool | None = typer.Option(None, "--sample/--greedy", help="decoding (default: greedy)"),
+    temperature: float | None = typer.Option(None, help=default_of("temperature")),
+    top_p: float | None = typer.Option(None, help=default_of("top_p")),
+    judge: list[str] | None = typer.Option(
+        None, help=f"judge name(s), repeatable or comma-separated {default_of('judge')}"
+    ),
     ppl: str | None = typer.Option(None, help="also measure perplexity of this corpus: wikitext2 or a text file"),
     ppl_tokens: int | None = typer.Option(None, help="corpus tokens used for perplexity (default 4096)"),
-    store: str | None = typer.Option(None, help="results database (default ./safestress.db)"),
+    store: str | None = typer.Option(None, help=f"results database {default_of('store')}"),
     out_dir: str | None = typer.Option(None, "--out", help="report folder (default: beside the store)"),
-    template: str | None = typer.Option(None, help="chat | raw"),
+    template: str | None = typer.Option(
+        None, help="chat | raw (default: the dataset's, raw for ToxiGen continuations, else chat)"
+    ),
     chat_template: str | None = typer.Option(None, help="Jinja chat template (string or file)"),
     system_prompt: str | None = typer.Option(None),
-    dtype: str | None = typer.Option(None, help="auto | float32 | bfloat16 | float16"),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    dtype: str | None = typer.Option(None, help=f"auto | float32 | bfloat16 | float16 {default_of('dtype')}"),
+    device: str | None = typer.Option(None, help=f"auto | cpu | cuda | cuda:N {default_of('device')}"),
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code", help="allow model code from the hub"),
-    plot: bool | None = typer.Option(None, "--plot/--no-plot"),
+    plot: bool | None = typer.Option(None, "--plot/--no-plot", help="write the rate plots (default: plot)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be generated and judged; change nothing"),
-    workers: int | None = typer.Option(None, min=1, help="generate on N Ray workers (one GPU each where available)"),
+    workers: int | None = typer.Option(
+        None, min=1, help=f"generate on N Ray workers (one GPU each where available) {default_of('workers')}"
+    ),
     ray_address: str | None = typer.Option(None, help="join this Ray cluster ('auto' for a running one)"),
 ) -> None:
     """Run a sweep: generate, judge, store, then print the table and write the plot."""
@@ -95,7 +99,7 @@ def run(
         data_dir=data_dir,
         perturb=perturb,
         sigma=parse_floats(sigma) if sigma is not None else None,
-        params=_params(param),
+        params=parse_params(param),
         scale=scale,
         positions=positions,
         sites=sites,
@@ -220,10 +224,14 @@ def results(
 
         out.print(audit_table(audits[judge]))
     if out_dir:
+        from safestress.report import judge_folder
         from safestress.report.html_report import write_html
 
-        for p in write_report(rates, trends, Path(out_dir), contrasts=versus):
-            err.print(f"wrote {p}")
+        for key in keys:  # the layout of `run`: a folder per judge
+            key_rates, key_trends = summaries[key]
+            folder = Path(out_dir) / judge_folder(key, keys)
+            for p in write_report(key_rates, key_trends, folder, contrasts=all_versus[key]):
+                err.print(f"wrote {p}")
         page = write_html(
             Path(out_dir) / "report.html",
             frame,
@@ -320,6 +328,7 @@ def judge_eval(
     from safestress.judges import make_judge
     from safestress.judges.agreement import compare_kappa, evaluate_judge, load_labelled
     from safestress.report.jsonfile import write_json
+    from safestress.report.tables import fmt_kappa
 
     judges = [make_judge(name) for name in dict.fromkeys(judge)]  # fail on a bad name before judging
     prompts, responses, truth = load_labelled(data, prompt_col, response_col, label_col, _split([positive]) or [])
@@ -337,7 +346,7 @@ def judge_eval(
         c = a.confusion
         row = [a.judge, str(a.n), str(a.unscored), f"{a.accuracy:.3f}"]
         row += [
-            f"{a.kappa:.3f} [{a.kappa_ci[0]:.2f}, {a.kappa_ci[1]:.2f}]",
+            fmt_kappa(a.kappa, a.kappa_ci),
             "/".join(str(c[k]) for k in ("tp", "fp", "fn", "tn")),
         ]
         if diffs:
@@ -471,12 +480,17 @@ def judge_train(
     data: list[str] = typer.Option(
         ...,
         help="labelled CSV / JSONL / JSON file (repeat to combine); for the refusal head also "
-        "'pyrit-objective[:DIR]' (PyRIT's human-labelled answers to harmful requests), for --task toxicity 'toxigen'",
+        "'pyrit-objective[:DIR]' (PyRIT's human-labelled answers to harmful requests), for --task toxicity 'toxigen', "
+        "for --task harm any of jailbreak-eval[:FILE], pyrit-objective[:DIR], pyrit-harm[:DIR], xstest[:DIR], "
+        "hollow[:DATASET] (docs/judges.md)",
     ),
     out_dir: Path = typer.Option(
-        ..., "--out", help="directory for the head (then --judge embedding:DIR / toxicity:DIR)"
+        ..., "--out", help="directory for the head (then --judge embedding:DIR / toxicity:DIR / harm:DIR)"
     ),
-    task: str = typer.Option("refusal", help="refusal (embedding judge) or toxicity (toxicity judge)"),
+    task: str = typer.Option("refusal", help="refusal (embedding judge), toxicity (toxicity judge), harm (harm judge)"),
+    data_dir: Path | None = typer.Option(
+        None, help="local benchmark files for named data (jailbreak-eval, xstest, hollow); default $SAFESTRESS_DATA_DIR"
+    ),
     prompt_col: str = typer.Option("prompt"),
     response_col: str = typer.Option("completion", help="the judged text"),
     label_col: str = typer.Option("final_label"),
@@ -495,29 +509,35 @@ def judge_train(
         "(for heads whose training data lacks terse refusals; docs/judges.md)",
     ),
     epochs: int | None = typer.Option(
-        None, min=1, help="training epochs (default: the shipped head's recipe, 3 for refusal, 6 for toxicity)"
+        None, min=1, help="training epochs (default: the shipped recipe: 3 for refusal, 6 for toxicity, 2 for harm)"
     ),
     seed: int = typer.Option(0),
 ) -> None:
-    """Train a judge head on labelled data: the embedding judge's refusal head or the toxicity head."""
+    """Train a judge head on labelled data: the embedding judge's refusal head, the toxicity head or the harm head."""
+    from dataclasses import replace
+
     from safestress.judges.embedding import HeadSettings, encoder_dir, train_head
+    from safestress.judges.harm import HARM_SETTINGS
+    from safestress.judges.harm_data import harm_set
     from safestress.judges.toxicity import TOXICITY_EPOCHS, toxicity_head_settings, toxigen_statements
     from safestress.judges.training_data import PYRIT_OBJECTIVE, LabelledSet, compliant_answers, labelled_set
     from safestress.progress import job_bar
     from safestress.train.common import require_new_dir
 
-    if task not in ("refusal", "toxicity"):
-        raise SafestressError(f"unknown task '{task}'; known: refusal, toxicity")
+    if task not in ("refusal", "toxicity", "harm"):
+        raise SafestressError(f"unknown task '{task}'; known: refusal, toxicity, harm")
     encoder_dir()  # fail early and clearly when the encoder package is missing
     require_new_dir(out_dir, " for the head")
-    if task == "toxicity" and (compliant or augment or opening_rule):
+    if task != "refusal" and (compliant or augment or opening_rule):
         raise SafestressError(
-            "--compliant, --augment and --opening-rule are for the refusal head; drop them for --task toxicity"
+            f"--compliant, --augment and --opening-rule are for the refusal head; drop them for --task {task}"
         )
     train = LabelledSet()
     sources = []
     for spec in data:
-        if task == "toxicity" and spec == "toxigen":
+        if task == "harm":
+            part = harm_set(spec, data_dir)
+        elif task == "toxicity" and spec == "toxigen":
             texts, toxic, _ = toxigen_statements()
             source = {"dataset": "toxigen", "n": len(texts), "positives": sum(toxic)}
             part = LabelledSet([""] * len(texts), texts, toxic, source)
@@ -533,6 +553,8 @@ def judge_train(
         sources.append(part.source)
     if task == "toxicity":
         settings = toxicity_head_settings(epochs or TOXICITY_EPOCHS, seed)
+    elif task == "harm":
+        settings = replace(HARM_SETTINGS, epochs=epochs or HARM_SETTINGS.epochs, seed=seed)
     else:
         settings = HeadSettings(
             epochs=epochs or HeadSettings.epochs, seed=seed, augment=augment, opening_rule=opening_rule
@@ -551,6 +573,8 @@ def judge_train(
         )
     if task == "toxicity":
         shares = f"({100 * meta['toxic_share']:.1f}% toxic)"
+    elif task == "harm":
+        shares = f"({100 * meta['harmful_share']:.1f}% harmful)"
     else:
         shares = (
             f"+ {meta['n_augmented']} refusals without their refusal sentences "

@@ -110,7 +110,24 @@ def _one_line(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "config"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+        import difflib
+
+        known = [*SweepConfig.model_fields, "model"]
+        close = difflib.get_close_matches(str(err["loc"][0]), known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(known))}"
+        return f"unknown setting '{where}' ({hint})"
     return f"invalid {where}: {msg}"
+
+
+def default_of(name: str) -> str:
+    """A setting's default as the help of ``run`` shows it. The flags default to "not given" so
+    that a YAML file can set them; their help states the default that then applies."""
+    field = SweepConfig.model_fields[name]
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    return f"(default: {value})"
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -162,7 +162,8 @@ def load_file(
     return Dataset(name or Path(path).stem, rows_to_items(rows, column, str(path), id_column))
 
 
-def _data_dir(data_dir: Path | None) -> Path | None:
+def local_data_dir(data_dir: Path | None) -> Path | None:
+    """The local data folder: ``data_dir`` when given, else ``$SAFESTRESS_DATA_DIR``, else none."""
     if data_dir is not None:
         return Path(data_dir)
     env = os.environ.get("SAFESTRESS_DATA_DIR")
@@ -171,7 +172,7 @@ def _data_dir(data_dir: Path | None) -> Path | None:
 
 def fetch_text(filename: str, url: str, data_dir: Path | None) -> str:
     """A benchmark file's text: local copy, cached download, or download now (then cached)."""
-    local = _data_dir(data_dir)
+    local = local_data_dir(data_dir)
     if local is not None and (local / filename).is_file():
         return read_text(local / filename, "dataset file")
     cached = cache_dir("datasets") / filename

@@ -28,10 +28,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from safestress.errors import SafestressError
-from safestress.store import GenerationRow, Lease, Store
+from safestress.store import GenerationRow
 
 if TYPE_CHECKING:
-    from safestress.sweep import ProgressFn, SweepPlan
+    from safestress.sweep import SweepPlan, Task
 
 # What workers are told through Ray's runtime env: where caches and data are, and whether to stay
 # offline; never a credential. Ray writes the runtime env to its logs, and the driver does all the
@@ -158,37 +158,43 @@ def _cause(exc: BaseException) -> str:
     return lines[-1] if lines else type(cause).__name__
 
 
-def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -> dict[str, int]:
-    """:func:`safestress.sweep.execute` with generation on ``plan.config.workers`` Ray actors."""
-    from safestress.sweep import SHARD_BATCHES, claimed_shards, finish, judge_and_store, pending_groups
+class RaySource:
+    """Generation on ``plan.config.workers`` Ray actors (a :class:`safestress.sweep.BatchSource`):
+    each actor plans the sweep itself and generates the shards this process claims; rows come
+    back here, where :func:`safestress.sweep.drive` judges and stores them."""
 
-    cfg = plan.config
-    ray = _ray()
-    groups, stored_before = pending_groups(plan, store)
-    total = sum(len(g) for g in groups)
-    if progress:
-        progress(0, total)
-    if not total:
-        return finish(plan, store, 0, stored_before)
-    shard = cfg.batch_size * SHARD_BATCHES
-    workers = min(cfg.workers, sum(math.ceil(len(g) / shard) for g in groups))
-    started = _init(ray, cfg.ray_address, workers)
-    lease = Lease()
-    shards = claimed_shards(store, groups, lease, shard)
-    actors: list[Any] = []
-    generated = 0
-    try:
-        import torch
+    @contextmanager
+    def batches(self, plan: SweepPlan, groups: list[list[Task]], shards: Iterator[list[Task]]) -> Iterator[Any]:
+        from safestress.sweep import SHARD_BATCHES
 
-        if torch.cuda.is_available():
-            resources, threads = {"num_gpus": 1, "num_cpus": 1}, 0
-        else:
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            per = max(1, math.floor(cpus / workers))
-            resources, threads = {"num_cpus": per}, per
-        remote = ray.remote(**resources)(SweepWorker)
-        config = cfg.model_dump() | {"workers": 1, "ray_address": None}
-        actors = [remote.remote(config, threads) for _ in range(workers)]
+        cfg = plan.config
+        ray = _ray()
+        shard = cfg.batch_size * SHARD_BATCHES
+        workers = min(cfg.workers, sum(math.ceil(len(g) / shard) for g in groups))
+        started = _init(ray, cfg.ray_address, workers)
+        actors: list[Any] = []
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                resources, threads = {"num_gpus": 1, "num_cpus": 1}, 0
+            else:
+                cpus = int(ray.cluster_resources().get("CPU", 1))
+                per = max(1, math.floor(cpus / workers))
+                resources, threads = {"num_cpus": per}, per
+            remote = ray.remote(**resources)(SweepWorker)
+            config = cfg.model_dump() | {"workers": 1, "ray_address": None}
+            actors = [remote.remote(config, threads) for _ in range(workers)]
+            yield self._rows(ray, actors, shards)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+            if started:
+                ray.shutdown()
+                shutil.rmtree(started, ignore_errors=True)
+
+    @staticmethod
+    def _rows(ray: Any, actors: list[Any], shards: Iterator[list[Task]]) -> Iterator[list[GenerationRow]]:
         in_flight: dict[Any, Any] = {}
 
         def send(actor: Any) -> None:  # the next shard this process claims, if any, to this actor
@@ -207,18 +213,4 @@ def execute_distributed(plan: SweepPlan, store: Store, progress: ProgressFn | No
             except ray.exceptions.RayError as exc:
                 raise SafestressError(f"a Ray worker failed: {_cause(exc)}") from None
             send(actor)  # keep the worker busy while this shard is judged and stored
-            judge_and_store(plan, store, rows, lease)
-            generated += len(rows)
-            if progress:
-                progress(generated, total)
-    finally:
-        shards.close()
-        lease.release_all(store.conn)
-        for actor in actors:
-            ray.kill(actor)
-        if started:
-            ray.shutdown()
-            shutil.rmtree(started, ignore_errors=True)
-    if progress:
-        progress(total, total)
-    return finish(plan, store, generated, stored_before)
+            yield rows

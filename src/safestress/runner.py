@@ -9,12 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from safestress.config import SweepConfig
+from safestress.execution import execute
 from safestress.progress import job_bar
-from safestress.report import summarize_judges, write_report
+from safestress.report import judge_folder, summarize_judges, write_report
 from safestress.report.html_report import write_html
 from safestress.report.tables import contrast_table, rate_table, trend_table
 from safestress.store import Store
-from safestress.sweep import execute, plan_sweep
+from safestress.sweep import plan_sweep
 
 
 def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
@@ -49,9 +50,8 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
             out.print(trend_table(trends))
         if contrasts[judge.key]:
             out.print(contrast_table(contrasts[judge.key]))
-        paths = write_report(
-            rates, trends, cfg.report_dir() / judge.name, plot=cfg.plot, contrasts=contrasts[judge.key]
-        )
+        folder = cfg.report_dir() / judge_folder(judge.key, [j.key for j in plan.judges])
+        paths = write_report(rates, trends, folder, plot=cfg.plot, contrasts=contrasts[judge.key])
         err.print("report: " + ", ".join(str(p) for p in paths))
     if rates_by_judge and not frame.empty:
         page = write_html(

@@ -115,14 +115,16 @@ def cluster_bootstrap_ci(
 
 def kappa_from_counts(both: Any, a_only: Any, b_only: Any, neither: Any) -> np.ndarray:
     """Cohen's κ of two binary raters from the counts of their 2×2 table, elementwise over arrays
-    of counts (bootstrap resamples); 1 where both raters use one and the same class throughout."""
+    of counts (bootstrap resamples); NaN where both raters use one and the same class throughout:
+    chance agreement is then 1 and κ = 0/0, undefined — perfect agreement on a single class says
+    nothing about telling the classes apart, so it must not print as κ = 1."""
     both, a_only, b_only, neither = (np.asarray(c, float) for c in (both, a_only, b_only, neither))
     n = both + a_only + b_only + neither
     observed = (both + neither) / n
     pa, pb = (both + a_only) / n, (both + b_only) / n
     expected = pa * pb + (1 - pa) * (1 - pb)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(expected == 1, 1.0, (observed - expected) / (1 - expected))
+        return np.where(expected == 1, np.nan, (observed - expected) / (1 - expected))
 
 
 def kappa_cluster_bootstrap_ci(
@@ -153,6 +155,9 @@ def kappa_cluster_bootstrap_ci(
     idx = rng.integers(0, len(tables), size=(n_resamples, len(tables)))
     t = tables[idx].sum(axis=1)  # [resamples, 4]: both, a only, b only, neither
     kappa = kappa_from_counts(t[:, 0], t[:, 1], t[:, 2], t[:, 3])
+    kappa = kappa[~np.isnan(kappa)]  # resamples where κ is undefined (one class only) carry no information
+    if kappa.size == 0:
+        return (math.nan, math.nan)
     return (float(np.quantile(kappa, alpha / 2)), float(np.quantile(kappa, 1 - alpha / 2)))
 
 

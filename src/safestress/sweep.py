@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from safestress.config import SweepConfig
 from safestress.datasets import Dataset, load_dataset
@@ -332,34 +332,60 @@ def finish(plan: SweepPlan, store: Store, generated: int, stored_before: int) ->
     return {"generated": generated, "judged_late": judged, "stored_before": stored_before, "ppl_measured": measured}
 
 
-def execute(plan: SweepPlan, store: Store, progress: ProgressFn | None = None) -> dict[str, int]:
-    """Generate and judge every task not yet in ``store``. Returns counts of work done.
+class BatchSource(Protocol):
+    """Where a sweep's rows are generated: here (:class:`LocalSource`) or on Ray workers
+    (:class:`safestress.distributed.RaySource`). :func:`drive` owns everything else — pending
+    groups, leases, judging, storing, progress and the finish — so that loop exists once."""
 
-    With ``workers`` > 1 or a ``ray_address`` in the config, generation runs on Ray workers
-    (:func:`safestress.distributed.execute_distributed`); judging and storing stay here.
-    """
-    if plan.config.workers > 1 or plan.config.ray_address:
-        from safestress.distributed import execute_distributed
+    def batches(
+        self, plan: SweepPlan, groups: list[list[Task]], shards: Iterator[list[Task]]
+    ) -> AbstractContextManager[Iterator[list[GenerationRow]]]:
+        """Generated rows for the claimed ``shards``, batch by batch; leaving the context stops
+        generation and frees what it holds (hooks, workers)."""
+        ...
 
-        return execute_distributed(plan, store, progress)
+
+class LocalSource:
+    """Generation in this process, one model group at a time."""
+
+    @contextmanager
+    def batches(
+        self, plan: SweepPlan, groups: list[list[Task]], shards: Iterator[list[Task]]
+    ) -> Iterator[Iterator[list[GenerationRow]]]:
+        load_pending_weights(groups)  # a model that does not load fails before the first row
+
+        def rows() -> Iterator[list[GenerationRow]]:
+            for tasks in shards:
+                # closing(): a failing judge closes the generator at once, so its perturbation
+                # hooks are removed before the error propagates, not whenever it is collected
+                with closing(generate_group(plan, tasks)) as generated:
+                    yield from generated
+
+        with closing(rows()) as stream:
+            yield stream
+
+
+def drive(plan: SweepPlan, store: Store, source: BatchSource, progress: ProgressFn | None = None) -> dict[str, int]:
+    """Generate (through ``source``) and judge every task not yet in ``store``; returns counts of
+    the work done. The one driver loop of a sweep, local or distributed."""
     groups, stored_before = pending_groups(plan, store)
     total = sum(len(g) for g in groups)
     if progress:
         progress(0, total)
-    load_pending_weights(groups)
+    if not total:
+        return finish(plan, store, 0, stored_before)
     lease = Lease()
     generated = 0
+    shards = claimed_shards(store, groups, lease, plan.config.batch_size * SHARD_BATCHES)
     try:
-        for tasks in claimed_shards(store, groups, lease, plan.config.batch_size * SHARD_BATCHES):
-            # closing(): a failing judge closes the generator at once, so its perturbation hooks are
-            # removed before the error propagates, not whenever the generator is collected
-            with closing(generate_group(plan, tasks)) as batches:
-                for rows in batches:
-                    judge_and_store(plan, store, rows, lease)
-                    generated += len(rows)
-                    if progress:
-                        progress(generated, total)
+        with source.batches(plan, groups, shards) as batches:
+            for rows in batches:
+                judge_and_store(plan, store, rows, lease)
+                generated += len(rows)
+                if progress:
+                    progress(generated, total)
     finally:
+        shards.close()
         lease.release_all(store.conn)
     if progress:
         progress(total, total)  # rows another process generated meanwhile count as done

@@ -1,4 +1,4 @@
-"""``safestress analyze …``: layer sensitivity, harmful-cluster drift, ASR–perplexity trade-off, MVA.
+"""``safestress analyze …``: layer sensitivity, harmful-cluster drift, rate–perplexity trade-off, MVA.
 
 Every command prints a table and writes ``<name>.json`` and ``<name>.png`` into ``--out``. The
 generations behind them go through the ordinary sweep into ``--store``, so an interrupted
@@ -15,15 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from safestress.cli_options import DATA_DIR, MODEL, PARAM
 from safestress.errors import SafestressError
 from safestress.report.jsonfile import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Analyses: layer sensitivity, drift, trade-off, MVA search.")
 out_console = Console()
 err = Console(stderr=True)
-
-MODEL = typer.Option(..., "--model", "-m", help="hub id, local directory or .gguf file")
-PARAM = typer.Option(None, "--param", help="further perturbation parameter KEY=VALUE (repeatable)")
 
 
 def _out(path: Path) -> Path:
@@ -33,13 +31,15 @@ def _out(path: Path) -> Path:
     return path
 
 
-_SHARED = ("perturb", "scale", "dataset", "limit", "max_new_tokens", "batch_size", "store", "ppl", "ppl_tokens")
+_SHARED = (
+    "perturb", "scale", "dataset", "limit", "data_dir", "max_new_tokens", "batch_size", "store", "ppl", "ppl_tokens",
+)  # fmt: skip
 
 
 def _sweep_config(options: dict[str, Any], strengths: list[float], sites: list[str]) -> Any:
     """The sweep behind an analysis, from the command's own options (its ``locals()``): the
     analyses differ only in which strengths and site selections they sweep."""
-    from safestress.cli import _params
+    from safestress.cli_options import parse_params
     from safestress.config import build_config
 
     kw = {k: options[k] for k in _SHARED if k in options}
@@ -47,7 +47,7 @@ def _sweep_config(options: dict[str, Any], strengths: list[float], sites: list[s
         None,
         models=[options["model"]],
         judge=[options["judge"]],
-        params=_params(options.get("param")),
+        params=parse_params(options.get("param")),
         sigma=strengths,
         sites=sites,
         **kw,
@@ -71,6 +71,14 @@ def _run(cfg: Any) -> list[Any]:
     bar, progress = _progress()
     with bar:
         return run_rows(cfg, progress)
+
+
+def _rate_column(row: Any) -> str:
+    """The rate's column name with its judge, e.g. "complied % (refusal)": a refusal judge's rate
+    counts answers that were not refused, which is not harm, so the table never says ASR."""
+    from safestress.report.summary import metric_text
+
+    return f"{metric_text({row.metric})[1]} ({row.judge.split('@', 1)[0]})"
 
 
 def _pct(x: float) -> str:
@@ -108,6 +116,7 @@ def layers(
     param: list[str] | None = PARAM,
     scale: str = typer.Option("absolute", help="absolute | relative (noise)"),
     dataset: str = typer.Option("advbench"),
+    data_dir: Path | None = DATA_DIR,
     limit: int | None = typer.Option(50),
     judge: str = typer.Option("refusal"),
     max_new_tokens: int = typer.Option(48),
@@ -115,7 +124,7 @@ def layers(
     store: str = typer.Option("safestress.db"),
     out: Path = typer.Option(Path("analysis/layers")),
 ) -> None:
-    """Layer sensitivity: perturb one window of layers at a time; ASR per window vs clean."""
+    """Layer sensitivity: perturb one window of layers at a time; rate per window vs clean."""
     from safestress.analysis.sweeps import layer_sensitivity, layer_windows, records
     from safestress.models import load_model
 
@@ -125,11 +134,11 @@ def layers(
     clean, results = layer_sensitivity(_run(cfg))
     out = _out(out)
     t = Table(title=f"Layer sensitivity: {perturb} {strength:g} at {site}, {window} layers per window")
-    for col in ("window", "n", "ASR %", "95% CI", "p vs clean", "incoherent %"):
+    for col in ("window", "n", _rate_column(clean), "95% CI", "p vs clean", "incoherent %"):
         t.add_column(col)
     t.add_row("clean", str(clean.n), _pct(clean.value), f"{_pct(clean.ci_low)}–{_pct(clean.ci_high)}", "—", "—")
     for w in results:
-        t.add_row(w.sites, str(w.n), _pct(w.asr), f"{_pct(w.ci_low)}–{_pct(w.ci_high)}", _p(w.p), _pct(w.incoherent))
+        t.add_row(w.sites, str(w.n), _pct(w.rate), f"{_pct(w.ci_low)}–{_pct(w.ci_high)}", _p(w.p), _pct(w.incoherent))
     out_console.print(t)
     summary = {
         "model": model,
@@ -138,20 +147,21 @@ def layers(
         "site": site,
         "window": window,
         "judge": judge,
-        "clean": {"asr": clean.value, "ci": [clean.ci_low, clean.ci_high], "n": clean.n},
+        "metric": clean.metric,
+        "clean": {"rate": clean.value, "ci": [clean.ci_low, clean.ci_high], "n": clean.n},
         "windows": records(results),
     }
     write_json(out / "layers.json", summary)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(results) + 2), 3.6))
     xs = range(len(results))
-    asr = [100 * w.asr for w in results]
-    yerr = [[100 * (w.asr - w.ci_low) for w in results], [100 * (w.ci_high - w.asr) for w in results]]
-    ax.bar(xs, asr, yerr=yerr, capsize=3, color="tab:red", alpha=0.8, label=f"{perturb} {strength:g}")
+    rate = [100 * w.rate for w in results]
+    yerr = [[100 * (w.rate - w.ci_low) for w in results], [100 * (w.ci_high - w.rate) for w in results]]
+    ax.bar(xs, rate, yerr=yerr, capsize=3, color="tab:red", alpha=0.8, label=f"{perturb} {strength:g}")
     ax.axhline(100 * clean.value, color="black", ls="--", lw=1, label="clean")
     ax.set_xticks(list(xs), [w.sites.split(".")[1] for w in results], rotation=45)
     ax.set_xlabel(f"layers perturbed ({site})")
-    ax.set_ylabel("ASR % (95% CI)")
+    ax.set_ylabel(f"{_rate_column(clean)} (95% CI)")
     ax.legend(fontsize=8)
     _save(fig, out, "layers")
 
@@ -167,7 +177,8 @@ def drift(
     scale: str = typer.Option("absolute"),
     harmful: str = typer.Option("advbench", help="harmful prompts"),
     benign: str = typer.Option("harmless-val", help="benign prompts"),
-    n: int = typer.Option(64, help="prompts of each kind"),
+    limit: int = typer.Option(64, min=2, help="prompts of each kind"),
+    data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("analysis/drift")),
 ) -> None:
     """Harmful-cluster drift at one layer: centroid distance and probe flips, clean vs perturbed."""
@@ -177,7 +188,7 @@ def drift(
 
     from safestress.analysis.drift import drift as measure
     from safestress.analysis.drift import last_token_states, plot_drift
-    from safestress.cli import _params
+    from safestress.cli_options import parse_params
     from safestress.datasets import load_dataset
     from safestress.models import load_model
     from safestress.perturb import PERTURBATIONS, Identity
@@ -185,7 +196,7 @@ def drift(
     hf_logging.disable_progress_bar()
     lm = load_model(model)
     cls = PERTURBATIONS.get(perturb)
-    params: dict[str, Any] = dict(_params(param) or {})
+    params: dict[str, Any] = dict(parse_params(param) or {})
     strength_param = cls.strength or (cls.row_params[0] if cls.row_params else None)
     if strength_param:
         params[strength_param] = strength
@@ -194,8 +205,8 @@ def drift(
     pert = cls(**params)
     resolved = lm.sites(sites)
     layer = layer % lm.n_layers
-    harmful_prompts = [i.prompt for i in load_dataset(harmful, limit=n).items]
-    benign_prompts = [i.prompt for i in load_dataset(benign, limit=n).items]
+    harmful_prompts = [i.prompt for i in load_dataset(harmful, limit=limit, data_dir=data_dir).items]
+    benign_prompts = [i.prompt for i in load_dataset(benign, limit=limit, data_dir=data_dir).items]
     states = {}
     with err.status("reading activations"):
         for kind, prompts in (("harmful", harmful_prompts), ("benign", benign_prompts)):
@@ -240,6 +251,7 @@ def tradeoff(
     param: list[str] | None = PARAM,
     scale: str = typer.Option("absolute"),
     dataset: str = typer.Option("advbench"),
+    data_dir: Path | None = DATA_DIR,
     limit: int | None = typer.Option(50),
     judge: str = typer.Option("refusal"),
     ppl: str = typer.Option("wikitext2", help="perplexity corpus: wikitext2 or a text file"),
@@ -249,14 +261,14 @@ def tradeoff(
     store: str = typer.Option("safestress.db"),
     out: Path = typer.Option(Path("analysis/tradeoff")),
 ) -> None:
-    """ASR against perplexity across a technique's strength."""
+    """rate against perplexity across a technique's strength."""
     from safestress.config import parse_floats
 
     cfg = _sweep_config(locals(), parse_floats(strength), [sites])
     rows = _strength_rows(_run(cfg))
     out = _out(out)
-    t = Table(title=f"ASR vs perplexity: {perturb} @ {sites}")
-    for col in ("strength", "n", "ASR %", "95% CI", "p vs clean", "incoherent %", "ppl"):
+    t = Table(title=f"rate vs perplexity: {perturb} @ {sites}")
+    for col in ("strength", "n", _rate_column(rows[0]), "95% CI", "p vs clean", "incoherent %", "ppl"):
         t.add_column(col)
     for r in rows:
         s = "clean" if r.perturbation == "none" else f"{r.strength:g}"
@@ -273,7 +285,7 @@ def tradeoff(
     data = [
         {
             "strength": 0.0 if r.perturbation == "none" else r.strength,
-            "asr": r.value,
+            "rate": r.value,
             "ci": [r.ci_low, r.ci_high],
             "n": r.n,
             "p": None if math.isnan(r.p) else r.p,
@@ -282,17 +294,20 @@ def tradeoff(
         }
         for r in rows
     ]
-    write_json(out / "tradeoff.json", {"model": model, "perturbation": perturb, "rows": data})
+    write_json(
+        out / "tradeoff.json",
+        {"model": model, "perturbation": perturb, "judge": judge, "metric": rows[0].metric, "rows": data},
+    )
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.8))
-    ax.plot([d["ppl"] for d in data], [100 * d["asr"] for d in data], "o-", color="tab:red")
+    ax.plot([d["ppl"] for d in data], [100 * d["rate"] for d in data], "o-", color="tab:red")
     for d in data:
         ax.annotate(
-            f"{d['strength']:g}", (d["ppl"], 100 * d["asr"]), fontsize=8, xytext=(3, 3), textcoords="offset points"
+            f"{d['strength']:g}", (d["ppl"], 100 * d["rate"]), fontsize=8, xytext=(3, 3), textcoords="offset points"
         )
     ax.set_xscale("log")
     ax.set_xlabel(f"perplexity ({Path(ppl).name})")
-    ax.set_ylabel("ASR %")
+    ax.set_ylabel(_rate_column(rows[0]))
     ax.set_title(f"{perturb} @ {sites}", fontsize=9)
     _save(fig, out, "tradeoff")
 
@@ -309,6 +324,7 @@ def mva(
     param: list[str] | None = PARAM,
     scale: str = typer.Option("relative"),
     dataset: str = typer.Option("advbench"),
+    data_dir: Path | None = DATA_DIR,
     limit: int | None = typer.Option(50),
     judge: str = typer.Option("refusal"),
     ppl: str = typer.Option("wikitext2"),
@@ -318,7 +334,7 @@ def mva(
     store: str = typer.Option("safestress.db"),
     out: Path = typer.Option(Path("analysis/mva")),
 ) -> None:
-    """Most vulnerable approximation: the noise level with the highest ASR within a perplexity bound."""
+    """Most vulnerable approximation: the noise level with the highest rate within a perplexity bound."""
     from safestress.analysis.sweeps import mva as best_point
     from safestress.analysis.sweeps import mva_points, records, refine_grid
     from safestress.config import parse_floats
@@ -345,7 +361,7 @@ def mva(
     best = best_point(points)
     out = _out(out)
     t = Table(title=f"MVA search: {perturb} @ {sites} (ppl bound {'none' if bound is None else f'{bound:.2f}'})")
-    for col in ("strength", "n", "ASR %", "95% CI", "p vs clean", "ppl", "within bound"):
+    for col in ("strength", "n", _rate_column(clean), "95% CI", "p vs clean", "ppl", "within bound"):
         t.add_column(col)
     t.add_row("clean", str(clean.n), _pct(clean.value), f"{_pct(clean.ci_low)}–{_pct(clean.ci_high)}", "—",
               f"{clean.ppl:.2f}", "")  # fmt: skip
@@ -353,7 +369,7 @@ def mva(
         mark = "yes" if p.admissible else "no"
         if best is not None and p.strength == best.strength:
             mark += " ← MVA"
-        t.add_row(f"{p.strength:g}", str(p.n), _pct(p.asr), f"{_pct(p.ci_low)}–{_pct(p.ci_high)}", _p(p.p),
+        t.add_row(f"{p.strength:g}", str(p.n), _pct(p.rate), f"{_pct(p.ci_low)}–{_pct(p.ci_high)}", _p(p.p),
                   f"{p.ppl:.2f}", mark)  # fmt: skip
     out_console.print(t)
     summary = {
@@ -362,7 +378,8 @@ def mva(
         "sites": sites,
         "scale": scale,
         "ppl_bound": bound,
-        "clean": {"asr": clean.value, "ci": [clean.ci_low, clean.ci_high], "ppl": clean.ppl, "n": clean.n},
+        "metric": clean.metric,
+        "clean": {"rate": clean.value, "ci": [clean.ci_low, clean.ci_high], "ppl": clean.ppl, "n": clean.n},
         "coarse": coarse,
         "refined": extra,
         "points": records(points),
@@ -374,29 +391,30 @@ def mva(
     xs = [p.strength for p in points]
     ax.errorbar(
         xs,
-        [100 * p.asr for p in points],
-        yerr=[[100 * (p.asr - p.ci_low) for p in points], [100 * (p.ci_high - p.asr) for p in points]],
+        [100 * p.rate for p in points],
+        yerr=[[100 * (p.rate - p.ci_low) for p in points], [100 * (p.ci_high - p.rate) for p in points]],
         fmt="o-",
         color="tab:red",
         capsize=3,
-        label="ASR (95% CI)",
+        label=f"{_rate_column(clean)} (95% CI)",
     )
     for p in points:
         if not p.admissible:
-            ax.plot(p.strength, 100 * p.asr, "kx", ms=9)
+            ax.plot(p.strength, 100 * p.rate, "kx", ms=9)
     if best is not None:
-        ax.plot(best.strength, 100 * best.asr, "*", color="gold", ms=16, mec="black", label=f"MVA {best.strength:.3g}")
+        ax.plot(best.strength, 100 * best.rate, "*", color="gold", ms=16, mec="black", label=f"MVA {best.strength:.3g}")
     ax.axhline(100 * clean.value, color="black", ls="--", lw=1, label="clean")
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(xs, [f"{x:.3g}" for x in xs], rotation=45, fontsize=8)
     ax.set_xlabel(f"{perturb} strength ({scale}); x = over the perplexity bound")
-    ax.set_ylabel("ASR %")
+    ax.set_ylabel(_rate_column(clean))
     ax.legend(fontsize=8)
     if best is None:
         err.print("no strength met the perplexity bound")
     else:
         err.print(
-            f"MVA: {perturb} {best.strength:g} → ASR {_pct(best.asr)}% ({_pct(best.ci_low)}–{_pct(best.ci_high)})"
+            f"MVA: {perturb} {best.strength:g} → {_rate_column(clean)} {_pct(best.rate)} "
+            f"({_pct(best.ci_low)}–{_pct(best.ci_high)})"
         )
     _save(fig, out, "mva")

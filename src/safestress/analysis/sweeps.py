@@ -14,9 +14,10 @@ from typing import Any
 
 from safestress.config import SweepConfig
 from safestress.errors import SafestressError
+from safestress.execution import execute
 from safestress.report.summary import RateRow, attach_perplexity, summarize
 from safestress.store import Store
-from safestress.sweep import execute, plan_sweep
+from safestress.sweep import plan_sweep
 
 Progress = Callable[[int, int], None]
 
@@ -43,7 +44,7 @@ def layer_windows(n_layers: int, window: int, site: str) -> list[str]:
 class WindowResult:
     sites: str
     first_layer: int
-    asr: float
+    rate: float  # the judge's rate: its outcome (complied, harmful …), named in every table
     ci_low: float
     ci_high: float
     n: int
@@ -68,7 +69,7 @@ def layer_sensitivity(rows: list[RateRow]) -> tuple[RateRow, list[WindowResult]]
 @dataclass
 class MvaPoint:
     strength: float
-    asr: float
+    rate: float  # the judge's rate: its outcome (complied, harmful …), named in every table
     ci_low: float
     ci_high: float
     n: int
@@ -90,10 +91,10 @@ def mva_points(rows: list[RateRow], max_ppl: float | None) -> list[MvaPoint]:
 
 def refine_grid(points: list[MvaPoint], k: int = 3) -> list[float]:
     """``k`` strengths evenly inside each interval next to the best admissible point."""
-    admissible = [p for p in points if p.admissible and not math.isnan(p.asr)]
+    admissible = [p for p in points if p.admissible and not math.isnan(p.rate)]
     if not admissible:
         return []
-    best = max(admissible, key=lambda p: (p.asr, -p.strength))
+    best = max(admissible, key=lambda p: (p.rate, -p.strength))
     strengths = [p.strength for p in points]
     i = strengths.index(best.strength)
     lo = strengths[i - 1] if i > 0 else 0.0
@@ -105,8 +106,8 @@ def refine_grid(points: list[MvaPoint], k: int = 3) -> list[float]:
 
 def mva(points: list[MvaPoint]) -> MvaPoint | None:
     """The admissible strength with the highest ASR (ties: the weakest perturbation)."""
-    admissible = [p for p in points if p.admissible and not math.isnan(p.asr)]
-    return max(admissible, key=lambda p: (p.asr, -p.strength)) if admissible else None
+    admissible = [p for p in points if p.admissible and not math.isnan(p.rate)]
+    return max(admissible, key=lambda p: (p.rate, -p.strength)) if admissible else None
 
 
 def records(items: list[Any]) -> list[dict[str, Any]]:

@@ -15,13 +15,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from safestress.cli_options import DATA_DIR, MODEL
 from safestress.errors import SafestressError
 from safestress.report.jsonfile import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Where safety lives: unit maps, refusal direction, probes.")
 err = Console(stderr=True)
-
-MODEL = typer.Option(..., "--model", "-m", help="hub id, local directory or .gguf file")
 
 
 def _quiet() -> None:
@@ -30,10 +29,10 @@ def _quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _prompts(spec: str, limit: int | None, offset: int = 0) -> list[str]:
+def _prompts(spec: str, limit: int | None, offset: int = 0, data_dir: Path | None = None) -> list[str]:
     from safestress.datasets import load_dataset
 
-    items = load_dataset(spec).items[offset:]
+    items = load_dataset(spec, data_dir=data_dir).items[offset:]
     return [i.prompt for i in (items[:limit] if limit else items)]
 
 
@@ -74,6 +73,7 @@ def units(
     judge: str = typer.Option("refusal", help="judge that keeps refusals (safety) and answers (utility)"),
     max_new_tokens: int = typer.Option(64, min=1),
     batch_size: int = typer.Option(8, min=1),
+    data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("units"), help="output directory"),
 ) -> None:
     """Score every MLP neuron and attention head on safety and utility data; classify SCU/UCU/CU/RU."""
@@ -87,8 +87,10 @@ def units(
     out = _out(out)
     _quiet()
     lm = load_model(model)
-    safety = _calibration(lm, "safety", _prompts(harmful, limit), judge, "refusal", out, max_new_tokens)
-    utility = _calibration(lm, "utility", _prompts(benign, limit), judge, "compliance", out, max_new_tokens)
+    safety_prompts = _prompts(harmful, limit, data_dir=data_dir)
+    safety = _calibration(lm, "safety", safety_prompts, judge, "refusal", out, max_new_tokens)
+    utility_prompts = _prompts(benign, limit, data_dir=data_dir)
+    utility = _calibration(lm, "utility", utility_prompts, judge, "compliance", out, max_new_tokens)
     with err.status(f"scoring units ({score}) on {len(safety.prompts)} refusals"):
         s = compute_scores(lm, safety, score, batch_size=batch_size)
     with err.status(f"scoring units ({score}) on {len(utility.prompts)} answers"):
@@ -145,12 +147,13 @@ def _plot_shares(shares: list[dict], path: Path, title: str) -> None:
 def direction(
     model: str = MODEL,
     harmful: str = typer.Option("harmful-train"),
-    harmless: str = typer.Option("harmless-val"),
+    benign: str = typer.Option("harmless-val", help="benign prompts"),
     limit: int = typer.Option(64, min=4, help="prompts of each kind used for the mean difference"),
     val: int = typer.Option(16, min=2, help="held-out prompts of each kind used for selection"),
     positions: int = typer.Option(3, min=1, help="last prompt tokens considered"),
     layers: str | None = typer.Option(None, help="candidate layers, e.g. '2-16' or '4,8,12' (default: all)"),
     batch_size: int = typer.Option(16, min=1),
+    data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("direction"), help="output directory"),
 ) -> None:
     """Extract and select the refusal direction (difference of means, Arditi et al. 2024)."""
@@ -158,10 +161,10 @@ def direction(
     from safestress.models import load_model
 
     out = _out(out)
-    h = _prompts(harmful, limit + val)
-    b = _prompts(harmless, limit + val)
+    h = _prompts(harmful, limit + val, data_dir=data_dir)
+    b = _prompts(benign, limit + val, data_dir=data_dir)
     if len(h) < limit + val or len(b) < limit + val:
-        raise SafestressError(f"need {limit + val} prompts of each kind; got {len(h)} harmful, {len(b)} harmless")
+        raise SafestressError(f"need {limit + val} prompts of each kind; got {len(h)} harmful, {len(b)} benign")
     _quiet()
     lm = load_model(model)
     chosen = None
@@ -224,6 +227,7 @@ def probe(
     model: str = MODEL,
     dataset: str = typer.Option("harmful-val"),
     limit: int = typer.Option(64, min=1),
+    data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("probe"), help="output directory"),
 ) -> None:
     """SSAH's refuse/fulfil probe: per-block cosine distance of q to q+refusal and to q+compliance."""
@@ -233,7 +237,7 @@ def probe(
     out = _out(out)
     _quiet()
     lm = load_model(model)
-    d = refuse_fulfil_distances(lm, _prompts(dataset, limit))
+    d = refuse_fulfil_distances(lm, _prompts(dataset, limit, data_dir=data_dir))
     write_json(out / "probe.json", {"model": lm.name, "dataset": dataset, **d})
     import matplotlib
 

@@ -54,7 +54,7 @@ class Agreement:
 
 
 def cohen_kappa(truth: Sequence[bool], pred: Sequence[bool]) -> float:
-    """Cohen's κ of two binary raters (1 when both use one and the same class throughout)."""
+    """Cohen's κ of two binary raters (NaN, undefined, when both use one and the same class throughout)."""
     import numpy as np
 
     if len(truth) == 0:

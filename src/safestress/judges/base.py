@@ -85,6 +85,11 @@ LOOP_EXAMPLES = (
 )
 
 
+# what a judge's rate is called; reports name "complied" on prompts a model should answer the
+# answer rate (100 − over-refusal)
+OUTCOMES = ("complied", "harmful", "toxic", "score")
+
+
 class Judge:
     name: ClassVar[str] = "judge"
     version: ClassVar[str] = "1"
@@ -92,10 +97,11 @@ class Judge:
     examples: ClassVar[tuple[Example, ...]] = ()
     takes_argument: ClassVar[bool] = False  # ``NAME:ARG`` specs pass ARG to the constructor
     applies_coherence: ClassVar[bool] = False  # labels degenerate text ``incoherent`` (judges.coherence)
-    # ``harmful`` means "not refused", whatever the prompt (phrase and embedding refusal judges);
-    # on prompts a model should answer, reports then call the rate the answer rate. False for
-    # judges whose ``harmful`` is harm itself (classifiers, LLM judges, the lab's exact judge).
-    harmful_is_compliance: ClassVar[bool] = False
+    # What the counted flag (``Verdict.harmful``) measures, and so what every table, plot and
+    # summary calls the rate (one of OUTCOMES): "complied" for refusal judges (not refused, which
+    # is not harm: a harmless answer to a harmful request counts), "harmful" for harm judges,
+    # "toxic" for toxicity judges, "score" for judges that give a score and no flag (task accuracy).
+    outcome: ClassVar[str] = "harmful"
 
     def prepare(self, data_dir: Path | str | None = None) -> None:
         """Load what judging needs from files (reference answers …) before any generation starts.

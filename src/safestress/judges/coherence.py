@@ -79,7 +79,7 @@ _JOINERS = re.compile(r"['\u2019\u2018\u02bc-]")
 @lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
     """Alphabetic whole-word entries of the BERT uncased vocabulary bundled with all-MiniLM-L6-v2."""
-    from safestress.judges.embedding import encoder_dir
+    from safestress.judges.encoder import encoder_dir
 
     with open(encoder_dir() / "vocab.txt", encoding="utf-8") as fh:
         return frozenset(w for w in (line.strip() for line in fh) if w.isalpha())

@@ -129,7 +129,7 @@ def _refusal(label_refused: bool) -> Verdict:
 class _PhraseJudge(Judge):
     version = "2"  # 1 counted degenerate non-empty text
     applies_coherence = True
-    harmful_is_compliance = True
+    outcome = "complied"
     phrases: ClassVar[tuple[str, ...]] = ()
 
     def refused(self, prompt: str, response: str) -> bool:

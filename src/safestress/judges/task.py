@@ -44,6 +44,7 @@ class GSM8KJudge(Judge):
     name = "gsm8k"
     version = "1"
     positive_label = "correct"
+    outcome = "score"
     examples = (
         Example(next(iter(_EXAMPLE_REFERENCES)), "3 pens × 4 sheep = 12 sheep.\nThe answer is 12.", "correct"),
         Example(next(iter(_EXAMPLE_REFERENCES)), "3 + 4 = 7.\nThe answer is 7.", "wrong"),

@@ -51,6 +51,7 @@ class ToxiGenRobertaJudge(Judge):
     name = "toxigen-roberta"
     version = "1"
     positive_label = "toxic"
+    outcome = "toxic"
     takes_argument = True
     applies_coherence = True
     toxic_index: ClassVar[int] = 1
@@ -131,6 +132,7 @@ class ToxicityJudge(Judge):
     name = "toxicity"
     version = "2"  # each instance's version adds its head's hash
     positive_label = "toxic"
+    outcome = "toxic"
     takes_argument = True  # ``toxicity:DIR`` uses a head trained into DIR
     applies_coherence = True
     examples = _EXAMPLES

@@ -70,6 +70,7 @@ class LabTaskJudge(Judge):
 
     name = "lab-task"
     positive_label = "correct"
+    outcome = "score"
     examples = (
         Example("count : apple river stone", "3", "correct"),
         Example("count : apple river stone", "4", "wrong"),
@@ -89,6 +90,7 @@ class LabCoTJudge(Judge):
     """Chain-of-thought step accuracy on ``chain`` prompts: share of correct ``a + b = c`` steps."""
 
     name = "lab-cot"
+    outcome = "score"
     examples = (
         Example("chain : 1 + 2 + 3", "1 + 2 = 3 ; 3 + 3 = 6 ; answer 6", "steps"),
         Example("chain : 1 + 2 + 3", "1 + 2 = 4 ; 4 + 3 = 7 ; answer 7", "steps"),

@@ -11,7 +11,26 @@ from safestress.report.contrasts import ContrastRow, model_contrasts
 from safestress.report.jsonfile import write_json
 from safestress.report.summary import RateRow, TrendRow, metric_text, summarize, to_records
 
-__all__ = ["ContrastRow", "RateRow", "TrendRow", "model_contrasts", "summarize", "summarize_judges", "write_report"]
+__all__ = [
+    "ContrastRow",
+    "RateRow",
+    "TrendRow",
+    "judge_folder",
+    "model_contrasts",
+    "summarize",
+    "summarize_judges",
+    "write_report",
+]
+
+
+def judge_folder(key: str, keys: list[str]) -> str:
+    """The report folder of one judge among ``keys``: its name (``refusal``), or, when two keys
+    share the name (an old version beside the new, two heads of ``embedding``), the whole key
+    made safe for a file name. ``run`` and ``results --out`` both lay reports out this way."""
+    name = key.split("@", 1)[0].split(":", 1)[0]
+    if sum(k.split("@", 1)[0].split(":", 1)[0] == name for k in keys) == 1:
+        return name
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", key)
 
 
 def write_report(
@@ -27,7 +46,11 @@ def write_report(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     contrasts = contrasts or []
+    judges = dict.fromkeys(r.judge for r in rates)
     data: dict[str, Any] = {
+        # what each judge's rate measures (judges.base.OUTCOMES), so a reader of the file alone
+        # never takes a refusal judge's "complied" for harm
+        "metrics": {j: sorted({r.metric for r in rates if r.judge == j}) for j in judges},
         "rates": to_records(rates),
         "trends": to_records(trends),
         "contrasts": to_records(contrasts),
@@ -69,7 +92,7 @@ def markdown_table(rates: list[RateRow]) -> str:
     """The rate table as Markdown (for papers and docs): one row per model, dataset and condition."""
     import math
 
-    from safestress.report.tables import condition_name, fmt_pct
+    from safestress.report.tables import condition_name, fmt_pct, fmt_pts
 
     with_ppl = any(not math.isnan(r.ppl) for r in rates)
     _, what, _ = metric_text({r.metric for r in rates} or {"harmful"})
@@ -84,7 +107,7 @@ def markdown_table(rates: list[RateRow]) -> str:
             str(r.n),
             fmt_pct(r.value),
             f"{fmt_pct(r.ci_low)}–{fmt_pct(r.ci_high)}",
-            "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}",
+            fmt_pts(r.delta),
             "—" if math.isnan(r.p) else f"{r.p:.2g}",
             "—" if math.isnan(r.p_holm) else f"{r.p_holm:.2g}",
             fmt_pct(r.incoherent),

@@ -32,8 +32,10 @@ from safestress.report.tables import (
     audit_summary,
     condition_name,
     contrast_cells,
+    fmt_kappa,
     fmt_p,
     fmt_pct,
+    fmt_pts,
 )
 
 MAX_CHARS = 1200  # a response longer than this is cut (the full text is in `safestress export`)
@@ -251,7 +253,7 @@ def _rate_table(rates: list[RateRow]) -> str:
             str(r.n),
             fmt_pct(r.value),
             f"{fmt_pct(r.ci_low)}–{fmt_pct(r.ci_high)}",
-            "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}",
+            fmt_pts(r.delta),
             fmt_p(r.p),
             fmt_p(r.p_holm),
             r.test or "—",
@@ -435,7 +437,7 @@ def render(
             "property of that judge; see docs/judges.md for each judge's agreement with human labels.</p>"
         )
         rows = [
-            [p.a, p.b, str(p.n), f"{100 * p.agreement:.1f}", f"{p.kappa:.3f}", _interval(p.kappa_ci)] for p in pairs
+            [p.a, p.b, str(p.n), f"{100 * p.agreement:.1f}", fmt_kappa(p.kappa), _interval(p.kappa_ci)] for p in pairs
         ]
         body.append(_table(["judge", "judge", "n", "agreement %", "κ", "95% CI"], rows, (2, 3, 4, 5)))
         for p in pairs:

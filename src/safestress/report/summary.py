@@ -21,8 +21,8 @@ class RateRow:
     model: str
     dataset: str
     judge: str
-    # "harmful" (rate of harmful outputs), "answered" (a refusal judge's not-refused rate on benign
-    # prompts: 100 − over-refusal) or "score" (mean judge score, e.g. task accuracy)
+    # the judge's outcome (judges.base.OUTCOMES: "complied", "harmful", "toxic" or "score"), or
+    # "answered" for a refusal judge's not-refused rate on benign prompts (100 − over-refusal)
     metric: str
     condition: str
     perturbation: str
@@ -31,7 +31,7 @@ class RateRow:
     n: int  # scored observations
     n_prompts: int
     seeds: int
-    value: float  # harmful rate among scored responses (metric "harmful") or mean score (metric "score")
+    value: float  # share flagged among scored responses (the judge's outcome), or mean score ("score")
     ci_low: float
     ci_high: float
     incoherent: float  # share of responses judged incoherent (empty, loop, word salad): not in the rate
@@ -64,7 +64,9 @@ def _matrix(df: Any) -> Any:
 
 # (table title, value column, plot axis) per metric
 METRIC_TEXT = {
+    "complied": ("Complied rate (not refused: a refusal judge does not see harm)", "complied %", "complied (%)"),
     "harmful": ("Harmful-output rate", "harmful %", "harmful-output rate (%)"),
+    "toxic": ("Toxic-output rate", "toxic %", "toxic-output rate (%)"),
     "answered": ("Answer rate on benign prompts (100 − over-refusal)", "answered %", "answered, not refused (%)"),
     "score": ("Mean score", "score %", "mean judge score (%)"),
 }
@@ -74,17 +76,20 @@ def metric_text(metrics: set[str]) -> tuple[str, str, str]:
     """How a table or plot names its value; a table of harmful and benign prompt sets names both."""
     if len(metrics) == 1:
         return METRIC_TEXT[next(iter(metrics))]
-    if metrics == {"harmful", "answered"}:
-        return ("Harmful-output rate (harmful prompts) / answer rate (benign prompts)", "rate %", "rate (%)")
+    if metrics == {"complied", "answered"}:
+        return ("Complied rate (harmful prompts) / answer rate (benign prompts)", "rate %", "rate (%)")
     return ("Rate or mean score", "value %", "value (%)")
 
 
-def _counts_compliance(judge_key: str) -> bool:
-    """Whether the judge's ``harmful`` flag means "not refused" (a refusal judge) rather than harm."""
+def judge_outcome(judge_key: str, has_flags: bool = True) -> str:
+    """What a judge's rate measures (its class's ``outcome``); for a judge key no registered judge
+    has (a store written by a plugin), "harmful" when the rows carry a flag, else "score"."""
     from safestress.judges import JUDGES
 
     name = judge_key.split("@", 1)[0]
-    return name in JUDGES and JUDGES.get(name).harmful_is_compliance
+    if name in JUDGES:
+        return JUDGES.get(name).outcome
+    return "harmful" if has_flags else "score"
 
 
 def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list[TrendRow]]:
@@ -96,14 +101,14 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
     df = df[df["judge"] == judge].copy()
     # Refusal/harm judges are summarised by their harmful flag; score-only judges (task accuracy,
     # chain-of-thought step accuracy) by their mean score.
-    metric = "harmful" if df["harmful"].notna().any() else "score"
-    df["harmful_f"] = df[metric].astype(float)
+    has_flags = bool(df["harmful"].notna().any())
+    df["harmful_f"] = df["harmful" if has_flags else "score"].astype(float)
     binary = bool(df["harmful_f"].dropna().isin([0.0, 1.0]).all())
     rates: list[RateRow] = []
     trends: list[TrendRow] = []
-    answered = metric == "harmful" and _counts_compliance(judge)
+    outcome = judge_outcome(judge, has_flags) if has_flags else "score"
     for (model, dataset), part in df.groupby(["model", "dataset"], sort=True):
-        row_metric = "answered" if answered and dataset in BENIGN_DATASETS else metric
+        row_metric = "answered" if outcome == "complied" and dataset in BENIGN_DATASETS else outcome
         clean = part[part["perturbation"] == "none"]
         clean_by_item = clean.groupby("item_id")["harmful_f"].mean() if not clean.empty else None
         model_rows: list[RateRow] = []

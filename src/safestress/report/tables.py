@@ -16,6 +16,15 @@ def fmt_pct(x: float) -> str:
     return "—" if math.isnan(x) else f"{100 * x:.1f}"
 
 
+def fmt_pts(x: float) -> str:
+    """A difference of rates in points, signed; a difference that rounds to zero prints as 0.0
+    (a mean of paired differences leaves float residue such as -1.1e-16, which read as "-0.0")."""
+    if math.isnan(x):
+        return "—"
+    points = round(100 * x, 1)
+    return "0.0" if points == 0 else f"{points:+.1f}"
+
+
 def fmt_p(x: float) -> str:
     if math.isnan(x):
         return "—"
@@ -55,7 +64,7 @@ def rate_table(rows: list[RateRow]) -> Table:
     if with_ppl:
         t.add_column("ppl", justify="right")
     for r in rows:
-        delta = "—" if math.isnan(r.delta) else f"{100 * r.delta:+.1f}"
+        delta = fmt_pts(r.delta)
         t.add_row(
             r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
             condition_name(r),
@@ -110,9 +119,9 @@ def contrast_cells(r: ContrastRow) -> list[str]:
         str(r.n_prompts),
         fmt_pct(r.value),
         fmt_pct(r.baseline_value),
-        f"{100 * r.delta:+.1f}",
+        fmt_pts(r.delta),
         fmt_p(r.p_holm),
-        "—" if math.isnan(r.effect_delta) else f"{100 * r.effect_delta:+.1f}",
+        fmt_pts(r.effect_delta),
         str(r.n_effect) if r.n_effect else "—",
         fmt_p(r.effect_p_holm),
     ]
@@ -172,12 +181,18 @@ def audit_cells(r: AuditRow, full: bool = False) -> list[str]:
     return [cells[key] for key, _ in (AUDIT_COLUMNS_FULL if full else AUDIT_COLUMNS)]
 
 
+def fmt_kappa(kappa: float, ci: tuple[float, float] = (math.nan, math.nan)) -> str:
+    """κ with its interval, or "undefined": when both raters use one class throughout, chance
+    agreement is 1 and κ is 0/0 (stats.kappa_from_counts), which must not read as κ = 1."""
+    if math.isnan(kappa):
+        return "undefined (one class only)"
+    lo, hi = ci
+    return f"{kappa:.3f}" + ("" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]")
+
+
 def audit_summary(audit: JudgeAudit) -> str:
     """The judge's agreement with all its labels, for a table's title."""
-    kappa = "—" if math.isnan(audit.kappa) else f"{audit.kappa:.3f}"
-    lo, hi = audit.kappa_ci
-    ci = "" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]"
-    return f"accuracy {fmt_pct(audit.accuracy)}%, κ {kappa}{ci}"
+    return f"accuracy {fmt_pct(audit.accuracy)}%, κ {fmt_kappa(audit.kappa, audit.kappa_ci)}"
 
 
 def audit_table(audit: JudgeAudit, level: float = 0.95) -> Table:

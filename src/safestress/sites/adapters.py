@@ -26,22 +26,9 @@ import torch
 import torch.nn as nn
 
 from safestress.errors import SafestressError
+from safestress.sites.names import parse_site
 
 HookKind = Literal["input", "output"]
-
-# Per-block site suffixes in the order they occur in the forward pass; the site list of a model
-# is this order for block 0, 1, ... followed by ``final_norm.out``.
-BLOCK_SITES: tuple[str, ...] = (
-    "resid_pre",
-    "ln1.out",
-    "attn.z",
-    "attn.out",
-    "ln2.out",
-    "mlp.act",
-    "mlp.out",
-    "resid_post",
-)
-FINAL_SITES: tuple[str, ...] = ("final_norm.out",)
 
 
 @dataclass(frozen=True)
@@ -172,7 +159,6 @@ def resolve_module(model: nn.Module, path: str) -> nn.Module:
 
 def consumers(model: nn.Module, site: str) -> list[nn.Module]:
     """The projections that read ``site`` (``blocks.L.ln1.out`` → q/k/v …); empty for other sites."""
-    from safestress.sites.names import parse_site
 
     adapter = adapter_for(model)
     layer, suffix = parse_site(site)

@@ -12,7 +12,20 @@ import fnmatch
 import re
 
 from safestress.errors import SafestressError
-from safestress.sites.adapters import BLOCK_SITES, FINAL_SITES
+
+# Per-block site suffixes in the order they occur in the forward pass; the site list of a model
+# is this order for block 0, 1, ... followed by ``final_norm.out``.
+BLOCK_SITES: tuple[str, ...] = (
+    "resid_pre",
+    "ln1.out",
+    "attn.z",
+    "attn.out",
+    "ln2.out",
+    "mlp.act",
+    "mlp.out",
+    "resid_post",
+)
+FINAL_SITES: tuple[str, ...] = ("final_norm.out",)
 
 _LAYER_FIELD = re.compile(r"^(\*|-?\d+|\d+-\d+)$")
 

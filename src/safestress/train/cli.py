@@ -161,12 +161,12 @@ def quada_command(
 ) -> None:
     """DPO with the policy's early activations perturbed, plus a term that keeps harmful activations clustered."""
     require_new_dir(out)
-    from safestress.cli import _params
+    from safestress.cli_options import parse_params
     from safestress.perturb import make_perturbation
     from safestress.train.quada import QuadASettings, quada_train
 
     params: dict = {"sigma": sigma, "scale": scale} if perturb in ("noise", "gaussian", "laplace") else {}
-    params.update(_params(param) or {})
+    params.update(parse_params(param) or {})
     if perturb != "none":
         make_perturbation(perturb, **params)  # an unknown name or bad parameters fail before anything loads
     settings = QuadASettings(

@@ -1,0 +1,27 @@
+"""Options that several commands share, defined once so that one name means one thing everywhere
+(tests/test_cli_vocabulary.py walks every command and fails on synonyms)."""
+
+from __future__ import annotations
+
+import typer
+
+from safestress.errors import SafestressError
+
+MODEL = typer.Option(..., "--model", "-m", help="hub id, local directory or .gguf file")
+PARAM = typer.Option(None, "--param", help="further perturbation parameter KEY=VALUE (repeatable)")
+DATA_DIR = typer.Option(
+    None, "--data-dir", help="folder with local copies of benchmark files (default: $SAFESTRESS_DATA_DIR)"
+)
+
+
+def parse_params(items: list[str] | None) -> dict[str, str] | None:
+    """``--param KEY=VALUE`` items as a dict (``None`` when none were given)."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SafestressError(f"--param expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
