@@ -135,7 +135,9 @@ def run(
 def _stored_version(name: str, stored: list[str], store: str) -> str:
     """The stored ``judge@version`` a bare judge name means: today's version of that judge if it
     has verdicts here, else the only stored version; several older versions must be named."""
-    match = [j for j in stored if j.split("@")[0] == name]
+    from safestress.judges.base import key_name
+
+    match = [j for j in stored if key_name(j) == name]
     if not match:
         raise SafestressError(f"no verdicts by judge '{name}' in {store}; stored: {', '.join(stored)}")
     try:

@@ -76,9 +76,10 @@ def _run(cfg: Any) -> list[Any]:
 def _rate_column(row: Any) -> str:
     """The rate's column name with its judge, e.g. "complied % (refusal)": a refusal judge's rate
     counts answers that were not refused, which is not harm, so the table never says ASR."""
+    from safestress.judges.base import key_name
     from safestress.report.summary import metric_text
 
-    return f"{metric_text({row.metric})[1]} ({row.judge.split('@', 1)[0]})"
+    return f"{metric_text({row.metric})[1]} ({key_name(row.judge)})"
 
 
 def _pct(x: float) -> str:

@@ -148,6 +148,11 @@ class Judge:
 _KEY = re.compile(r"^(?P<name>[^@]+)@(?P<version>\d*)(?P<variant>.*?)(?:/c(?P<coherence>\d+))?$")
 
 
+def key_name(key: str) -> str:
+    """The judge's registered name in a store key (``embedding@2+b30014f838/c5`` → ``embedding``)."""
+    return key.split("@", 1)[0]
+
+
 def latest_keys(keys: Iterable[str]) -> list[str]:
     """The newest stored version of each judge among ``keys``, in sorted order.
 

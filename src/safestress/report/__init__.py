@@ -27,8 +27,10 @@ def judge_folder(key: str, keys: list[str]) -> str:
     """The report folder of one judge among ``keys``: its name (``refusal``), or, when two keys
     share the name (an old version beside the new, two heads of ``embedding``), the whole key
     made safe for a file name. ``run`` and ``results --out`` both lay reports out this way."""
-    name = key.split("@", 1)[0].split(":", 1)[0]
-    if sum(k.split("@", 1)[0].split(":", 1)[0] == name for k in keys) == 1:
+    from safestress.judges.base import key_name
+
+    name = key_name(key)
+    if sum(key_name(k) == name for k in keys) == 1:
         return name
     return re.sub(r"[^A-Za-z0-9._+-]", "_", key)
 

@@ -85,8 +85,9 @@ def judge_outcome(judge_key: str, has_flags: bool = True) -> str:
     """What a judge's rate measures (its class's ``outcome``); for a judge key no registered judge
     has (a store written by a plugin), "harmful" when the rows carry a flag, else "score"."""
     from safestress.judges import JUDGES
+    from safestress.judges.base import key_name
 
-    name = judge_key.split("@", 1)[0]
+    name = key_name(judge_key)
     if name in JUDGES:
         return JUDGES.get(name).outcome
     return "harmful" if has_flags else "score"
