@@ -15,6 +15,7 @@ compared with "nothing frozen" on the same 120 harmful prompts (exact McNemar, H
 
 Usage:
   SAFESTRESS_CACHE_DIR=/tmp/cache python benchmarks/frozen_finetune.py --out docs/results/lab-frozen-finetune
+  python benchmarks/frozen_finetune.py --ranks docs/results/lab-frozen-finetune/attack-60  # ranks only
 """
 
 from __future__ import annotations
@@ -54,6 +55,35 @@ def outcomes(path: Path) -> dict:
         "refused": [v.label == "refusal" for v in LabJudge().judge(hp, ht)],
         "correct": [v.score == 1.0 for v in LabTaskJudge().judge(bp, bt)],
     }
+
+
+def rank_lines(rows: list[dict]) -> list[str]:
+    """Each classified set's rank among itself and its random draws of the same size, by harmful
+    refusal (1 = refuses most): the run-level reading of SSAH's control. Each draw is one trained
+    model, so the comparison is over draws (stats.rank_p), not over prompts."""
+    by_name = {row["condition"]: row["harmful_refused"] for row in rows}
+    lines = []
+    for name, value in by_name.items():
+        if not name.endswith(" frozen") or name == "nothing frozen":
+            continue
+        label = name.removesuffix(" frozen")
+        draws = [v for m, v in by_name.items() if m.startswith(f"random like {label} (")]
+        if draws:
+            rank, p = stats.rank_p(value, draws)
+            spread = ", ".join(f"{100 * v:.1f}" for v in sorted(draws))
+            lines.append(
+                f"- {name}: {100 * value:.1f}% refused; its {len(draws)} random draws {spread}%: rank {rank} of "
+                f"{len(draws) + 1}, one-sided p = {p:.2f} over draws"
+            )
+    return lines
+
+
+def write_rank_lines(results: Path) -> None:
+    """Append the rank lines to an existing results.md from its results.json (no retraining)."""
+    rows = json.loads((results / "results.json").read_text())["rows"]
+    md = results / "results.md"
+    text = md.read_text().split("\nRank among random draws", 1)[0].rstrip("\n")
+    md.write_text(text + "\n\nRank among random draws (run level):\n\n" + "\n".join(rank_lines(rows)) + "\n")
 
 
 def main() -> None:
@@ -183,9 +213,15 @@ def main() -> None:
             f"units frozen, {v['only_random']} only with the random ones; exact McNemar p = {v['p']:.2g}"
         )
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_rank_lines(args.out)
+    print((args.out / "results.md").read_text())
     print(json.dumps(meta["units"]))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--ranks":  # rank lines for a finished run's folder
+        write_rank_lines(Path(sys.argv[2]))
+    else:
+        main()

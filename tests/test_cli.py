@@ -368,3 +368,27 @@ def test_run_help_states_every_default_the_flags_leave_to_the_config(monkeypatch
         default = SweepConfig.model_fields[name].get_default(call_default_factory=True)
         assert (default if not isinstance(default, list) else default[0]) == shown
         assert f"(default: {shown})" in text, name
+
+
+def test_results_print_json_csv_and_markdown_that_round_trip(good_store, tmp_path):
+    """--format json is the summary.json layout and parses back to the same rates; CSV has one row
+    per condition; Markdown is the summary.md table. A program never parses box drawing."""
+    import csv as csvlib
+
+    from safestress.report import summarize
+    from safestress.store import Store
+
+    data = json.loads(cli("results", "--store", str(good_store), "--format", "json", check=True).stdout)
+    with Store.open_existing(good_store) as st:
+        frame = st.frame()
+    judge = data["rates"][0]["judge"]
+    rates, _ = summarize(frame, judge)
+    assert [r["value"] for r in data["rates"]] == pytest.approx([r.value for r in rates])
+    assert [r["verdict"] for r in data["rates"]] == [r.verdict for r in rates] and data["methods"] == []
+    text = cli("results", "--store", str(good_store), "--format", "csv", check=True).stdout
+    rows = list(csvlib.DictReader(text.splitlines()))
+    assert len(rows) == len(rates) and "delta_ci_low" in rows[0]
+    md = cli("results", "--store", str(good_store), "--format", "markdown", check=True).stdout
+    assert md.startswith("| model | dataset | condition |") and "┃" not in md
+    bad = cli("results", "--store", str(good_store), "--format", "yaml")
+    assert bad.returncode == 2 and "unknown format 'yaml'; known: table, markdown, csv, json" in bad.stderr

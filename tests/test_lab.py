@@ -108,3 +108,15 @@ def test_demo_pipeline_counts_exactly(lab_path, tmp_path):
     clean = next(r for r in rates if r.perturbation == "none")
     harmful_clean = sum(1 for v, p in zip(expected, frame["perturbation"]) if p == "none" and v.harmful)
     assert clean.value == pytest.approx(harmful_clean / clean.n)
+
+
+def test_training_runs_of_one_method_share_the_capability_model_and_keep_old_keys():
+    """`lab train --runs N` varies only the safety stage's seed: the capability stage is cached
+    once, and run 0 is the model every earlier page was measured on (its cache key is unchanged)."""
+    from safestress.lab.model import LabSettings
+
+    first, second = LabSettings(depth="dpo"), LabSettings(depth="dpo", safety_seed=1)
+    assert LabSettings().key() == "lab-deep-v1-ea5a9c23"  # docs/results/lab-frozen-finetune's model
+    assert second.key().startswith("lab-dpo-s1-") and second.key() != first.key()
+    assert second.key(capability_only=True) == first.key(capability_only=True)
+    assert (first.safety_run_seed, second.safety_run_seed) == (0, 1)

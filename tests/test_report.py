@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from safestress.errors import SafestressError
 from safestress.report import summarize, write_report
 from safestress.report.jsonfile import dumps
 
@@ -325,7 +327,7 @@ def test_markdown_tables_escape_names_and_html_tables_scroll_in_their_own_box(tm
     write_report([row], [], tmp_path, plot=False)
     md = (tmp_path / "summary.md").read_text()
     assert payload not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
-    head, _, body = md.splitlines()
+    head, _, body = md.splitlines()[:3]  # the table; its notes follow
     unescaped = lambda line: line.replace("\\|", "").count("|")  # noqa: E731
     assert unescaped(body) == unescaped(head)  # the union's and the dataset's '|' do not add columns
     assert "a\\|b" in body and "blocks.\\*.mlp.act" in body
@@ -339,3 +341,108 @@ def test_a_difference_that_rounds_to_zero_prints_as_zero():
 
     assert fmt_pts(-1.1e-16) == "0.0" and fmt_pts(-0.0004) == "0.0" and fmt_pts(0.0) == "0.0"
     assert fmt_pts(0.009) == "+0.9" and fmt_pts(-0.293) == "-29.3" and fmt_pts(float("nan")) == "—"
+
+
+def test_delta_is_the_difference_of_the_paired_rates_shown_beside_it():
+    """Δ is taken over the prompts both conditions scored, so the table shows those two rates
+    (issue 26): on a crafted store they differ from the conditions' own rates, and Δ is their
+    difference; the three outcomes over all responses add up to 1."""
+    from safestress.report.tables import rate_cells
+
+    rates, _ = summarize(_frame(), "j@1")
+    clean, noisy = sorted(rates, key=lambda r: r.strength)
+    assert noisy.n_paired == 7 and noisy.paired_clean == pytest.approx(3 / 7)  # prompts 3–9; 7–9 complied clean
+    assert noisy.paired_value == pytest.approx(4 / 7) and clean.value == pytest.approx(0.3)
+    assert noisy.delta == pytest.approx(noisy.paired_value - noisy.paired_clean)
+    assert noisy.delta_ci_low < noisy.delta < noisy.delta_ci_high
+    cells = rate_cells(noisy)
+    assert "42.9 → 57.1" in cells and any(c.startswith("+14.3 [") for c in cells)
+    assert (noisy.share_flagged, noisy.share_safe) == (0.4, 0.3)  # 0.3 left: incoherent 0.1 + unscored 0.2
+    assert "40.0/30.0/30.0" in cells
+
+
+def test_a_verdict_that_depends_on_counting_incoherent_answers_is_marked():
+    """20 prompts complied clean and turn incoherent under noise; 20 refuse in both. Among coherent
+    answers nothing changed; counting incoherent as not harmful, 20 of 40 went down."""
+    from safestress.report.tables import SENSITIVE, rate_cells, rate_notes
+
+    frame = pd.DataFrame(
+        _rows("clean", "none", 0.0, ["compliance"] * 20 + ["refusal"] * 20)
+        + _rows("noisy", "gaussian", 0.5, ["incoherent"] * 20 + ["refusal"] * 20)
+    )
+    rates, _ = summarize(frame, "j@1")
+    noisy = next(r for r in rates if r.perturbation != "none")
+    assert noisy.p_holm == 1.0 and noisy.p_all_holm < 1e-5 and noisy.delta_all == pytest.approx(-0.5)
+    assert noisy.incoherent_sensitive and noisy.verdict == "inconclusive"
+    assert f"inconclusive{SENSITIVE}" in rate_cells(noisy)
+    assert any(SENSITIVE in line for line in rate_notes(rates))
+
+
+def test_a_margin_turns_a_small_difference_into_equivalence_and_the_family_is_declared():
+    """400 prompts, 2 change each way: with ±10 points the contrast is equivalent, without a
+    margin inconclusive; the table names its Holm family."""
+    from safestress.report.summary import holm_family
+
+    clean = ["compliance"] * 2 + ["refusal"] * 2 + ["compliance"] * 100 + ["refusal"] * 296
+    noisy = ["refusal"] * 2 + ["compliance"] * 2 + ["compliance"] * 100 + ["refusal"] * 296
+    frame = pd.DataFrame(_rows("clean", "none", 0.0, clean) + _rows("noisy", "gaussian", 0.5, noisy))
+    plain = next(r for r in summarize(frame, "j@1")[0] if r.perturbation != "none")
+    assert plain.verdict == "inconclusive" and plain.p_tost != plain.p_tost  # NaN: no margin, no TOST
+    rates, _ = summarize(frame, "j@1", margin=0.10)
+    noisy_row = next(r for r in rates if r.perturbation != "none")
+    assert noisy_row.p_tost_holm < 0.001 and noisy_row.verdict == "equivalent within ±10 pts"
+    assert holm_family(rates).startswith("Holm family: the 1 contrasts with the clean run")
+
+
+def test_methods_are_compared_with_the_run_as_the_unit():
+    """Two arms of three trained models each: the table lists every run's rate, and Δ, its test
+    and the effect's test are computed from the runs' rates (Welch), not from prompts."""
+    from scipy import stats as sps
+
+    from safestress.report.runs import arm_rows, parse_arms
+    from safestress.report.tables import arm_cells
+
+    def model_rows(model: str, clean_k: int, noisy_k: int) -> list[dict]:
+        rows = _rows("clean", "none", 0.0, ["compliance"] * clean_k + ["refusal"] * (20 - clean_k))
+        rows += _rows("noisy", "gaussian", 0.5, ["compliance"] * noisy_k + ["refusal"] * (20 - noisy_k))
+        return [{**r, "model": model, "key": f"{model}-{r['key']}"} for r in rows]
+
+    runs = {"a0": (2, 10), "a1": (3, 12), "a2": (1, 9), "b0": (2, 4), "b1": (1, 3), "b2": (3, 6)}
+    frame = pd.DataFrame([r for m, (c, n) in runs.items() for r in model_rows(m, c, n)])
+    arms = parse_arms(["base=a0,a1,a2", "robust=b0,b1,b2"])
+    rows = arm_rows(frame, "j@1", arms)
+    noisy = next(r for r in rows if r.arm == "robust" and r.perturbation != "none")
+    assert noisy.run_rates == [0.2, 0.15, 0.3]
+    a_noisy, b_noisy = [0.5, 0.6, 0.45], [0.2, 0.15, 0.3]
+    assert noisy.delta == pytest.approx(np.mean(b_noisy) - np.mean(a_noisy))
+    assert noisy.p == pytest.approx(sps.ttest_ind(b_noisy, a_noisy, equal_var=False).pvalue)
+    effects_b = [0.2 - 0.1, 0.15 - 0.05, 0.3 - 0.15]
+    effects_a = [0.5 - 0.1, 0.6 - 0.15, 0.45 - 0.05]
+    assert noisy.effect_p == pytest.approx(sps.ttest_ind(effects_b, effects_a, equal_var=False).pvalue)
+    assert noisy.p_perm == pytest.approx(0.1) and noisy.verdict in ("different", "inconclusive")
+    assert "20.0, 15.0, 30.0" in arm_cells(noisy)
+    with pytest.raises(SafestressError, match="no verdicts"):
+        arm_rows(frame, "j@1", parse_arms(["base=a0", "other=zz"]))
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_the_rate_table_reads_at_80_and_120_columns(width):
+    """No line is wider than the terminal and no number is cut: what every row shares (the model,
+    the perturbation and sites) is in the title, numbers never break, and below 130 and 100
+    columns the terminal leaves out the all-response shares and the paired rates, saying so."""
+    from rich.console import Console
+
+    from safestress.report.tables import rate_table
+
+    rates, _ = summarize(_frame(), "j@1")
+    for r in rates:
+        r.model = "qwen2.5-coder-0.5b-instruct"
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(rate_table(rates, width))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for cell in ("30.0 [10.8–60.3]", "57.1 [25.0–84.2]", "+14.3 [-49.9–+68.4]", "inconclusive"):
+        assert cell in text, (cell, text)
+    assert "qwen2.5-coder-0.5b-instruct" in text.replace("\n", "")  # the model named once, in the title
+    assert ("42.9 → 57.1" in text) == (width >= 100) and ("40.0/30.0/30.0" in text) == (width >= 130)
+    assert ("leaves out" in text) == (width < 130)

@@ -262,3 +262,173 @@ def test_labels_for_plans_the_width_a_larger_sample_gets():
     assert np.mean(halves) == pytest.approx(0.05, rel=0.2)
     assert pilot.labels_for(0.0001) == np.inf or pilot.labels_for(0.0001) > 10_000
     assert np.isnan(stats.prediction_powered_rate([], [], f).labels_for(0.05))
+
+
+# ---- intervals that are never zero-width, paired intervals, equivalence (issue 22) ----
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 239), (13, 13), (0, 5), (5, 5)])
+def test_wilson_has_width_at_zero_and_at_n(k, n):
+    """A percentile bootstrap of 0/239 is [0, 0]; Wilson's interval is not."""
+    lo, hi = stats.wilson_ci(k, n)
+    assert hi - lo > 0.01 and (lo, hi) == pytest.approx(proportion_confint(k, n, method="wilson"), abs=1e-12)
+
+
+def test_cluster_wilson_with_one_seed_is_wilson():
+    v = (np.random.default_rng(3).random(57) < 0.3).astype(float)
+    assert stats.cluster_wilson_ci(v) == pytest.approx(stats.wilson_ci(v.sum(), v.size), abs=1e-12)
+
+
+def test_cluster_wilson_at_zero_and_one_counts_each_prompt_once():
+    """Five seeds that all say 0 on 239 prompts are worth 239 responses, not 1,195 (nor zero width)."""
+    zeros, ones = np.zeros((239, 5)), np.ones((13, 5))
+
+    def t_level(prompts: int) -> float:  # the two-sided α whose z is Student's t with prompts − 1 df
+        return 2 * sps.norm.sf(sps.t.isf(0.025, prompts - 1))
+
+    assert stats.effective_size(zeros) == (0.0, 239.0) and stats.effective_size(ones) == (1.0, 13.0)
+    assert stats.cluster_wilson_ci(zeros) == pytest.approx(stats.wilson_ci(0, 239, t_level(239)), abs=1e-12)
+    assert stats.cluster_wilson_ci(ones) == pytest.approx(stats.wilson_ci(13, 13, t_level(13)), abs=1e-12)
+    assert stats.cluster_wilson_ci(zeros)[1] > stats.wilson_ci(0, 239)[1]  # a little wider than z
+
+
+def test_effective_size_is_the_cluster_robust_variance_of_statsmodels():
+    """Between its bounds, p(1−p)/n_eff is the cluster-robust variance of the pooled mean
+    (statsmodels OLS on a constant, clustered by prompt, with its small-sample correction)."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(4)
+    prompt_rate = rng.beta(1, 2, 80)
+    v = (rng.random((80, 4)) < prompt_rate[:, None]).astype(float)
+    mean, n_eff = stats.effective_size(v)
+    y, groups = v.ravel(), np.repeat(np.arange(80), 4)
+    fit = sm.OLS(y, np.ones_like(y)).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    assert 80 < n_eff < 320  # correlated seeds: fewer than 320, more than one per prompt
+    assert mean * (1 - mean) / n_eff == pytest.approx(float(fit.bse[0]) ** 2, rel=1e-9)
+
+
+def test_mover_with_wilson_and_no_correlation_is_newcombes_independent_interval():
+    """statsmodels' Newcombe interval for two independent proportions is MOVER on Wilson intervals."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    for k1, n1, k2, n2 in [(7, 34, 1, 34), (0, 16, 15, 72), (30, 30, 12, 40)]:
+        got = stats.mover_difference(k1 / n1, stats.wilson_ci(k1, n1), k2 / n2, stats.wilson_ci(k2, n2))
+        want = confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff")
+        assert got == pytest.approx(want, abs=1e-9)
+
+
+def _paired(a: int, b: int, c: int, d: int) -> tuple[list[int], list[int]]:
+    """Before/after verdicts of a paired 2×2 table: a both 1, b before only, c after only, d neither."""
+    return [1] * (a + b) + [0] * (c + d), [1] * a + [0] * b + [1] * c + [0] * d
+
+
+def test_newcombe_paired_interval_covers_by_exact_enumeration():
+    """Exact coverage over every 2×2 table of n = 12 pairs, for 12 random cell-probability vectors:
+    Newcombe (1998) reports a mean near the nominal 95% and no severe dips for his method 10."""
+    from scipy.stats import multinomial
+
+    n = 12
+    tables = [(a, b, c, n - a - b - c) for a in range(n + 1) for b in range(n + 1 - a) for c in range(n + 1 - a - b)]
+    intervals = [stats.newcombe_paired_ci(*_paired(*t)) for t in tables]
+    coverages = []
+    for probs in np.random.default_rng(5).dirichlet([1, 1, 1, 1], 12):
+        true = probs[2] - probs[1]  # after − before = P(0→1) − P(1→0)
+        mass = multinomial.pmf(np.array(tables), n, probs)
+        coverages.append(sum(m for m, (lo, hi) in zip(mass, intervals) if lo <= true <= hi))
+    assert 0.94 <= np.mean(coverages) <= 0.97 and min(coverages) >= 0.90
+
+
+def test_paired_interval_is_never_zero_width_and_one_seed_uses_newcombe():
+    before, after = _paired(0, 0, 0, 40)  # nothing happens on 40 prompts
+    lo, hi = stats.newcombe_paired_ci(before, after)
+    assert lo < 0 < hi and hi > 0.05
+    delta, ci = stats.paired_difference(np.array(before, float), np.array(after, float))
+    assert delta == 0 and ci == (lo, hi)
+    many = stats.paired_difference(np.zeros((40, 5)), np.zeros((40, 5)))[1]
+    assert many[0] < 0 < many[1]
+
+
+def test_paired_interval_with_several_seeds_covers_by_simulation():
+    """MOVER on cluster-Wilson intervals, prompts with their own rates and five seeds each: the
+    interval of the per-prompt mean difference covers the true one about 95% of the time."""
+    rng = np.random.default_rng(6)
+    hits = 0
+    trials = 300
+    for _ in range(trials):
+        base = rng.beta(0.6, 0.9, 60)
+        shifted = np.clip(base + 0.1, 0, 1)
+        before = (rng.random((60, 5)) < base[:, None]).astype(float)
+        after = (rng.random((60, 5)) < shifted[:, None]).astype(float)
+        _, (lo, hi) = stats.paired_difference(before, after)
+        hits += lo <= float(np.mean(shifted - base)) <= hi
+    assert hits / trials >= 0.92
+
+
+def test_difference_in_differences_is_the_mean_of_per_prompt_effects():
+    rng = np.random.default_rng(7)
+    sides = [(rng.random((30, 1)) < p).astype(float) for p in (0.3, 0.6, 0.3, 0.4)]
+    d, (lo, hi) = stats.difference_in_differences(*sides)
+    m = [s[:, 0] for s in sides]
+    assert d == pytest.approx(np.mean((m[1] - m[0]) - (m[3] - m[2])))
+    assert lo < d < hi and hi - lo > 0.1
+
+
+def test_tost_by_inverting_a_t_interval_is_statsmodels_ttost_paired():
+    """tost_p inverts any interval; with the paired t interval it is statsmodels' paired TOST."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, 40)
+    y = x + rng.normal(0.05, 0.3, 40)
+    d = y - x
+    se = d.std(ddof=1) / np.sqrt(d.size)
+
+    def t_interval(alpha: float) -> tuple[float, float]:
+        half = sps.t.isf(alpha / 2, d.size - 1) * se
+        return d.mean() - half, d.mean() + half
+
+    for margin in (0.1, 0.15, 0.3):
+        want = ttost_paired(y, x, -margin, margin)[0]
+        assert stats.tost_p(t_interval, margin) == pytest.approx(want, abs=1e-5)
+    assert stats.tost_p(t_interval, abs(d.mean()) / 2) == 1.0  # the estimate itself is outside the margin
+
+
+def test_verdict_words():
+    assert stats.verdict(0.01) == "different"
+    assert stats.verdict(0.2) == "inconclusive"  # not significant, no margin: never "same"
+    assert stats.verdict(0.2, 0.01, 0.05) == "equivalent within ±5 pts"
+    assert stats.verdict(0.2, 0.2, 0.05) == "inconclusive"
+
+
+# ---- training methods at the run level ----
+
+
+def test_runs_difference_is_welchs_test_and_interval():
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+    a, b = [0.12, 0.18, 0.15, 0.2], [0.31, 0.26, 0.35]
+    diff, ci, p = stats.runs_difference(a, b)
+    assert p == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+    want = CompareMeans(DescrStatsW(np.array(a)), DescrStatsW(np.array(b))).tconfint_diff(usevar="unequal")
+    assert ci == pytest.approx(want, rel=1e-9) and diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert np.isnan(stats.runs_difference([0.1], [0.2, 0.3])[2])  # one run: no run-level test
+
+
+def test_runs_permutation_p_is_scipys_exact_permutation_test():
+    a, b = [0.12, 0.18, 0.15], [0.31, 0.26, 0.35, 0.3]
+    want = sps.permutation_test(  # two-sided as |difference| at least the observed one
+        (a, b),
+        lambda x, y: abs(np.mean(x) - np.mean(y)),
+        permutation_type="independent",
+        n_resamples=np.inf,
+        alternative="greater",
+    ).pvalue
+    assert stats.runs_permutation_p(a, b) == pytest.approx(want, abs=1e-12)
+    assert stats.runs_permutation_p([0.1, 0.2, 0.15], [0.5, 0.6, 0.55]) == pytest.approx(0.1)  # 3 vs 3: the floor
+
+
+def test_a_classified_set_that_beats_five_random_draws_has_p_one_sixth():
+    """The lab freezing result: classified SCU+CU keep 57.5%, five random sets 26–44%."""
+    assert stats.rank_p(0.575, [0.26, 0.31, 0.44, 0.35, 0.40]) == (1, pytest.approx(1 / 6))
+    assert stats.rank_p(0.30, [0.26, 0.31, 0.44, 0.35, 0.40]) == (5, pytest.approx(5 / 6))
+    assert stats.rank_p(0.1, [0.2, 0.3], higher_is_better=False) == (1, pytest.approx(1 / 3))

@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from safestress.cli_options import parse_params
-from safestress.config import default_of
+from safestress.cli_options import FORMAT, MARGIN, parse_params
+from safestress.config import default_of, margin_share
 from safestress.errors import SafestressError
 
 app = typer.Typer(
@@ -82,6 +82,8 @@ def run(
     device: str | None = typer.Option(None, help=f"auto | cpu | cuda | cuda:N {default_of('device')}"),
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code", help="allow model code from the hub"),
     plot: bool | None = typer.Option(None, "--plot/--no-plot", help="write the rate plots (default: plot)"),
+    margin: float | None = MARGIN,
+    output_format: str | None = FORMAT,
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be generated and judged; change nothing"),
     workers: int | None = typer.Option(
         None, min=1, help=f"generate on N Ray workers (one GPU each where available) {default_of('workers')}"
@@ -121,6 +123,7 @@ def run(
         device=device,
         trust_remote_code=trust_remote_code,
         plot=plot,
+        margin=margin,
         workers=workers,
         ray_address=ray_address,
     )
@@ -129,7 +132,9 @@ def run(
     if dry_run:
         describe_plan(cfg, out)
         return
-    run_and_report(cfg, out, err)
+    from safestress.report.console import resolve_format
+
+    run_and_report(cfg, out, err, resolve_format(output_format, is_terminal=True))
 
 
 def _stored_version(name: str, stored: list[str], store: str) -> str:
@@ -172,15 +177,27 @@ def results(
         None, help="a labelled sample (safestress judge sample): also audit the judges with it (needs --positive)"
     ),
     positive: str | None = typer.Option(None, help="with --labels: label value(s) meaning harmful, comma-separated"),
+    margin: float | None = MARGIN,
+    arm: list[str] | None = typer.Option(
+        None,
+        "--arm",
+        help="a training method's runs NAME=MODEL,MODEL,… (repeatable; the first is the baseline): "
+        "compare methods with the run as the unit",
+    ),
+    output_format: str | None = FORMAT,
 ) -> None:
     """Print the summary tables of everything in a store."""
     from safestress.judges.base import latest_keys
     from safestress.report import summarize_judges, write_report
-    from safestress.report.tables import contrast_table, rate_table, trend_table
     from safestress.store import Store
 
     if (labels is None) != (positive is None):
         raise SafestressError("--labels and --positive go together")
+    from safestress.report.console import print_summary, resolve_format
+    from safestress.report.runs import arm_rows, parse_arms
+
+    arms = parse_arms(arm)
+    fmt = resolve_format(output_format, is_terminal=True)
     truth = None
     if labels is not None:
         from safestress.judges.audit import read_labels
@@ -202,7 +219,8 @@ def results(
             raise SafestressError(f"baseline model '{baseline}' is not in {store}; models: {', '.join(models)}")
         # the page (--out) covers the newest version of every judge, the one asked for first
         keys = sorted(set(latest_keys(judges)) | {judge}, key=lambda k: (k != judge, k)) if out_dir else [judge]
-        summaries, all_versus = summarize_judges(frame, keys, st, baseline)
+        summaries, all_versus = summarize_judges(frame, keys, st, baseline, margin=margin_share(margin))
+        methods = arm_rows(frame, judge, arms) if arms else []
         (rates, trends), versus = summaries[judge], all_versus[judge]
         specs = st.configs()
     audits = {}
@@ -216,19 +234,18 @@ def results(
             err.print(f"note: not audited: {why}")
 
         audits = {a.judge: a for a in audit_store(frame, audited, truth, skip=skipped)}
-    out.print(rate_table(rates))
-    if trends:
-        out.print(trend_table(trends))
-    if versus:
-        out.print(contrast_table(versus))
-    if judge in audits:
+    print_summary(out, fmt, rates, trends, versus, methods)
+    if judge in audits and fmt == "table":
         from safestress.report.tables import audit_table
 
         out.print(audit_table(audits[judge]))
     if out_dir:
-        from safestress.report import judge_folder
+        from safestress.report import judge_folder, write_arms
         from safestress.report.html_report import write_html
 
+        if methods:
+            for p in write_arms(methods, Path(out_dir) / judge_folder(judge, keys)):
+                err.print(f"wrote {p}")
         for key in keys:  # the layout of `run`: a folder per judge
             key_rates, key_trends = summaries[key]
             folder = Path(out_dir) / judge_folder(key, keys)
@@ -258,6 +275,25 @@ def export(
     with Store.open_existing(store) as st:
         n = st.export(path)
     err.print(f"wrote {n} rows to {path}")
+
+
+@app.command("refresh-tables")
+def refresh_tables(
+    documents: list[Path] = typer.Argument(..., help="Markdown files with safestress-table blocks"),
+    check: bool = typer.Option(False, "--check", help="change nothing; fail if a table differs from its files"),
+) -> None:
+    """Recompute the tables a document marks from the per-prompt files they name (report/doc_tables.py)."""
+    from safestress.report.doc_tables import blocks, refresh
+
+    drifted = []
+    for doc in documents:
+        if not doc.is_file():
+            raise SafestressError(f"document {doc} does not exist")
+        changed = refresh(doc, check=check)
+        drifted += [f"{doc}: {spec}" for spec in changed]
+        err.print(f"{doc}: {blocks(doc)} table(s), {len(changed)} {'differ' if check else 'rewritten'}")
+    if check and drifted:
+        raise SafestressError(f"{len(drifted)} table(s) differ from their per-prompt files: " + "; ".join(drifted))
 
 
 @app.command("list")
@@ -591,34 +627,43 @@ lab_app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 
 
-def _lab_settings(depth: str, seed: int):
+def _lab_settings(depth: str, seed: int, safety_seed: int | None = None):
     from safestress.lab.model import DEPTHS, LabSettings
 
     if depth not in DEPTHS:
         raise SafestressError(f"unknown lab depth '{depth}'; known: {', '.join(DEPTHS)}")
-    return LabSettings(depth=depth, seed=seed)
+    return LabSettings(depth=depth, seed=seed, safety_seed=None if safety_seed == seed else safety_seed)
 
 
 @lab_app.command("train")
 def lab_train(
     depth: str = typer.Option("deep", help="safety-tuning depth: none | shallow | deep | dpo"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="seed of the capability stage (and of the first run's safety stage)"),
+    runs: int = typer.Option(
+        1, min=1, max=100, help="training runs of the safety stage, seeds SEED … SEED+RUNS−1, on one capability model"
+    ),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="report held-out quality"),
 ) -> None:
-    """Train (once; cached) the lab model at a safety-tuning depth and print its path."""
+    """Train (once; cached) the lab model at a safety-tuning depth and print its path, one per run."""
+    import contextlib
+
     from safestress.lab.model import lab_model_path
 
-    path = lab_model_path(_lab_settings(depth, seed), log=err.print)
-    if evaluate:
-        from safestress.lab.evaluate import evaluate as run_eval
+    for run in range(runs):
+        # standard output carries the paths alone (scripts read them); the trainers print their
+        # logs there, so training speaks on standard error
+        with contextlib.redirect_stdout(sys.stderr):
+            path = lab_model_path(_lab_settings(depth, seed, seed + run), log=err.print)
+        if evaluate:
+            from safestress.lab.evaluate import evaluate as run_eval
 
-        q = run_eval(path)
-        err.print(
-            f"held-out: harmful refused {100 * q.harmful_refusal:.1f}% (n={q.n_harmful}), benign refused "
-            f"{100 * q.benign_refusal:.1f}%, benign accuracy {100 * q.benign_accuracy:.1f}% (n={q.n_benign}), "
-            f"chain accuracy {100 * q.chain_accuracy:.1f}%, chain steps {100 * q.chain_step_accuracy:.1f}%"
-        )
-    print(path)
+            q = run_eval(path)
+            err.print(
+                f"held-out: harmful refused {100 * q.harmful_refusal:.1f}% (n={q.n_harmful}), benign refused "
+                f"{100 * q.benign_refusal:.1f}%, benign accuracy {100 * q.benign_accuracy:.1f}% (n={q.n_benign}), "
+                f"chain accuracy {100 * q.chain_accuracy:.1f}%, chain steps {100 * q.chain_step_accuracy:.1f}%"
+            )
+        print(path)
 
 
 @app.command()

@@ -13,6 +13,17 @@ DATA_DIR = typer.Option(
     None, "--data-dir", help="folder with local copies of benchmark files (default: $SAFESTRESS_DATA_DIR)"
 )
 
+MARGIN = typer.Option(
+    None,
+    "--margin",
+    min=0.01,
+    max=99.0,
+    help="equivalence margin in points: contrasts become different, equivalent within ±m, or inconclusive",
+)
+FORMAT = typer.Option(
+    None, "--format", help="table | markdown | csv | json: how the summary is printed (default: table)"
+)
+
 
 def parse_params(items: list[str] | None) -> dict[str, str] | None:
     """``--param KEY=VALUE`` items as a dict (``None`` when none were given)."""

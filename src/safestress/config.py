@@ -17,6 +17,11 @@ from safestress.errors import SafestressError
 from safestress.textfile import read_text
 
 
+def margin_share(points: float | None) -> float | None:
+    """An equivalence margin given in points (``--margin 5``) as the share the statistics use."""
+    return None if points is None else points / 100
+
+
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +57,9 @@ class SweepConfig(BaseModel):
     device: str = "auto"
     trust_remote_code: bool = False
     plot: bool = True
+    # equivalence margin in points: each contrast with clean also gets a TOST within ±margin and is
+    # reported as different, equivalent or inconclusive (stats.verdict); None: no equivalence claims
+    margin: float | None = Field(None, gt=0, lt=100)
     # generation on Ray workers: > 1 starts that many (one GPU each where there are GPUs), or
     # joins the cluster at ray_address ("auto" for a running one); judging and the store stay local
     workers: int = Field(1, ge=1, le=4096)

@@ -8,17 +8,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from safestress.config import SweepConfig
+from safestress.config import SweepConfig, margin_share
 from safestress.execution import execute
 from safestress.progress import job_bar
 from safestress.report import judge_folder, summarize_judges, write_report
+from safestress.report.console import print_summary
 from safestress.report.html_report import write_html
-from safestress.report.tables import contrast_table, rate_table, trend_table
 from safestress.store import Store
 from safestress.sweep import plan_sweep
 
 
-def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
+def run_and_report(cfg: SweepConfig, out: Console, err: Console, fmt: str = "table") -> None:
+    """Generate, judge and store what ``cfg`` asks for, then print each judge's summary in ``fmt``
+    (report.console.FORMATS) and write the report files."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -41,15 +43,11 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console) -> None:
         specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
         # several models (e.g. base, SFT and DPO variants): each against the first one listed
         rates_by_judge, contrasts = summarize_judges(
-            frame, [j.key for j in plan.judges], store, plan.models[0].name, plan.ppl_metric
+            frame, [j.key for j in plan.judges], store, plan.models[0].name, plan.ppl_metric, margin_share(cfg.margin)
         )
     for judge in plan.judges:
         rates, trends = rates_by_judge[judge.key]
-        out.print(rate_table(rates))
-        if trends:
-            out.print(trend_table(trends))
-        if contrasts[judge.key]:
-            out.print(contrast_table(contrasts[judge.key]))
+        print_summary(out, fmt, rates, trends, contrasts[judge.key])
         folder = cfg.report_dir() / judge_folder(judge.key, [j.key for j in plan.judges])
         paths = write_report(rates, trends, folder, plot=cfg.plot, contrasts=contrasts[judge.key])
         err.print("report: " + ", ".join(str(p) for p in paths))

@@ -54,17 +54,28 @@ class LabSettings:
     batch: int = 32
     lr: float = 3e-3
     harmful_share: float = 0.3
+    # the safety stage's seed (SFT order, DPO pairs and trainer), for several training runs of one
+    # method on one capability model; None: ``seed`` (the cache keys of earlier models are kept)
+    safety_seed: int | None = None
+
+    @property
+    def safety_run_seed(self) -> int:
+        return self.seed if self.safety_seed is None else self.safety_seed
 
     def key(self, capability_only: bool = False) -> str:
         """Cache key; the capability stage's key ignores everything that only safety tuning uses."""
         import hashlib
 
         fields = asdict(self)
+        if fields["safety_seed"] is None:
+            fields.pop("safety_seed")
         if capability_only:
-            for name in ("depth", "safety_steps", "dpo_steps"):
-                fields.pop(name)
+            for name in ("depth", "safety_steps", "dpo_steps", "safety_seed"):
+                fields.pop(name, None)
         blob = json.dumps({"lab": LAB_VERSION, **fields}, sort_keys=True)
         tag = "capability" if capability_only else self.depth
+        if not capability_only and self.safety_seed is not None:
+            tag += f"-s{self.safety_seed}"
         return f"lab-{tag}-v{LAB_VERSION}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
@@ -192,7 +203,7 @@ def _dpo(model: Any, tokenizer: Any, settings: LabSettings, log: Callable[[str],
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    rng = random.Random(f"dpo:{settings.seed}")
+    rng = random.Random(f"dpo:{settings.safety_run_seed}")
     rows = []
     for i in range(settings.dpo_steps * 16):
         ex = L.make_example(rng, harmful=i % 4 != 0)  # 3 harmful : 1 benign pair
@@ -215,7 +226,7 @@ def _dpo(model: Any, tokenizer: Any, settings: LabSettings, log: Callable[[str],
         save_strategy="no",
         use_cpu=True,
         logging_steps=max(1, settings.dpo_steps // 5),
-        seed=settings.seed,
+        seed=settings.safety_run_seed,
     )
     trainer = DPOTrainer(
         model=model,
@@ -269,7 +280,8 @@ def train(settings: LabSettings, out: Path, log: Callable[[str], None] = print) 
     if settings.depth != "none":
         steps = settings.safety_steps * (10 if settings.depth == "deep" else 1)
         log(f"safety tuning, depth {settings.depth} ({steps} SFT steps)")
-        _sft(model, enc, _safety_sample(settings.harmful_share), steps, settings, f"safe:{settings.seed}", log)
+        safe_seed = f"safe:{settings.safety_run_seed}"
+        _sft(model, enc, _safety_sample(settings.harmful_share), steps, settings, safe_seed, log)
     if settings.depth == "dpo":
         model = _dpo(model, tok, settings, log)
     model.generation_config.eos_token_id = tok.eos_token_id

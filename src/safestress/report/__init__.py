@@ -9,7 +9,7 @@ from typing import Any
 
 from safestress.report.contrasts import ContrastRow, model_contrasts
 from safestress.report.jsonfile import write_json
-from safestress.report.summary import RateRow, TrendRow, metric_text, summarize, to_records
+from safestress.report.summary import RateRow, TrendRow, summarize, to_records
 
 __all__ = [
     "ContrastRow",
@@ -91,45 +91,57 @@ def _markdown(head: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_table(rates: list[RateRow]) -> str:
-    """The rate table as Markdown (for papers and docs): one row per model, dataset and condition."""
+    """The rate table as Markdown (for papers and docs): one row per model, dataset and condition,
+    followed by its notes (the Holm family, what Δ is)."""
     import math
 
-    from safestress.report.tables import condition_name, fmt_pct, fmt_pts
+    from safestress.report.tables import rate_cells, rate_columns, rate_notes
 
     with_ppl = any(not math.isnan(r.ppl) for r in rates)
-    _, what, _ = metric_text({r.metric for r in rates} or {"harmful"})
-    head = ["model", "dataset", "condition", "n", what, "95% CI", "Δ pts", "p vs clean", "p (Holm)", "incoherent %"]
-    head += ["ppl"] if with_ppl else []
-    rows = []
-    for r in rates:
-        cells = [
-            r.model,
-            r.dataset,
-            condition_name(r),
-            str(r.n),
-            fmt_pct(r.value),
-            f"{fmt_pct(r.ci_low)}–{fmt_pct(r.ci_high)}",
-            fmt_pts(r.delta),
-            "—" if math.isnan(r.p) else f"{r.p:.2g}",
-            "—" if math.isnan(r.p_holm) else f"{r.p_holm:.2g}",
-            fmt_pct(r.incoherent),
-        ]
-        if with_ppl:
-            cells.append("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")
-        rows.append(cells)
-    return _markdown(head, rows)
+    rows = [[r.model, r.dataset, *rate_cells(r, with_ppl)] for r in rates]
+    notes = "".join(f"\n{md_cell(line)}\n" for line in rate_notes(rates)) if rates else ""
+    return _markdown(["model", "dataset", *rate_columns(rates)], rows) + notes
 
 
 def markdown_contrasts(rows: list[ContrastRow]) -> str:
     """The model-against-baseline table as Markdown."""
-    from safestress.report.tables import CONTRAST_COLUMNS, contrast_cells
+    from safestress.report.tables import CONTRAST_COLUMNS, contrast_cells, contrast_notes
 
     head = ["model", "baseline", "dataset", *CONTRAST_COLUMNS]
-    return _markdown(head, [[r.model, r.baseline, r.dataset, *contrast_cells(r)] for r in rows])
+    notes = "".join(f"\n{md_cell(line)}\n" for line in contrast_notes(rows)) if rows else ""
+    return _markdown(head, [[r.model, r.baseline, r.dataset, *contrast_cells(r)] for r in rows]) + notes
+
+
+def markdown_arms(rows: list[Any]) -> str:
+    """The run-level table of training methods (report/runs.py) as Markdown, with its notes."""
+    from safestress.report.tables import ARM_COLUMNS, arm_cells, arm_notes
+
+    notes = "".join(f"\n{md_cell(line)}\n" for line in arm_notes(rows)) if rows else ""
+    return _markdown(list(ARM_COLUMNS), [arm_cells(r) for r in rows]) + notes
+
+
+def write_arms(rows: list[Any], folder: Path) -> list[Path]:
+    """The run-level table of training methods as runs.md and runs.csv (one row per arm and condition)."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    md, table = folder / "runs.md", folder / "runs.csv"
+    md.write_text(markdown_arms(rows))
+    records = to_records(rows)
+    with table.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return [md, table]
 
 
 def summarize_judges(
-    frame: Any, keys: list[str], store: Any, baseline: str | None = None, ppl_metric: str | None = None
+    frame: Any,
+    keys: list[str],
+    store: Any,
+    baseline: str | None = None,
+    ppl_metric: str | None = None,
+    margin: float | None = None,
 ) -> tuple[dict[str, tuple[list[RateRow], list[TrendRow]]], dict[str, list[ContrastRow]]]:
     """Per judge key, in the order given: its rate and trend rows (perplexity attached from
     ``store``) and its models-against-``baseline`` rows — what the tables, files and page show."""
@@ -137,7 +149,7 @@ def summarize_judges(
 
     summaries, contrasts = {}, {}
     for key in keys:
-        summaries[key] = summarize(frame, key)
+        summaries[key] = summarize(frame, key, margin)
         attach_perplexity(summaries[key][0], frame, store, ppl_metric)
-        contrasts[key] = model_contrasts(frame, key, baseline)
+        contrasts[key] = model_contrasts(frame, key, baseline, margin)
     return summaries, contrasts

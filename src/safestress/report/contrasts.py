@@ -7,9 +7,11 @@ comparisons on the same prompts, so both get the paired tests of :mod:`safestres
 
 * **difference in rate**: model − baseline under one condition, per prompt (mean over seeds);
   exact McNemar when both sides have one seed and binary verdicts, else a sign-flip test;
+  Newcombe's paired interval (MOVER on cluster-Wilson intervals with several seeds);
 * **difference in effect** (difference in differences): the condition's effect on the model
-  (perturbed − clean, per prompt) minus its effect on the baseline, tested by sign flips. "Deeper
-  fine-tuning gives no extra protection" is the statement that this difference is zero.
+  (perturbed − clean, per prompt) minus its effect on the baseline, tested by sign flips, with a
+  MOVER interval. "Deeper fine-tuning gives no extra protection" is the statement that this
+  difference lies within a declared margin: ``margin`` adds the TOST.
 
 A condition is matched across models by its label, perturbation, sites and strength; noise is drawn
 per model (its hidden size differs), so the pairing is by prompt, not by noise draw. Each family
@@ -50,22 +52,35 @@ class ContrastRow:
     n_effect: int  # prompts with all four per-prompt rates
     p_holm: float = math.nan
     effect_p_holm: float = math.nan
+    delta_ci_low: float = math.nan  # Newcombe (one binary verdict per prompt each) or MOVER, never zero-width
+    delta_ci_high: float = math.nan
+    effect_ci_low: float = math.nan  # MOVER on the two models' paired intervals
+    effect_ci_high: float = math.nan
+    p_tost: float = math.nan  # equivalence within ±margin of Δ, and of Δ effect, when a margin is given
+    effect_p_tost: float = math.nan
+    p_tost_holm: float = math.nan
+    effect_p_tost_holm: float = math.nan
+    verdict: str = ""  # stats.verdict of Δ
+    # stats.verdict of Δ effect: "deeper training gives no extra protection" needs "equivalent"
+    effect_verdict: str = ""
 
 
-def _per_prompt(rows: Any, metric: str) -> tuple[Any, bool]:
-    """Per-prompt mean of the metric over seeds (scored responses only), and whether it is one
-    binary verdict per prompt (then the exact McNemar test applies)."""
-    scored = rows.dropna(subset=[metric])
-    values = scored[metric].astype(float)
-    single = bool(scored.groupby("item_id").size().max() == 1) if len(scored) else True
-    binary = bool(values.isin([0.0, 1.0]).all())
-    return values.groupby(scored["item_id"]).mean(), single and binary
+def _matrix(rows: Any, metric: str) -> Any:
+    """prompts × seeds table of the metric (NaN where unscored)."""
+    return rows.pivot_table(index="item_id", columns="seed", values=metric, aggfunc="first", dropna=False)
 
 
-def model_contrasts(frame: Any, judge: str, baseline: str | None = None) -> list[ContrastRow]:
+def _aligned(items: Any, *tables: Any) -> list[np.ndarray]:
+    return [t.reindex(items).to_numpy(dtype=float) for t in tables]
+
+
+def model_contrasts(
+    frame: Any, judge: str, baseline: str | None = None, margin: float | None = None
+) -> list[ContrastRow]:
     """Every model of ``frame`` against ``baseline`` (default: the first model name in sorted order)
     under each condition both were run with, for ``judge``'s verdicts. Empty with fewer than two
-    models or when the judge has no verdicts on the baseline."""
+    models or when the judge has no verdicts on the baseline. ``margin`` (a share) adds
+    equivalence tests of Δ and Δ effect."""
     df = frame[frame["judge"] == judge]
     models = sorted(df["model"].dropna().unique())
     if len(models) < 2:
@@ -78,55 +93,86 @@ def model_contrasts(frame: Any, judge: str, baseline: str | None = None) -> list
     for dataset, part in df.groupby("dataset", sort=True):
         base = part[part["model"] == baseline]
         base_conditions = {key: grp for key, grp in base.groupby(_KEY, sort=False)}
-        base_clean = _per_prompt(base[base["perturbation"] == "none"], metric)[0]
+        base_clean = _matrix(base[base["perturbation"] == "none"], metric)
         for model in models:
             if model == baseline:
                 continue
             mine = part[part["model"] == model]
-            my_clean = _per_prompt(mine[mine["perturbation"] == "none"], metric)[0]
+            my_clean = _matrix(mine[mine["perturbation"] == "none"], metric)
             groups = sorted(mine.groupby(_KEY, sort=False), key=lambda kv: (kv[0][1] != "none", *kv[0][1:], kv[0][0]))
             for key, grp in groups:
                 if key not in base_conditions:
                     continue
-                a, a_exact = _per_prompt(grp, metric)
-                b, b_exact = _per_prompt(base_conditions[key], metric)
-                pair = a.rename("a").to_frame().join(b.rename("b"), how="inner").dropna()
-                if pair.empty:
-                    continue
-                if a_exact and b_exact:
-                    p, test = stats.mcnemar_exact(*stats.discordant(pair["b"] > 0.5, pair["a"] > 0.5)), "exact McNemar"
-                else:
-                    p, test = stats.sign_flip_test((pair["a"] - pair["b"]).to_numpy()), "sign-flip"
-                effect, effect_p, n_effect = math.nan, math.nan, 0
-                if key[1] != "none":
-                    four = pair.join(my_clean.rename("ac"), how="inner").join(base_clean.rename("bc"), how="inner")
-                    four = four.dropna()
-                    if len(four):
-                        d = ((four["a"] - four["ac"]) - (four["b"] - four["bc"])).to_numpy()
-                        effect, effect_p, n_effect = float(np.mean(d)), stats.sign_flip_test(d), len(four)
-                rows.append(
-                    ContrastRow(
-                        str(model),
-                        str(baseline),
-                        str(dataset),
-                        judge,
-                        str(key[0]),
-                        str(key[1]),
-                        str(key[2]),
-                        float(key[3]),
-                        len(pair),
-                        float(pair["a"].mean()),
-                        float(pair["b"].mean()),
-                        float(pair["a"].mean() - pair["b"].mean()),
-                        p,
-                        test,
-                        effect,
-                        effect_p,
-                        n_effect,
-                    )
+                row = _contrast(
+                    (str(model), str(baseline), str(dataset), judge),
+                    key,
+                    _matrix(grp, metric),
+                    _matrix(base_conditions[key], metric),
+                    my_clean,
+                    base_clean,
+                    margin,
                 )
-    for family, target in (("p", "p_holm"), ("effect_p", "effect_p_holm")):
-        adjusted = stats.holm([getattr(r, family) for r in rows])
-        for r, q in zip(rows, adjusted):
-            setattr(r, target, q)
+                if row is not None:
+                    rows.append(row)
+    for family in ("p", "effect_p", "p_tost", "effect_p_tost"):
+        for r, q in zip(rows, stats.holm([getattr(r, family) for r in rows])):
+            setattr(r, f"{family}_holm", q)
+    for r in rows:
+        r.verdict = stats.verdict(r.p_holm, r.p_tost_holm, margin)
+        if r.n_effect:
+            r.effect_verdict = stats.verdict(r.effect_p_holm, r.effect_p_tost_holm, margin)
     return rows
+
+
+def _contrast(
+    names: tuple[str, str, str, str],
+    key: tuple[str, str, str, float],
+    mine: Any,
+    base: Any,
+    my_clean: Any,
+    base_clean: Any,
+    margin: float | None,
+) -> ContrastRow | None:
+    """One model against the baseline under one condition: Δ and, for a perturbation, Δ effect."""
+    items = mine.index.union(base.index)
+    a, b = _aligned(items, mine, base)
+    keep = ~np.all(np.isnan(a), axis=1) & ~np.all(np.isnan(b), axis=1)
+    if not keep.any():
+        return None
+    a, b = a[keep], b[keep]
+    delta, delta_ci = stats.paired_difference(b, a)
+    p, test = stats.paired_test(b, a)
+    row = ContrastRow(
+        *names,
+        condition=str(key[0]),
+        perturbation=str(key[1]),
+        sites=str(key[2]),
+        strength=float(key[3]),
+        n_prompts=int(keep.sum()),
+        value=float(np.mean(np.nanmean(a, axis=1))),
+        baseline_value=float(np.mean(np.nanmean(b, axis=1))),
+        delta=delta,
+        p=p,
+        test=test,
+        effect_delta=math.nan,
+        effect_p=math.nan,
+        n_effect=0,
+        delta_ci_low=delta_ci[0],
+        delta_ci_high=delta_ci[1],
+    )
+    if margin is not None:
+        row.p_tost = stats.tost_p(lambda al: stats.paired_difference(b, a, al)[1], margin)
+    if key[1] == "none":
+        return row
+    four = _aligned(items[keep], my_clean, mine, base_clean, base)
+    full = np.logical_and.reduce([~np.all(np.isnan(m), axis=1) for m in four])
+    if not full.any():
+        return row
+    four = [m[full] for m in four]
+    means = [np.nanmean(m, axis=1) for m in four]
+    d = (means[1] - means[0]) - (means[3] - means[2])
+    row.effect_delta, (row.effect_ci_low, row.effect_ci_high) = stats.difference_in_differences(*four)
+    row.effect_p, row.n_effect = stats.sign_flip_test(d), int(full.sum())
+    if margin is not None:
+        row.effect_p_tost = stats.tost_p(lambda al: stats.difference_in_differences(*four, alpha=al)[1], margin)
+    return row

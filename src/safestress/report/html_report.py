@@ -32,10 +32,12 @@ from safestress.report.tables import (
     audit_summary,
     condition_name,
     contrast_cells,
+    contrast_notes,
     fmt_kappa,
     fmt_p,
-    fmt_pct,
-    fmt_pts,
+    rate_cells,
+    rate_columns,
+    rate_notes,
 )
 
 MAX_CHARS = 1200  # a response longer than this is cut (the full text is in `safestress export`)
@@ -50,6 +52,7 @@ margin:.2em 0;max-height:24em;overflow:auto;font-size:12.5px}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:.8em}.muted{color:#666}.prompt{font-weight:600}
 details{margin:.4em 0}summary{cursor:pointer}img{max-width:100%;border:1px solid #eee}
 .wide{max-width:100%;overflow-x:auto}
+.note{color:#555;font-size:.9em;margin:.3em 0}
 """
 
 
@@ -239,31 +242,12 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence
 
 
 def _rate_table(rates: list[RateRow]) -> str:
-    _, column, _ = metric_text({r.metric for r in rates} or {"harmful"})
     with_ppl = any(not math.isnan(r.ppl) for r in rates)
-    head = ["model", "dataset", "condition", "strength", "n", column, "95% CI", "Δ pts", "p vs clean", "p (Holm)"]
-    head += ["test", "incoherent %", "unscored %"] + (["ppl"] if with_ppl else [])
-    rows = []
-    for r in rates:
-        row = [
-            r.model,
-            r.dataset,
-            condition_name(r),
-            "0" if r.perturbation == "none" else f"{r.strength:g}",
-            str(r.n),
-            fmt_pct(r.value),
-            f"{fmt_pct(r.ci_low)}–{fmt_pct(r.ci_high)}",
-            fmt_pts(r.delta),
-            fmt_p(r.p),
-            fmt_p(r.p_holm),
-            r.test or "—",
-            fmt_pct(r.incoherent),
-            fmt_pct(r.unscored),
-        ]
-        if with_ppl:
-            row.append("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")
-        rows.append(row)
-    return _table(head, rows, numeric=(3, 4, 5, 6, 7, 8, 9, 11, 12, 13))
+    head = ["model", "dataset", *rate_columns(rates), "test"]
+    rows = [[r.model, r.dataset, *rate_cells(r, with_ppl), r.test or "—"] for r in rates]
+    text = {"model", "dataset", "condition", "verdict", "test"}
+    notes = "".join(f'<p class="note">{_e(line)}</p>' for line in rate_notes(rates))
+    return _table(head, rows, numeric=[i for i, h in enumerate(head) if h not in text]) + notes
 
 
 def _trend_table(trends: list[TrendRow]) -> str:
@@ -286,7 +270,10 @@ def _contrast_table(rows: list[ContrastRow]) -> str:
     columns = list(CONTRAST_COLUMNS)
     columns[columns.index("baseline %")] = f"{rows[0].baseline} %"
     body = [[r.model, r.dataset, *contrast_cells(r), r.test] for r in rows]
-    return _table(["model", "dataset", *columns, "test"], body, numeric=(3, 4, 5, 6, 7, 8, 9, 10))
+    head = ["model", "dataset", *columns, "test"]
+    text = {"model", "dataset", "condition", "verdict", "verdict (effect)", "test"}
+    notes = "".join(f'<p class="note">{_e(line)}</p>' for line in contrast_notes(rows))
+    return _table(head, body, numeric=[i for i, h in enumerate(head) if h not in text]) + notes
 
 
 _CONTRASTS = (

@@ -32,16 +32,36 @@ class RateRow:
     n_prompts: int
     seeds: int
     value: float  # share flagged among scored responses (the judge's outcome), or mean score ("score")
-    ci_low: float
+    ci_low: float  # Wilson (one seed) or Wilson on the effective sample size (several): never zero-width
     ci_high: float
     incoherent: float  # share of responses judged incoherent (empty, loop, word salad): not in the rate
     unscored: float  # share the judge could not score (e.g. an unparseable LLM-judge answer)
-    delta: float  # harmful - clean harmful (same prompts)
+    delta: float  # per prompt, this condition − clean, averaged over the prompts both scored
     p: float  # paired test against clean
     p_holm: float
     test: str
     ppl: float = float("nan")  # corpus perplexity under this condition, when the sweep measured it
     loop_cut: float = 0.0  # share of responses judged on their opening, a loop after it cut (judges.coherence)
+    # the paired rates Δ is the difference of: clean and this condition on the ``n_paired`` prompts both scored
+    n_paired: int = 0
+    paired_clean: float = float("nan")
+    paired_value: float = float("nan")
+    delta_ci_low: float = float("nan")  # Newcombe (one seed) or MOVER on cluster-Wilson intervals
+    delta_ci_high: float = float("nan")
+    # the three outcomes over *all* responses: flagged (the metric), safe (scored, not flagged) and
+    # incoherent + unscored (the rest); a treatment that breaks answers shows here, not hidden
+    share_flagged: float = float("nan")
+    share_safe: float = float("nan")
+    # Δ and its test with incoherent responses counted as not flagged (over all prompts)
+    delta_all: float = float("nan")
+    p_all: float = float("nan")
+    p_all_holm: float = float("nan")
+    p_tost: float = float("nan")  # equivalence within ±margin (TOST on Δ's interval), when a margin is given
+    p_tost_holm: float = float("nan")
+    verdict: str = ""  # "different", "equivalent within ±m pts" or "inconclusive" (stats.verdict)
+    # True where the test among coherent answers and the test counting incoherent as not flagged
+    # disagree at α = 0.05 (Holm): the effect then depends on how broken answers are counted
+    incoherent_sensitive: bool = False
 
 
 @dataclass
@@ -57,9 +77,9 @@ class TrendRow:
     test: str
 
 
-def _matrix(df: Any) -> Any:
-    """prompts × seeds table of harmful (1/0/NaN)."""
-    return df.pivot_table(index="item_id", columns="seed", values="harmful_f", aggfunc="first", dropna=False)
+def _matrix(df: Any, column: str = "harmful_f") -> Any:
+    """prompts × seeds table of a verdict column (1/0/NaN, or a score)."""
+    return df.pivot_table(index="item_id", columns="seed", values=column, aggfunc="first", dropna=False)
 
 
 # (table title, value column, plot axis) per metric
@@ -93,7 +113,15 @@ def judge_outcome(judge_key: str, has_flags: bool = True) -> str:
     return "harmful" if has_flags else "score"
 
 
-def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list[TrendRow]]:
+def summarize(
+    frame: Any, judge: str | None = None, margin: float | None = None
+) -> tuple[list[RateRow], list[TrendRow]]:
+    """The rate table and the trend rows of one judge's verdicts in ``frame``.
+
+    ``margin`` (a share, 0.05 = 5 points) adds an equivalence test to every contrast with the
+    clean run. The Holm family of each column is every perturbed condition of this judge in the
+    frame (all models and datasets): :func:`holm_family` says so with the table.
+    """
     df = frame.copy()
     if df.empty:
         return [], []
@@ -104,6 +132,8 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
     # chain-of-thought step accuracy) by their mean score.
     has_flags = bool(df["harmful"].notna().any())
     df["harmful_f"] = df["harmful" if has_flags else "score"].astype(float)
+    # the same outcome with incoherent responses counted as not flagged (a zero score)
+    df["harmful_all"] = df["harmful_f"].where(df["label"] != "incoherent", 0.0)
     binary = bool(df["harmful_f"].dropna().isin([0.0, 1.0]).all())
     rates: list[RateRow] = []
     trends: list[TrendRow] = []
@@ -111,93 +141,132 @@ def summarize(frame: Any, judge: str | None = None) -> tuple[list[RateRow], list
     for (model, dataset), part in df.groupby(["model", "dataset"], sort=True):
         row_metric = "answered" if outcome == "complied" and dataset in BENIGN_DATASETS else outcome
         clean = part[part["perturbation"] == "none"]
-        clean_by_item = clean.groupby("item_id")["harmful_f"].mean() if not clean.empty else None
-        model_rows: list[RateRow] = []
-        for (cond, pert, sites, strength), cpart in part.groupby(
-            ["condition", "perturbation", "sites", "strength"], sort=False
-        ):
-            m = _matrix(cpart)
-            obs = m.to_numpy(dtype=float)
-            scored = obs[~np.isnan(obs)]
-            n, k = scored.size, int(np.nansum(obs))
-            seeds = m.shape[1]
-            value = float(np.nansum(obs)) / n if n else math.nan
-            if seeds == 1 and binary:
-                lo, hi = stats.wilson_ci(k, n)
-            else:
-                lo, hi = stats.cluster_bootstrap_ci(obs[~np.all(np.isnan(obs), axis=1)])
-            # shares of the rows, counted (a difference of two shares leaves 1e-17 behind)
-            is_incoherent = cpart["label"] == "incoherent"
-            incoherent = float(is_incoherent.mean()) if len(cpart) else math.nan
-            unscored = float((cpart["harmful_f"].isna() & ~is_incoherent).mean()) if len(cpart) else math.nan
-            loop_cut = float(cpart["loop_cut"].notna().mean()) if "loop_cut" in cpart and len(cpart) else 0.0
-            delta, p, test = math.nan, math.nan, ""
-            if pert != "none" and clean_by_item is not None:
-                per_prompt = m.mean(axis=1, skipna=True)
-                joined = per_prompt.to_frame("pert").join(clean_by_item.rename("clean"), how="inner").dropna()
-                if len(joined):
-                    delta = float(joined["pert"].mean() - joined["clean"].mean())
-                    if seeds == 1 and binary:
-                        b, c = stats.discordant(joined["clean"] > 0.5, joined["pert"] > 0.5)
-                        p, test = stats.mcnemar_exact(b, c), "exact McNemar"
-                    else:
-                        p, test = stats.sign_flip_test((joined["pert"] - joined["clean"]).to_numpy()), "sign-flip"
-            model_rows.append(
-                RateRow(
-                    model,
-                    dataset,
-                    judge,
-                    row_metric,
-                    cond,
-                    pert,
-                    sites,
-                    float(strength),
-                    n,
-                    m.shape[0],
-                    seeds,
-                    value,
-                    lo,
-                    hi,
-                    incoherent,
-                    unscored,
-                    delta,
-                    p,
-                    math.nan,
-                    test,
-                    loop_cut=loop_cut,
-                )
-            )
+        model_rows = [
+            _condition_row(cpart, clean, key, (str(model), str(dataset), judge, row_metric), binary, margin)
+            for key, cpart in part.groupby(["condition", "perturbation", "sites", "strength"], sort=False)
+        ]
         model_rows.sort(key=lambda r: (r.perturbation != "none", r.perturbation, r.sites, r.strength))
         rates.extend(model_rows)
-        # trend across strength for each (perturbation, sites) family, σ = 0 being the clean run
-        families: dict[tuple[str, str], list[RateRow]] = {}
-        for r in model_rows:
-            if r.perturbation != "none":
-                families.setdefault((r.perturbation, r.sites), []).append(r)
-        for (pert, sites), rows in families.items():
-            levels_df = [(0.0, clean)] if not clean.empty else []
-            for r in rows:
-                levels_df.append((r.strength, part[(part["condition"] == r.condition)]))
-            if len(levels_df) < 2:
-                continue
-            scores = [s for s, _ in levels_df]
-            seeds = max(r.seeds for r in rows)
-            if seeds == 1 and binary:
-                ks = [int(np.nansum(d["harmful_f"])) for _, d in levels_df]
-                ns = [int(d["harmful_f"].notna().sum()) for _, d in levels_df]
-                z, p = stats.cochran_armitage(ks, ns, scores)
-                trends.append(TrendRow(model, dataset, judge, pert, sites, scores, z, p, "Cochran–Armitage"))
-            else:
-                per = [d.groupby("item_id")["harmful_f"].mean().rename(str(s)) for s, d in levels_df]
-                table = per[0].to_frame()
-                for col in per[1:]:
-                    table = table.join(col, how="inner")
-                slope, p = stats.slope_sign_flip_trend(table.dropna().to_numpy(), scores)
-                trends.append(TrendRow(model, dataset, judge, pert, sites, scores, slope, p, "slope sign-flip"))
-    adjusted = stats.holm([r.p for r in rates])
-    for r, q in zip(rates, adjusted):
-        r.p_holm = q
+        trends.extend(_trends(part, clean, model_rows, judge, binary))
+    for column in ("p", "p_all", "p_tost"):
+        for r, q in zip(rates, stats.holm([getattr(r, column) for r in rates])):
+            setattr(r, f"{column}_holm", q)
+    for r in rates:
+        if r.perturbation != "none":
+            r.verdict = stats.verdict(r.p_holm, r.p_tost_holm, margin)
+            r.incoherent_sensitive = _rejects(r.p_holm) != _rejects(r.p_all_holm)
     return rates, trends
+
+
+def _rejects(p: float, alpha: float = 0.05) -> bool:
+    return not math.isnan(p) and p < alpha
+
+
+def holm_family(rows: list[RateRow]) -> str:
+    """The family each Holm-corrected column of a rate table corrects over, said with the table."""
+    tested = [r for r in rows if r.perturbation != "none" and not math.isnan(r.p)]
+    models = len({r.model for r in tested})
+    datasets = len({r.dataset for r in tested})
+    judge = rows[0].judge if rows else "-"
+    return (
+        f"Holm family: the {len(tested)} contrasts with the clean run in this table "
+        f"(judge {judge}; {models} model{'s' * (models != 1)} × {datasets} dataset{'s' * (datasets != 1)})"
+    )
+
+
+def _condition_row(
+    cpart: Any,
+    clean: Any,
+    key: tuple[str, str, str, float],
+    names: tuple[str, str, str, str],
+    binary: bool,
+    margin: float | None,
+) -> RateRow:
+    """One condition's rate, its three outcomes, and its paired contrast with the clean run."""
+    cond, pert, sites, strength = key
+    m = _matrix(cpart)
+    obs = m.to_numpy(dtype=float)
+    n = int((~np.isnan(obs)).sum())
+    seeds = m.shape[1]
+    value = float(np.nansum(obs)) / n if n else math.nan
+    lo, hi = stats.cluster_wilson_ci(obs) if n else (math.nan, math.nan)
+    # shares of the rows, counted (a difference of two shares leaves 1e-17 behind)
+    rows = len(cpart)
+    is_incoherent = cpart["label"] == "incoherent"
+    scored = cpart["harmful_f"].notna()
+    row = RateRow(
+        *names,
+        condition=cond,
+        perturbation=pert,
+        sites=sites,
+        strength=float(strength),
+        n=n,
+        n_prompts=m.shape[0],
+        seeds=seeds,
+        value=value,
+        ci_low=lo,
+        ci_high=hi,
+        incoherent=float(is_incoherent.mean()) if rows else math.nan,
+        unscored=float((~scored & ~is_incoherent).mean()) if rows else math.nan,
+        delta=math.nan,
+        p=math.nan,
+        p_holm=math.nan,
+        test="",
+        loop_cut=float(cpart["loop_cut"].notna().mean()) if "loop_cut" in cpart and rows else 0.0,
+        share_flagged=float((cpart["harmful_f"] > 0.5).sum() / rows) if rows and binary else math.nan,
+        share_safe=float((scored & (cpart["harmful_f"] <= 0.5)).sum() / rows) if rows and binary else math.nan,
+    )
+    if pert == "none" or clean.empty:
+        return row
+    items = m.index.union(clean["item_id"].unique())
+    after = m.reindex(items).to_numpy(dtype=float)
+    before = _matrix(clean).reindex(items).to_numpy(dtype=float)
+    keep = ~np.all(np.isnan(before), axis=1) & ~np.all(np.isnan(after), axis=1)
+    if keep.any():
+        row.n_paired = int(keep.sum())
+        row.paired_clean = float(np.mean(np.nanmean(before[keep], axis=1)))
+        row.paired_value = float(np.mean(np.nanmean(after[keep], axis=1)))
+        row.delta, (row.delta_ci_low, row.delta_ci_high) = stats.paired_difference(before, after)
+        row.p, row.test = stats.paired_test(before, after)
+        if margin is not None:
+            row.p_tost = stats.tost_p(lambda a: stats.paired_difference(before, after, a)[1], margin)
+    after_all = _matrix(cpart, "harmful_all").reindex(items).to_numpy(dtype=float)
+    before_all = _matrix(clean, "harmful_all").reindex(items).to_numpy(dtype=float)
+    row.delta_all = stats.paired_difference(before_all, after_all)[0]
+    row.p_all = stats.paired_test(before_all, after_all)[0]
+    return row
+
+
+def _trends(part: Any, clean: Any, model_rows: list[RateRow], judge: str, binary: bool) -> list[TrendRow]:
+    """Trend across strength for each (perturbation, sites) family of one model and dataset, σ = 0
+    being the clean run."""
+    model, dataset = model_rows[0].model, model_rows[0].dataset
+    families: dict[tuple[str, str], list[RateRow]] = {}
+    for r in model_rows:
+        if r.perturbation != "none":
+            families.setdefault((r.perturbation, r.sites), []).append(r)
+    trends: list[TrendRow] = []
+    for (pert, sites), rows in families.items():
+        levels_df = [(0.0, clean)] if not clean.empty else []
+        for r in rows:
+            levels_df.append((r.strength, part[(part["condition"] == r.condition)]))
+        if len(levels_df) < 2:
+            continue
+        scores = [s for s, _ in levels_df]
+        seeds = max(r.seeds for r in rows)
+        if seeds == 1 and binary:
+            ks = [int(np.nansum(d["harmful_f"])) for _, d in levels_df]
+            ns = [int(d["harmful_f"].notna().sum()) for _, d in levels_df]
+            z, p = stats.cochran_armitage(ks, ns, scores)
+            trends.append(TrendRow(model, dataset, judge, pert, sites, scores, z, p, "Cochran–Armitage"))
+        else:
+            per = [d.groupby("item_id")["harmful_f"].mean().rename(str(s)) for s, d in levels_df]
+            table = per[0].to_frame()
+            for col in per[1:]:
+                table = table.join(col, how="inner")
+            slope, p = stats.slope_sign_flip_trend(table.dropna().to_numpy(), scores)
+            trends.append(TrendRow(model, dataset, judge, pert, sites, scores, slope, p, "slope sign-flip"))
+    return trends
 
 
 def attach_perplexity(rows: list[RateRow], frame: Any, store: Any, metric: str | None = None) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import re
 
+from rich import box
 from rich.table import Table
 
 from safestress.judges.audit import AuditRow, JudgeAudit
 from safestress.report.contrasts import ContrastRow
-from safestress.report.summary import RateRow, TrendRow, metric_text
+from safestress.report.runs import ArmRow
+from safestress.report.summary import RateRow, TrendRow, holm_family, metric_text
 
 
 def fmt_pct(x: float) -> str:
@@ -34,7 +36,7 @@ def fmt_p(x: float) -> str:
 _EMPTY_PARAM = re.compile(r" [\w-]+=(?= |$)")
 
 
-def condition_name(r: RateRow | ContrastRow | AuditRow) -> str:
+def condition_name(r: RateRow | ContrastRow | AuditRow | ArmRow) -> str:
     """The condition as shown: the stored label names the perturbation's parameters (preset, units
     file, …), which tell apart conditions of one perturbation at the same sites; empty ones are dropped."""
     if r.perturbation == "none":
@@ -42,42 +44,116 @@ def condition_name(r: RateRow | ContrastRow | AuditRow) -> str:
     return _EMPTY_PARAM.sub("", r.condition) if r.condition else f"{r.perturbation} @ {r.sites}"
 
 
-def rate_table(rows: list[RateRow]) -> Table:
+def fmt_interval(interval: tuple[float, float], signed: bool = False) -> str:
+    """An interval in percent or, ``signed``, in points."""
+    f = fmt_pts if signed else fmt_pct
+    return "—" if any(math.isnan(v) for v in interval) else f"{f(interval[0])}–{f(interval[1])}"
+
+
+def rate_columns(rows: list[RateRow]) -> list[str]:
+    """The columns every rendering of the rate table shares (after its model/dataset columns)."""
+    _, column, _ = metric_text({r.metric for r in rows} or {"harmful"})
+    flagged = column.removesuffix(" %")
+    head = ["condition", "strength", "n", f"{column} [95% CI]", "paired % clean → this", "Δ pts [95% CI]"]
+    head += ["p (Holm)", "verdict", f"of all %: {flagged}/safe/incoh."]
+    return head + (["ppl"] if any(not math.isnan(r.ppl) for r in rows) else [])
+
+
+SENSITIVE = "‡"
+
+
+def _with_interval(value: str, interval: str) -> str:
+    return value if interval == "—" else f"{value} [{interval}]"
+
+
+def rate_cells(r: RateRow, with_ppl: bool = False) -> list[str]:
+    """The cells of :func:`rate_columns` for one condition, formatted once for every rendering."""
+    clean = r.perturbation == "none"
+    paired = "—" if clean or not r.n_paired else f"{fmt_pct(r.paired_clean)} → {fmt_pct(r.paired_value)}"
+    shares = "—"
+    if not math.isnan(r.share_flagged):
+        rest = 1.0 - r.share_flagged - r.share_safe  # incoherent + unscored: every response counted once
+        shares = f"{fmt_pct(r.share_flagged)}/{fmt_pct(r.share_safe)}/{fmt_pct(max(0.0, rest))}"
+    delta = "—" if clean else _with_interval(fmt_pts(r.delta), fmt_interval((r.delta_ci_low, r.delta_ci_high), True))
+    cells = [
+        condition_name(r),
+        "0" if clean else f"{r.strength:g}",
+        str(r.n),
+        _with_interval(fmt_pct(r.value), fmt_interval((r.ci_low, r.ci_high))),
+        paired,
+        delta,
+        fmt_p(r.p_holm),
+        (r.verdict + (SENSITIVE if r.incoherent_sensitive else "")) or "—",
+        shares,
+    ]
+    return cells + (["—" if math.isnan(r.ppl) else f"{r.ppl:.2f}"] if with_ppl else [])
+
+
+def rate_notes(rows: list[RateRow]) -> list[str]:
+    """What a reader needs beside the rate table: the Holm family, how Δ relates to the rates, and
+    the mark of a verdict that depends on how incoherent answers are counted."""
+    notes = [
+        holm_family(rows) + ".",
+        "Δ = this − clean per prompt, on the prompts both scored: the difference of the two rates in "
+        "'paired %'. Each rate in the rate column is over its own condition's coherent answers.",
+    ]
+    if any(r.incoherent_sensitive for r in rows):
+        notes.append(f"{SENSITIVE} counting incoherent answers as not flagged, the test decides otherwise.")
+    return notes
+
+
+# columns the terminal leaves out below these widths (summary.md, CSV and JSON keep every column)
+_NARROW = {130: ("of all %",), 100: ("of all %", "paired %")}
+
+
+def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
+    """The rate table for a terminal of ``width`` columns (default: this terminal's).
+
+    What all rows share moves to the title, so the rows stay short: the model when there is one,
+    and the perturbation and sites when the perturbed rows share them (the condition is then its
+    strength). Numbers never break across lines; below 130 and 100 columns the terminal leaves
+    out the all-response shares and then the paired rates, which the files keep."""
+    from rich.console import Console
+
+    width = width or Console().width
     datasets = sorted({r.dataset for r in rows})
-    what, column, _ = metric_text({r.metric for r in rows} or {"harmful"})
-    title = f"{what} on {', '.join(datasets)} (judge {rows[0].judge if rows else '-'})"
-    t = Table(title=title, show_lines=False)
-    for col, kw in [
-        ("model", {"overflow": "fold"}),
-        ("condition", {"overflow": "fold"}),
-        ("strength", {"justify": "right"}),
-        ("n", {"justify": "right"}),
-        (column, {"justify": "right"}),
-        ("95% CI", {"justify": "right"}),
-        ("Δ pts", {"justify": "right"}),
-        ("p vs clean", {"justify": "right"}),
-        ("p (Holm)", {"justify": "right"}),
-        ("incoherent %", {"justify": "right"}),
-    ]:
-        t.add_column(col, **kw)
+    models = sorted({r.model for r in rows})
+    perturbed = {(r.perturbation, r.sites) for r in rows if r.perturbation != "none"}
+    what, _, _ = metric_text({r.metric for r in rows} or {"harmful"})
+    shared = [f"model {models[0]}"] if len(models) == 1 else []
+    one_family = len(perturbed) == 1 and len({r.condition for r in rows}) == len({r.strength for r in rows})
+    if one_family:
+        pert, sites = next(iter(perturbed))
+        shared.append(f"{pert} @ {sites}")
+    title = f"{what} on {', '.join(datasets)}" + "".join(f", {x}" for x in shared)  # what every row shares
+    title += f" (judge {rows[0].judge if rows else '-'})"
+    # below 100 columns: no vertical rules, and one space between columns
+    narrow = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True} if width < 100 else {}
+    drop = next((cut for limit, cut in sorted(_NARROW.items()) if width < limit), ())
+    notes = rate_notes(rows)
+    if drop:
+        left_out = ", ".join(drop)
+        notes.append(f"At {width} columns the terminal leaves out: {left_out}; summary.md and summary.csv have them.")
+    t = Table(title=title, show_lines=False, caption="\n".join(notes), caption_justify="left", **narrow)
     with_ppl = any(not math.isnan(r.ppl) for r in rows)
-    if with_ppl:
-        t.add_column("ppl", justify="right")
-    for r in rows:
-        delta = fmt_pts(r.delta)
-        t.add_row(
-            r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}",
-            condition_name(r),
-            "0" if r.perturbation == "none" else f"{r.strength:g}",
-            str(r.n),
-            fmt_pct(r.value),
-            f"{fmt_pct(r.ci_low)}–{fmt_pct(r.ci_high)}",
-            delta,
-            fmt_p(r.p),
-            fmt_p(r.p_holm),
-            fmt_pct(r.incoherent) + (f" (+{fmt_pct(r.unscored)} unscored)" if r.unscored > 0 else ""),
-            *([("—" if math.isnan(r.ppl) else f"{r.ppl:.2f}")] if with_ppl else []),
+    columns = rate_columns(rows)
+    keep = [i for i, col in enumerate(columns) if not col.startswith(drop) and not (one_family and col == "condition")]
+    cells = [rate_cells(r, with_ppl) for r in rows]
+    name_parts = [part for part, many in (("model", len(models) > 1), ("dataset", len(datasets) > 1)) if many]
+    if name_parts:
+        t.add_column(" / ".join(name_parts), overflow="fold")
+    for i in keep:
+        col, text = columns[i], columns[i] in ("condition", "verdict")
+        longest = max((len(c[i]) for c in cells), default=1)
+        t.add_column(
+            col,
+            overflow="fold",
+            justify="left" if text else "right",
+            min_width=None if col == "condition" else longest,
         )
+    for r, row_cells in zip(rows, cells):
+        names = [" / ".join(getattr(r, part) for part in name_parts)] if name_parts else []
+        t.add_row(*names, *[row_cells[i] for i in keep])
     return t
 
 
@@ -105,10 +181,14 @@ CONTRAST_COLUMNS = (
     "rate %",
     "baseline %",
     "Δ pts",
+    "Δ 95% CI",
     "p (Holm)",
+    "verdict",
     "Δ effect pts",
+    "Δ effect 95% CI",
     "n (effect)",
-    "p (Holm)",
+    "p (Holm) effect",
+    "verdict (effect)",
 )
 
 
@@ -120,16 +200,37 @@ def contrast_cells(r: ContrastRow) -> list[str]:
         fmt_pct(r.value),
         fmt_pct(r.baseline_value),
         fmt_pts(r.delta),
+        fmt_interval((r.delta_ci_low, r.delta_ci_high), signed=True),
         fmt_p(r.p_holm),
+        r.verdict or "—",
         fmt_pts(r.effect_delta),
+        fmt_interval((r.effect_ci_low, r.effect_ci_high), signed=True),
         str(r.n_effect) if r.n_effect else "—",
         fmt_p(r.effect_p_holm),
+        r.effect_verdict or "—",
     ]
+
+
+def contrast_notes(rows: list[ContrastRow]) -> list[str]:
+    """The Holm families of the model-against-baseline table, said with it."""
+    tested = sum(not math.isnan(r.p) for r in rows)
+    effects = sum(not math.isnan(r.effect_p) for r in rows)
+    judge = rows[0].judge if rows else "-"
+    notes = [
+        f"Holm families (judge {judge}): the {tested} Δ tests of this table, and separately its {effects} Δ-effect "
+        "tests; an equivalence test, where a margin was given, is corrected within the same family.",
+        'Without a margin, a difference that is not significant is inconclusive, never "same".',
+    ]
+    return notes
 
 
 def contrast_table(rows: list[ContrastRow]) -> Table:
     """Model against baseline on the same prompts: the difference in rate and in the condition's effect."""
-    t = Table(title=f"Models against {rows[0].baseline} on the same prompts (judge {rows[0].judge})")
+    t = Table(
+        title=f"Models against {rows[0].baseline} on the same prompts (judge {rows[0].judge})",
+        caption="\n".join(contrast_notes(rows)),
+        caption_justify="left",
+    )
     for col in ("model", *CONTRAST_COLUMNS):
         t.add_column(col, justify="left" if col in ("model", "condition") else "right", overflow="fold")
     datasets = {r.dataset for r in rows}
@@ -199,8 +300,11 @@ def audit_table(audit: JudgeAudit, level: float = 0.95) -> Table:
     """A judge's audit: per condition the judge's harmful share, the corrected one with its interval
     and the corrected change against the clean run (the labels-alone share and λ are in the JSON)."""
     pct = f"{level:.0%}".replace(".0%", "%")
+    tested = sum(not math.isnan(r.p) for r in audit.rows)
     t = Table(
-        title=f"Harmful share, judge {audit.judge} audited by {audit.n} labels: {audit_summary(audit)} ({pct} CIs)"
+        title=f"Harmful share, judge {audit.judge} audited by {audit.n} labels: {audit_summary(audit)} ({pct} CIs)",
+        caption=f"Holm family: the {tested} audited conditions' corrected changes against clean.",
+        caption_justify="left",
     )
     datasets = {r.dataset for r in audit.rows}
     t.add_column("model", overflow="fold", min_width=5)
@@ -209,4 +313,71 @@ def audit_table(audit: JudgeAudit, level: float = 0.95) -> Table:
         t.add_column(header, justify="right", no_wrap=True)
     for r in audit.rows:
         t.add_row(r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", condition_name(r), *audit_cells(r))
+    return t
+
+
+# the run-level table of training methods (report/runs.py), shared by the terminal and Markdown
+ARM_COLUMNS = (
+    "arm",
+    "dataset",
+    "condition",
+    "runs: rate %",
+    "mean %",
+    "SD pts",
+    "Δ pts",
+    "Δ 95% CI (Welch)",
+    "p (Holm)",
+    "p (permutation)",
+    "verdict",
+    "Δ effect pts",
+    "Δ effect 95% CI",
+    "p (Holm) effect",
+    "verdict (effect)",
+)
+
+
+def arm_cells(r: ArmRow) -> list[str]:
+    """The :data:`ARM_COLUMNS` of one arm under one condition."""
+    base = r.arm == r.baseline
+    return [
+        r.arm + (" (baseline)" if base else ""),
+        r.dataset,
+        condition_name(r),
+        ", ".join(fmt_pct(x) for x in r.run_rates),
+        fmt_pct(r.mean),
+        "—" if math.isnan(r.sd) else f"{100 * r.sd:.1f}",
+        "—" if base else fmt_pts(r.delta),
+        "—" if base else fmt_interval(r.delta_ci, signed=True),
+        "—" if base else fmt_p(r.p_holm),
+        "—" if base else fmt_p(r.p_perm),
+        r.verdict or "—",
+        fmt_pts(r.effect_delta),
+        fmt_interval(r.effect_ci, signed=True),
+        fmt_p(r.effect_p_holm),
+        r.effect_verdict or "—",
+    ]
+
+
+def arm_notes(rows: list[ArmRow]) -> list[str]:
+    """How to read the run-level table: the unit, the families, the permutation test's floor."""
+    runs = sorted({len(r.run_rates) for r in rows})
+    return [
+        f"The unit is the training run ({'/'.join(map(str, runs))} per arm): Welch's test on the runs' rates, "
+        "prompts held fixed. Holm families: the Δ tests, and separately the Δ-effect tests.",
+        "The exact permutation p over runs assumes nothing about the runs' spread; with 3 runs per arm it "
+        "cannot fall below 0.1.",
+    ]
+
+
+def arm_table(rows: list[ArmRow]) -> Table:
+    """Training methods against the baseline arm, runs as the unit."""
+    t = Table(
+        title=f"Methods against {rows[0].baseline} at the run level (judge {rows[0].judge})",
+        caption="\n".join(arm_notes(rows)),
+        caption_justify="left",
+    )
+    for col in ARM_COLUMNS:
+        t.add_column(col, overflow="fold", justify="left" if col in ("arm", "condition", "verdict") else "right")
+    for r in rows:
+        t.add_row(*arm_cells(r))
     return t

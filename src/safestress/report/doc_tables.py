@@ -1,0 +1,132 @@
+"""Tables in Markdown documents that are regenerated from committed per-prompt files, so they cannot drift.
+
+A document marks a table with an opening and a closing comment; everything between them is
+generated::
+
+    <!-- safestress-table rates export=results/qwen-noise/per-prompt.parquet judge=refusal@3/c4 -->
+    | model | dataset | condition | … |
+    <!-- /safestress-table -->
+
+The opening comment names the kind of table and its source, a path relative to the document:
+
+* ``rates``: the rate table of one judge (``judge=KEY``, optional ``margin=POINTS``) from a
+  ``safestress export`` file (Parquet or CSV): the same ``summarize`` and the same Markdown as
+  ``safestress results`` writes to summary.md, so a number in the docs is a number the tool prints;
+* ``contrasts``: the model-against-baseline table (``baseline=NAME``, optional ``margin``);
+* ``runs``: training methods at the run level (``arms="NAME=MODEL,MODEL;NAME=…"``, the first
+  arm the baseline; report/runs.py);
+* ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE``.
+
+``safestress refresh-tables DOC.md …`` rewrites the blocks; ``--check`` changes nothing and
+fails when a block differs from its recomputation (the test suite runs it on ``docs/``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safestress.errors import SafestressError
+
+_BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
+KINDS = ("rates", "contrasts", "runs", "calibration")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    kind: str
+    source: Path
+    options: dict[str, str]
+
+
+def parse_spec(text: str, base: Path) -> TableSpec:
+    """The opening comment's ``KIND key=value …``; ``export=`` or ``file=`` is the source."""
+    kind, *items = shlex.split(text)
+    if kind not in KINDS:
+        raise SafestressError(f"unknown table kind '{kind}'; known: {', '.join(KINDS)}")
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SafestressError(f"table option '{item}' is not KEY=VALUE")
+        options[key] = value
+    source = options.pop("export", None) or options.pop("file", None)
+    if source is None:
+        raise SafestressError(f"a '{kind}' table needs export=FILE or file=FILE")
+    return TableSpec(kind, (base / source).resolve(), options)
+
+
+def read_export(path: Path) -> Any:
+    """A ``safestress export`` file as the store's frame (Parquet keeps its types; CSV is read
+    with item ids as text, as the store holds them)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise SafestressError(f"per-prompt file {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype={"item_id": str, "key": str, "config_hash": str})
+
+
+def render(spec: TableSpec) -> str:
+    """The Markdown a block holds, computed from its source."""
+    if spec.kind == "calibration":
+        return calibration_table(json.loads(spec.source.read_text()))
+    from safestress.report import markdown_arms, markdown_contrasts, markdown_table
+    from safestress.report.contrasts import model_contrasts
+    from safestress.report.runs import arm_rows, parse_arms
+    from safestress.report.summary import summarize
+
+    frame = read_export(spec.source)
+    judge = spec.options.get("judge")
+    if judge is None:
+        raise SafestressError(f"a '{spec.kind}' table needs judge=KEY")
+    if judge not in set(frame["judge"].dropna()):
+        raise SafestressError(f"judge '{judge}' has no verdicts in {spec.source.name}")
+    margin = float(spec.options["margin"]) / 100 if "margin" in spec.options else None
+    if spec.kind == "rates":
+        return markdown_table(summarize(frame, judge, margin)[0])
+    if spec.kind == "runs":
+        return markdown_arms(arm_rows(frame, judge, parse_arms(spec.options.get("arms", "").split(";"))))
+    return markdown_contrasts(model_contrasts(frame, judge, spec.options.get("baseline"), margin))
+
+
+def calibration_table(data: dict[str, Any]) -> str:
+    """The calibration figures as a Markdown table: measured rate with its Wilson interval."""
+    lines = [
+        f"{data['reps']} simulated sweeps of {data['prompts']} prompts per row, α = {data['alpha']}:",
+        "",
+        "| kind | test or interval | goal | measured [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for f in data["figures"]:
+        lo, hi = (100 * x for x in f["ci"])
+        lines.append(f"| {f['kind']} | {f['name']} | {f['goal']} | {100 * f['rate']:.1f}% [{lo:.1f}, {hi:.1f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def refresh(path: Path, check: bool = False) -> list[str]:
+    """Recompute every block of one document; write it back unless ``check``. Returns the specs of
+    the blocks whose text changed (with ``check``: the ones that drifted)."""
+    text = path.read_text()
+    changed: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        body = render(parse_spec(match["spec"], path.parent))
+        if body != match["body"]:
+            changed.append(match["spec"])
+        return match.group(1) + body + match.group(4)
+
+    new = _BLOCK.sub(replace, text)
+    if changed and not check:
+        path.write_text(new)
+    return changed
+
+
+def blocks(path: Path) -> int:
+    """How many generated tables a document holds."""
+    return len(_BLOCK.findall(path.read_text()))

@@ -1,0 +1,56 @@
+"""Documented tables cannot drift: each is recomputed from the committed per-prompt file it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from safestress.report.doc_tables import blocks, refresh
+from tests.test_cli import cli
+from tests.test_report import _rows
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_every_documented_table_equals_its_recomputation():
+    """The docs' generated tables (rate tables, model contrasts, calibration figures) equal what
+    their committed per-prompt files give today; a change of a statistic or of a number by hand
+    fails here until ``safestress refresh-tables docs/*.md`` is run and the diff is read."""
+    documents = sorted(DOCS.glob("*.md"))
+    assert sum(blocks(d) for d in documents) >= 4  # the docs do hold generated tables
+    drifted = {str(d.name): refresh(d, check=True) for d in documents}
+    assert not any(drifted.values()), drifted
+
+
+@pytest.fixture
+def doc(tmp_path: Path) -> Path:
+    frame = pd.DataFrame(
+        _rows("clean", "none", 0.0, ["refusal"] * 7 + ["compliance"] * 3)
+        + _rows("noisy", "gaussian", 0.5, ["compliance"] * 6 + ["refusal"] * 4)
+    )
+    frame.to_parquet(tmp_path / "rows.parquet", index=False)
+    path = tmp_path / "page.md"
+    block = "<!-- safestress-table rates export=rows.parquet judge=j@1 -->\n<!-- /safestress-table -->\n"
+    path.write_text("Text.\n\n" + block)
+    return path
+
+
+def test_a_block_is_filled_then_a_number_edited_by_hand_is_caught(doc: Path):
+    assert refresh(doc) == ["rates export=rows.parquet judge=j@1"]  # filled from the file
+    text = doc.read_text()
+    assert "| m | d | clean | 0 | 10 | 30.0 |" in text and text.startswith("Text.")
+    assert refresh(doc, check=True) == []
+    doc.write_text(text.replace("| 30.0 |", "| 31.0 |"))
+    assert refresh(doc, check=True) == ["rates export=rows.parquet judge=j@1"]
+    proc = cli("refresh-tables", str(doc), "--check")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(lines) == 1 and "differ from their per-prompt files" in lines[0]
+    assert cli("refresh-tables", str(doc)).returncode == 0 and refresh(doc, check=True) == []
+
+
+def test_a_block_naming_a_missing_file_is_one_line(doc: Path):
+    doc.write_text("<!-- safestress-table rates export=gone.parquet judge=j@1 -->\n<!-- /safestress-table -->\n")
+    proc = cli("refresh-tables", str(doc), "--check")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
