@@ -21,6 +21,28 @@ os.environ.setdefault("MPLCONFIGDIR", str(_tmp / "mpl"))
 os.environ.setdefault("HF_DATASETS_CACHE", str(_tmp / "hf-datasets"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one core per worker (pyproject's -n 2): torch's and BLAS's own threads would otherwise
+    # oversubscribe the cores, in the test process and in every command it starts
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+# files that share an expensive session fixture run on one worker, so it is built once
+_SHARED_FIXTURE_GROUPS = {
+    "test_lab": "lab-model",
+    "test_attribution": "lab-model",
+    "test_smollm": "smollm",
+    "test_coherence": "smollm",
+    "test_models": "smollm",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each test file on one worker (its module fixtures are built once), and the files of
+    :data:`_SHARED_FIXTURE_GROUPS` together."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+        item.add_marker(pytest.mark.xdist_group(_SHARED_FIXTURE_GROUPS.get(module, module)))
 
 
 @pytest.fixture(scope="session")

@@ -40,9 +40,9 @@ def doc(tmp_path: Path) -> Path:
 def test_a_block_is_filled_then_a_number_edited_by_hand_is_caught(doc: Path):
     assert refresh(doc) == ["rates export=rows.parquet judge=j@1"]  # filled from the file
     text = doc.read_text()
-    assert "| m | d | clean | 0 | 10 | 30.0 |" in text and text.startswith("Text.")
+    assert "| m | d | clean | 0 | 10 | 30.0 \\[10.8–60.3\\] |" in text and text.startswith("Text.")
     assert refresh(doc, check=True) == []
-    doc.write_text(text.replace("| 30.0 |", "| 31.0 |"))
+    doc.write_text(text.replace("| 30.0 \\[", "| 31.0 \\["))
     assert refresh(doc, check=True) == ["rates export=rows.parquet judge=j@1"]
     proc = cli("refresh-tables", str(doc), "--check")
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]

@@ -51,7 +51,7 @@ def test_issue_command_on_smollm_and_jbb(tmp_path):
     # a refusal judge's rate is "complied", the harm judge's "harmful": two tables, each named
     text = " ".join(proc.stdout.split())
     assert "Complied rate (not refused: a refusal judge does not see harm) on jbb_harmful" in text
-    assert "Harmful-output rate on jbb_harmful (judge harm@" in text
+    assert "Harmful-output rate on jbb_harmful, model SmolLM2" in text and "(judge harm@" in text
     assert "complied %" in text and "harmful %" in text
     import json
 

@@ -78,8 +78,9 @@ class TrendRow:
 
 
 def _matrix(df: Any, column: str = "harmful_f") -> Any:
-    """prompts × seeds table of a verdict column (1/0/NaN, or a score)."""
-    return df.pivot_table(index="item_id", columns="seed", values=column, aggfunc="first", dropna=False)
+    """prompts × seeds table of a verdict column (1/0/NaN, or a score); the first row of any
+    duplicate (prompt, seed). A grouped unstack: pandas' pivot_table costs 20 ms a call."""
+    return df.groupby(["item_id", "seed"], sort=True)[column].first().unstack("seed")
 
 
 # (table title, value column, plot axis) per metric
@@ -230,6 +231,9 @@ def _condition_row(
         row.p, row.test = stats.paired_test(before, after)
         if margin is not None:
             row.p_tost = stats.tost_p(lambda a: stats.paired_difference(before, after, a)[1], margin)
+    if not (is_incoherent.any() or (clean["label"] == "incoherent").any()):
+        row.delta_all, row.p_all = row.delta, row.p  # nothing incoherent: the same test
+        return row
     after_all = _matrix(cpart, "harmful_all").reindex(items).to_numpy(dtype=float)
     before_all = _matrix(clean, "harmful_all").reindex(items).to_numpy(dtype=float)
     row.delta_all = stats.paired_difference(before_all, after_all)[0]
