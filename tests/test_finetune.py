@@ -182,3 +182,30 @@ def test_a_trainer_refusal_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(SafestressError, match=r"^training failed: You cannot perform fine-tuning on purely quantized"):
         finetune(lm, PAIRS, tmp_path / "out", FinetuneSettings(steps=1, batch_size=2), log=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_finetune_trains_several_runs_from_the_same_weights(tmp_path):
+    """--runs 2: two folders named for the arm and the seed, each trained from the original
+    weights with its own seed (with --random-control, its own random draw of units)."""
+    import hashlib
+
+    from safestress.train.cli import run_dirs
+
+    model_dir = save_tiny_model(tmp_path / "tiny", "llama", n_layers=2)
+    cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = TEMPLATE
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(cfg))
+    lm = tiny_model("llama", n_layers=2)
+    _unit_map(lm).save(tmp_path / "units.json")
+    data = tmp_path / "pairs.csv"
+    data.write_text("prompt,response\n" + "\n".join(f"{p},{r}" for p, r in PAIRS) + "\n")
+    out = tmp_path / "random-scu"
+    args = ["finetune", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "2"]
+    res = cli(*args, "--units", str(tmp_path / "units.json"), "--random-control", "--runs", "2", "--seed", "5")
+    assert res.returncode == 0, res.stderr
+    runs = [out / "random-scu-s5", out / "random-scu-s6"]
+    records = [json.loads((r / "finetune.json").read_text()) for r in runs]
+    assert [r["settings"]["seed"] for r in records] == [5, 6] and all(r["random_control"] for r in records)
+    digests = {hashlib.sha256((r / "model.safetensors").read_bytes()).hexdigest() for r in runs}
+    assert len(digests) == 2  # two seeds, two models
+    assert run_dirs(out, 0, 1) == [(0, out)] and run_dirs(tmp_path / "dpo", 3, 2)[1] == (4, tmp_path / "dpo" / "dpo-s4")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from safestress.errors import SafestressError
 from safestress.train.common import require_new_dir
+
+if TYPE_CHECKING:
+    from safestress.attribution.units import UnitMap
+    from safestress.train.sft import FinetuneSettings
 
 err = Console(stderr=True)
 
@@ -57,6 +62,13 @@ def finetune_command(
     max_length: int = typer.Option(512, min=8, help="tokens per training sequence"),
     weight_decay: float = typer.Option(0.0, min=0.0),
     seed: int = typer.Option(0),
+    runs: int = typer.Option(
+        1,
+        min=1,
+        max=100,
+        help="training runs with seeds SEED … SEED+RUNS−1, each in OUT/<name>-s<seed> (with --random-control: "
+        "that many random draws); compare methods over runs with `safestress results --arm`",
+    ),
 ) -> None:
     """Fine-tune on (prompt, response) pairs, loss on the response; with --units, the chosen units stay frozen."""
     require_new_dir(out)
@@ -66,14 +78,6 @@ def finetune_command(
         raise SafestressError("--freeze needs --units (a unit map from `safestress attribute units`)")
     from safestress.train.sft import FinetuneSettings
 
-    settings = FinetuneSettings(
-        steps=steps,
-        learning_rate=lr,
-        batch_size=batch_size,
-        max_length=max_length,
-        weight_decay=weight_decay,
-        seed=seed,
-    )
     pairs = read_pairs(data, prompt_col, response_col, limit)
     classes = None
     umap = None
@@ -83,10 +87,45 @@ def finetune_command(
 
         classes = parse_classes(freeze)
         umap = UnitMap.load(units)
+    _quiet()
+    for run_seed, run_out in run_dirs(out, seed, runs):
+        settings = FinetuneSettings(
+            steps=steps,
+            learning_rate=lr,
+            batch_size=batch_size,
+            max_length=max_length,
+            weight_decay=weight_decay,
+            seed=run_seed,
+        )
+        _finetune_once(model, data, pairs, run_out, settings, units, umap, classes, random_control)
+
+
+def run_dirs(out: Path, seed: int, runs: int) -> list[tuple[int, Path]]:
+    """(seed, output folder) of each training run: ``out`` itself for one run, else
+    ``out/<name>-s<seed>``. The folder names differ across arms (``dpo-s0``, ``quada-s0``), so the
+    store tells the runs of two methods apart by model name."""
+    if runs == 1:
+        return [(seed, out)]
+    out.mkdir(parents=True, exist_ok=True)
+    return [(seed + r, out / f"{out.name}-s{seed + r}") for r in range(runs)]
+
+
+def _finetune_once(
+    model: str,
+    data: str,
+    pairs: list[tuple[str, str]],
+    out: Path,
+    settings: FinetuneSettings,
+    units: Path | None,
+    umap: UnitMap | None,
+    classes: list[str] | None,
+    random_control: bool,
+) -> None:
+    """One training run from a freshly loaded model (a run never starts from another's weights)."""
     from safestress.models import load_model
     from safestress.train import UnitFreeze, finetune
 
-    _quiet()
+    seed = settings.seed
     lm = load_model(model)
     model_obj = lm.ensure_weights()
     frozen = None
@@ -158,6 +197,13 @@ def quada_command(
     gradient_checkpointing: bool = typer.Option(
         True, help="recompute activations in the backward: less memory, more compute"
     ),
+    runs: int = typer.Option(
+        1,
+        min=1,
+        max=100,
+        help="training runs with seeds SEED … SEED+RUNS−1, each in OUT/<name>-s<seed>; "
+        "compare methods over runs with `safestress results --arm`",
+    ),
 ) -> None:
     """DPO with the policy's early activations perturbed, plus a term that keeps harmful activations clustered."""
     require_new_dir(out)
@@ -169,33 +215,34 @@ def quada_command(
     params.update(parse_params(param) or {})
     if perturb != "none":
         make_perturbation(perturb, **params)  # an unknown name or bad parameters fail before anything loads
-    settings = QuadASettings(
-        steps=steps,
-        learning_rate=lr,
-        beta=beta,
-        batch_size=batch_size,
-        max_length=max_length,
-        perturbation=perturb,
-        params=params,
-        sites=sites,
-        cluster_site=cluster_site,
-        cluster_weight=cluster_weight,
-        seed=seed,
-        gradient_checkpointing=gradient_checkpointing,
-    )
     rows = read_preferences(data, limit)
     from safestress.models import load_model
 
     _quiet()
-    lm = load_model(model)
-    import torch
-
-    torch.manual_seed(seed)
-    summary = quada_train(lm, rows, out, settings, log=err.print, meta={"data": data})  # with a step bar
-    what = "no perturbation" if perturb == "none" else f"perturbed {', '.join(summary['sites'])}"
-    if cluster_weight > 0:
-        what += (
-            f"; cluster term at {summary['cluster_site']} "
-            f"{summary['cluster_first']:.3f} → {summary['cluster_last']:.3f}"
+    for run_seed, run_out in run_dirs(out, seed, runs):
+        settings = QuadASettings(
+            steps=steps,
+            learning_rate=lr,
+            beta=beta,
+            batch_size=batch_size,
+            max_length=max_length,
+            perturbation=perturb,
+            params=params,
+            sites=sites,
+            cluster_site=cluster_site,
+            cluster_weight=cluster_weight,
+            seed=run_seed,
+            gradient_checkpointing=gradient_checkpointing,
         )
-    err.print(f"{what}; mean loss {summary['train_loss']:.4f}")
+        lm = load_model(model)  # every run from the original weights
+        import torch
+
+        torch.manual_seed(run_seed)
+        summary = quada_train(lm, rows, run_out, settings, log=err.print, meta={"data": data})  # with a step bar
+        what = "no perturbation" if perturb == "none" else f"perturbed {', '.join(summary['sites'])}"
+        if cluster_weight > 0:
+            what += (
+                f"; cluster term at {summary['cluster_site']} "
+                f"{summary['cluster_first']:.3f} → {summary['cluster_last']:.3f}"
+            )
+        err.print(f"{run_out.name}: {what}; mean loss {summary['train_loss']:.4f}")
