@@ -648,11 +648,13 @@ def lab_train(
     import contextlib
 
     from safestress.lab.model import lab_model_path
+    from safestress.train.common import quiet_progress, quiet_training
 
+    quiet_progress()  # no library bars (tokenising, writing shards): training logs its own steps
     for run in range(runs):
         # standard output carries the paths alone (scripts read them); the trainers print their
         # logs there, so training speaks on standard error
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), quiet_training():
             path = lab_model_path(_lab_settings(depth, seed, seed + run), log=err.print)
         if evaluate:
             from safestress.lab.evaluate import evaluate as run_eval

@@ -235,6 +235,10 @@ def _dpo(model: Any, tokenizer: Any, settings: LabSettings, log: Callable[[str],
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
+    from transformers import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):  # the step log is ours, on the log function
+        trainer.remove_callback(callback)
     trainer.train()
     log(f"  DPO {settings.dpo_steps} steps done")
     return trainer.model.eval()

@@ -9,23 +9,13 @@ import typer
 from rich.console import Console
 
 from safestress.errors import SafestressError
-from safestress.train.common import require_new_dir
+from safestress.train.common import quiet_progress, require_new_dir
 
 if TYPE_CHECKING:
     from safestress.attribution.units import UnitMap
     from safestress.train.sft import FinetuneSettings
 
 err = Console(stderr=True)
-
-
-def _quiet() -> None:
-    """No per-file or per-map progress bars from transformers and datasets (loading and writing
-    shards, tokenising the training rows): the command reports what it does itself."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
 
 
 def read_pairs(path: str, prompt_col: str, response_col: str, limit: int | None = None) -> list[tuple[str, str]]:
@@ -87,7 +77,7 @@ def finetune_command(
 
         classes = parse_classes(freeze)
         umap = UnitMap.load(units)
-    _quiet()
+    quiet_progress()
     for run_seed, run_out in run_dirs(out, seed, runs):
         settings = FinetuneSettings(
             steps=steps,
@@ -218,7 +208,7 @@ def quada_command(
     rows = read_preferences(data, limit)
     from safestress.models import load_model
 
-    _quiet()
+    quiet_progress()
     for run_seed, run_out in run_dirs(out, seed, runs):
         settings = QuadASettings(
             steps=steps,

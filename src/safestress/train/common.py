@@ -41,6 +41,16 @@ def require_new_dir(path: Path, what: str = "") -> None:
         raise SafestressError(f"{path} exists and is not an empty directory; choose a new one{what}")
 
 
+def quiet_progress() -> None:
+    """No per-file or per-map progress bars from transformers and datasets (loading and writing
+    shards, tokenising the training rows): the command reports what it does itself."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 @contextmanager
 def quiet_training() -> Iterator[None]:
     """Silence the trainers' deprecation warnings and info logs for the block, then restore both
