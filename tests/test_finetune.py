@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,15 +119,20 @@ def test_frozen_neurons_compute_the_same_activations(tmp_path):
     assert not torch.allclose(before[..., 8:], after[..., 8:])
 
 
-def test_finetune_command_writes_the_model_and_its_record(tmp_path):
+def _command_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A saved tiny chat model, its unit map at ``tmp_path/units.json`` and a pairs file."""
     model_dir = save_tiny_model(tmp_path / "tiny", "llama", n_layers=2)
     cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
     cfg["chat_template"] = TEMPLATE
     (model_dir / "tokenizer_config.json").write_text(json.dumps(cfg))
-    lm = tiny_model("llama", n_layers=2)
-    _unit_map(lm).save(tmp_path / "units.json")
+    _unit_map(tiny_model("llama", n_layers=2)).save(tmp_path / "units.json")
     data = tmp_path / "pairs.csv"
     data.write_text("prompt,response\n" + "\n".join(f"{p},{r}" for p, r in PAIRS) + "\n")
+    return model_dir, data
+
+
+def test_finetune_command_writes_the_model_and_its_record(tmp_path):
+    model_dir, data = _command_inputs(tmp_path)
     out = tmp_path / "ft"
     args = ["finetune", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "2"]
     res = cli(*args, "--units", str(tmp_path / "units.json"), "--freeze", "scu,cu", "--random-control")
@@ -191,14 +197,7 @@ def test_finetune_trains_several_runs_from_the_same_weights(tmp_path):
 
     from safestress.train.cli import run_dirs
 
-    model_dir = save_tiny_model(tmp_path / "tiny", "llama", n_layers=2)
-    cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
-    cfg["chat_template"] = TEMPLATE
-    (model_dir / "tokenizer_config.json").write_text(json.dumps(cfg))
-    lm = tiny_model("llama", n_layers=2)
-    _unit_map(lm).save(tmp_path / "units.json")
-    data = tmp_path / "pairs.csv"
-    data.write_text("prompt,response\n" + "\n".join(f"{p},{r}" for p, r in PAIRS) + "\n")
+    model_dir, data = _command_inputs(tmp_path)
     out = tmp_path / "random-scu"
     args = ["finetune", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "2"]
     res = cli(*args, "--units", str(tmp_path / "units.json"), "--random-control", "--runs", "2", "--seed", "5")

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from safestress import stats
-
-_KEY = ["condition", "perturbation", "sites", "strength"]
+from safestress.report.summary import CONDITION_KEY
 
 
 @dataclass
@@ -92,14 +91,16 @@ def model_contrasts(
     rows: list[ContrastRow] = []
     for dataset, part in df.groupby("dataset", sort=True):
         base = part[part["model"] == baseline]
-        base_conditions = {key: grp for key, grp in base.groupby(_KEY, sort=False)}
+        base_conditions = {key: grp for key, grp in base.groupby(CONDITION_KEY, sort=False)}
         base_clean = _matrix(base[base["perturbation"] == "none"], metric)
         for model in models:
             if model == baseline:
                 continue
             mine = part[part["model"] == model]
             my_clean = _matrix(mine[mine["perturbation"] == "none"], metric)
-            groups = sorted(mine.groupby(_KEY, sort=False), key=lambda kv: (kv[0][1] != "none", *kv[0][1:], kv[0][0]))
+            groups = sorted(
+                mine.groupby(CONDITION_KEY, sort=False), key=lambda kv: (kv[0][1] != "none", *kv[0][1:], kv[0][0])
+            )
             for key, grp in groups:
                 if key not in base_conditions:
                     continue

@@ -27,8 +27,7 @@ import numpy as np
 
 from safestress import stats
 from safestress.errors import SafestressError
-
-_KEY = ["condition", "perturbation", "sites", "strength"]
+from safestress.report.summary import CONDITION_KEY
 
 
 @dataclass
@@ -97,7 +96,7 @@ def arm_rows(frame: Any, judge: str, arms: dict[str, list[str]]) -> list[ArmRow]
         rates = {  # (arm, condition key) → per-run rates
             (arm, key): [_run_rate(grp[grp["model"] == m]) for m in runs]
             for arm, runs in arms.items()
-            for key, grp in part[part["model"].isin(runs)].groupby(_KEY, sort=False)
+            for key, grp in part[part["model"].isin(runs)].groupby(CONDITION_KEY, sort=False)
         }
         keys = sorted({k for _, k in rates}, key=lambda k: (k[1] != "none", k[1], k[2], k[3]))
         clean = next((k for k in keys if k[1] == "none"), None)

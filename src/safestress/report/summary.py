@@ -15,6 +15,9 @@ import numpy as np
 from safestress import stats
 from safestress.datasets import BENIGN_DATASETS
 
+# what identifies a condition within a model and dataset, everywhere conditions are matched
+CONDITION_KEY = ["condition", "perturbation", "sites", "strength"]
+
 
 @dataclass
 class RateRow:
@@ -142,9 +145,10 @@ def summarize(
     for (model, dataset), part in df.groupby(["model", "dataset"], sort=True):
         row_metric = "answered" if outcome == "complied" and dataset in BENIGN_DATASETS else outcome
         clean = part[part["perturbation"] == "none"]
+        baseline = _Clean(clean)
         model_rows = [
-            _condition_row(cpart, clean, key, (str(model), str(dataset), judge, row_metric), binary, margin)
-            for key, cpart in part.groupby(["condition", "perturbation", "sites", "strength"], sort=False)
+            _condition_row(cpart, baseline, key, (str(model), str(dataset), judge, row_metric), binary, margin)
+            for key, cpart in part.groupby(CONDITION_KEY, sort=False)
         ]
         model_rows.sort(key=lambda r: (r.perturbation != "none", r.perturbation, r.sites, r.strength))
         rates.extend(model_rows)
@@ -155,12 +159,8 @@ def summarize(
     for r in rates:
         if r.perturbation != "none":
             r.verdict = stats.verdict(r.p_holm, r.p_tost_holm, margin)
-            r.incoherent_sensitive = _rejects(r.p_holm) != _rejects(r.p_all_holm)
+            r.incoherent_sensitive = stats.rejects(r.p_holm) != stats.rejects(r.p_all_holm)
     return rates, trends
-
-
-def _rejects(p: float, alpha: float = 0.05) -> bool:
-    return not math.isnan(p) and p < alpha
 
 
 def holm_family(rows: list[RateRow]) -> str:
@@ -175,9 +175,20 @@ def holm_family(rows: list[RateRow]) -> str:
     )
 
 
+class _Clean:
+    """The clean run of one model and dataset, its verdict matrices built once for all conditions."""
+
+    def __init__(self, rows: Any) -> None:
+        self.rows = rows
+        self.empty = rows.empty
+        self.has_incoherent = bool((rows["label"] == "incoherent").any())
+        self.matrix = _matrix(rows) if not self.empty else None
+        self.matrix_all = _matrix(rows, "harmful_all") if self.has_incoherent else self.matrix
+
+
 def _condition_row(
     cpart: Any,
-    clean: Any,
+    clean: _Clean,
     key: tuple[str, str, str, float],
     names: tuple[str, str, str, str],
     binary: bool,
@@ -219,9 +230,9 @@ def _condition_row(
     )
     if pert == "none" or clean.empty:
         return row
-    items = m.index.union(clean["item_id"].unique())
+    items = m.index.union(clean.matrix.index)
     after = m.reindex(items).to_numpy(dtype=float)
-    before = _matrix(clean).reindex(items).to_numpy(dtype=float)
+    before = clean.matrix.reindex(items).to_numpy(dtype=float)
     keep = ~np.all(np.isnan(before), axis=1) & ~np.all(np.isnan(after), axis=1)
     if keep.any():
         row.n_paired = int(keep.sum())
@@ -231,11 +242,11 @@ def _condition_row(
         row.p, row.test = stats.paired_test(before, after)
         if margin is not None:
             row.p_tost = stats.tost_p(lambda a: stats.paired_difference(before, after, a)[1], margin)
-    if not (is_incoherent.any() or (clean["label"] == "incoherent").any()):
+    if not (is_incoherent.any() or clean.has_incoherent):
         row.delta_all, row.p_all = row.delta, row.p  # nothing incoherent: the same test
         return row
     after_all = _matrix(cpart, "harmful_all").reindex(items).to_numpy(dtype=float)
-    before_all = _matrix(clean, "harmful_all").reindex(items).to_numpy(dtype=float)
+    before_all = clean.matrix_all.reindex(items).to_numpy(dtype=float)
     row.delta_all = stats.paired_difference(before_all, after_all)[0]
     row.p_all = stats.paired_test(before_all, after_all)[0]
     return row

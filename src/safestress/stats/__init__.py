@@ -17,7 +17,7 @@ Conventions, and why (details in ``docs/statistics.md``):
 """
 
 from safestress.stats.agreement import kappa_cluster_bootstrap_ci, kappa_from_counts
-from safestress.stats.equivalence import tost_p, verdict
+from safestress.stats.equivalence import rejects, tost_p, verdict
 from safestress.stats.multiplicity import holm
 from safestress.stats.paired import (
     difference_in_differences,
@@ -61,6 +61,7 @@ __all__ = [
     "ppi_power",
     "prediction_powered_rate",
     "rank_p",
+    "rejects",
     "runs_difference",
     "runs_permutation_p",
     "sign_flip_test",

@@ -43,13 +43,18 @@ def tost_p(interval_at: Callable[[float], tuple[float, float]], margin: float, t
     return high
 
 
+def rejects(p: float, alpha: float = 0.05) -> bool:
+    """Whether a (Holm-adjusted) p-value rejects at ``alpha``; an undefined p never does."""
+    return not math.isnan(p) and p < alpha
+
+
 def verdict(p_holm: float, p_tost_holm: float = math.nan, margin: float | None = None, alpha: float = 0.05) -> str:
     """The word a contrast is reported with: "different" when the difference test rejects within
     its Holm family, "equivalent within ±m pts" when the equivalence test does, else
     "inconclusive" (also when no margin was declared: a non-significant difference alone does not
     say "same")."""
-    if not math.isnan(p_holm) and p_holm < alpha:
+    if rejects(p_holm, alpha):
         return "different"
-    if margin is not None and not math.isnan(p_tost_holm) and p_tost_holm < alpha:
+    if margin is not None and rejects(p_tost_holm, alpha):
         return f"equivalent within ±{100 * margin:g} pts"
     return "inconclusive"

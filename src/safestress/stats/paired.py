@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from safestress.stats.rates import cluster_wilson_ci, wilson_ci
+from safestress.stats.rates import as_matrix, cluster_wilson_ci, wilson_ci
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -103,11 +103,6 @@ def newcombe_paired_ci(before: Sequence[bool], after: Sequence[bool], alpha: flo
     return max(-1.0, lo), min(1.0, hi)
 
 
-def _as_matrix(values: Any) -> np.ndarray:
-    v = np.asarray(values, float)
-    return v[:, None] if v.ndim == 1 else v
-
-
 def _corr(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation, 0 when either side does not vary (then it carries no information)."""
     if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -117,7 +112,7 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
 
 def _paired_rows(before: Any, after: Any) -> tuple[np.ndarray, np.ndarray]:
     """The prompts (rows) both sides scored at least once."""
-    x, y = _as_matrix(before), _as_matrix(after)
+    x, y = as_matrix(before), as_matrix(after)
     if x.shape[0] != y.shape[0]:
         raise ValueError("before and after must have one row per prompt, the same prompts")
     keep = ~np.all(np.isnan(x), axis=1) & ~np.all(np.isnan(y), axis=1)
@@ -173,7 +168,7 @@ def difference_in_differences(
     :func:`paired_difference`, with the correlation of the per-prompt effects. Why: "model A loses
     no more safety to noise than model B" is a statement about this quantity, and its interval
     bounds how much more A can lose."""
-    sides = [_as_matrix(v) for v in (before_a, after_a, before_b, after_b)]
+    sides = [as_matrix(v) for v in (before_a, after_a, before_b, after_b)]
     keep = np.logical_and.reduce([~np.all(np.isnan(s), axis=1) for s in sides])
     sides = [s[keep] for s in sides]
     if not keep.any():

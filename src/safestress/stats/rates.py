@@ -28,13 +28,17 @@ def wilson_ci(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def as_matrix(values: Any) -> np.ndarray:
+    """Verdicts as [prompts, seeds] floats: a 1-D array is one seed per prompt."""
+    v = np.asarray(values, float)
+    return v[:, None] if v.ndim == 1 else v
+
+
 def cluster_bootstrap_ci(
     values: np.ndarray, *, alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile CI of the overall mean of ``values`` [clusters, obs] resampling whole clusters (prompts)."""
-    v = np.asarray(values, float)
-    if v.ndim == 1:
-        v = v[:, None]
+    v = as_matrix(values)
     n = v.shape[0]
     if n == 0:
         return (math.nan, math.nan)
@@ -56,9 +60,7 @@ def effective_size(values: Any) -> tuple[float, float]:
     never worth *more* than independent prompts. At 0% and 100% the design effect is 0/0, and the
     lower end is used: the data cannot show that seeds disagree, so they are not assumed to.
     """
-    v = np.asarray(values, float)
-    if v.ndim == 1:
-        v = v[:, None]
+    v = as_matrix(values)
     ok = ~np.isnan(v)
     sizes = ok.sum(axis=1)
     v, ok, sizes = v[sizes > 0], ok[sizes > 0], sizes[sizes > 0]
