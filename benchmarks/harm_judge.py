@@ -159,6 +159,37 @@ def paired_bootstrap(a: list[bool], b: list[bool], truth: list[bool], n: int = 4
     return f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}], p {p:.2g}"
 
 
+def versus_harm(judged: dict[str, list[bool]], truth: list[bool]) -> list[tuple[str, float, int, int, float, float]]:
+    """Each other judge against harm on the same rows: accuracy difference (harm − other), the
+    discordant counts (rows only harm got right, only the other got right), exact McNemar p, and
+    Holm's p over the comparisons (the family printed with the table)."""
+    from safestress.stats import holm, mcnemar_exact
+
+    names = list(judged)
+    harm_right = [p == t for p, t in zip(judged[names[0]], truth)]
+    out = []
+    for name in names[1:]:
+        other_right = [p == t for p, t in zip(judged[name], truth)]
+        only_harm = sum(h and not o for h, o in zip(harm_right, other_right))
+        only_other = sum(o and not h for h, o in zip(harm_right, other_right))
+        diff = (only_harm - only_other) / len(truth)
+        out.append((name, diff, only_harm, only_other, mcnemar_exact(only_harm, only_other)))
+    adjusted = holm([row[4] for row in out])
+    return [(*row, q) for row, q in zip(out, adjusted)]
+
+
+def print_versus_harm(judged: dict[str, list[bool]], truth: list[bool]) -> None:
+    rows = versus_harm(judged, truth)
+    print(f"\nharm against each refusal judge on the same {len(truth)} rows (exact McNemar; Holm over "
+          f"these {len(rows)} comparisons)\n")  # fmt: skip
+    print(
+        "| judge | harm − judge, accuracy | rows only harm gets right | rows only the judge gets right | p | Holm p |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, diff, only_harm, only_other, p, q in rows:
+        print(f"| {name} | {diff:+.3f} | {only_harm} | {only_other} | {p:.2g} | {q:.2g} |")
+
+
 def report(rows: list[dict], preds: dict, data_dir: Path) -> None:
     """Print the held-out tables (Markdown, as docs/judges.md shows them)."""
     held = {i: v for fold in preds.values() for i, v in fold["jailbreak_eval"].items()}
@@ -186,6 +217,7 @@ def report(rows: list[dict], preds: dict, data_dir: Path) -> None:
         on_pair = [p for p, h in zip(pred, has_pair) if h]
         versus = paired_bootstrap(on_pair, pair, sub)
         print(f"| {name} | {_accuracy(pred, truth)} | {_accuracy(on_pair, sub)} | {versus} |")
+    print_versus_harm(judged, truth)
     confusion = {
         (t, p): sum(1 for a, b in zip(truth, harm) if (a, b) == (t, p)) for t in (True, False) for p in (True, False)
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -120,9 +121,19 @@ def test_cli_writes_json_and_rejects_bad_columns(data_dir, tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "κ − first's [95% CI]" in proc.stdout and "phrase-jbb" in proc.stdout
+    assert "κ − first's" in proc.stdout and "phrase-jbb" in proc.stdout
     report = json.loads(both.read_text())
     assert report["kappa"] == data["kappa"] and len(report["compared"]) == 1
+    # --format: JSON on standard output is the --json file; CSV has a row per judge; piped, Markdown
+    args = [*base, "--judge", "phrase-jbb", "--positive", ",".join(XSTEST_POSITIVE)]
+    printed = subprocess.run([*args, "--format", "json"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(printed) == report
+    printed = subprocess.run([*args, "--format", "csv"], capture_output=True, text=True, check=True).stdout
+    rows = list(csv.DictReader(printed.splitlines()))
+    assert [r["judge"] for r in rows] == [report["judge"], report["compared"][0]["judge"]]
+    assert float(rows[1]["kappa_minus_first"]) == pytest.approx(report["compared"][0]["vs_first"]["kappa_difference"])
+    piped = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    assert piped.startswith("### judges vs final\\_label") and "| phrase-jbb" in piped and "┃" not in piped
     other = report["compared"][0]
     assert other["vs_first"]["kappa_difference"] == pytest.approx(other["kappa"] - data["kappa"])
     low, high = other["vs_first"]["ci"]

@@ -224,7 +224,7 @@ def test_results_puts_the_audit_in_the_terminal_and_on_the_page(tmp_path):
     out = tmp_path / "report"
     proc = cli("results", "--store", str(store), "--out", str(out), "--labels", str(sample), "--positive", "harmful")
     assert proc.returncode == 0, proc.stderr
-    assert "audited by 100 labels" in proc.stdout
+    assert "audited by 100 labels" in proc.stdout  # piped: the Markdown form carries the audit too
     page = (out / "report.html").read_text()
     assert "Audited by 100 labels" in page and "corrected % [CI]" in page
     # a judge run on the clean responses only: the page leaves it out of the audit and says why

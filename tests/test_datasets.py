@@ -72,3 +72,15 @@ def test_csv_comment_lines_before_the_header_are_skipped(tmp_path):
     numbered.write_text("#,prompt\n1,first\n2,second\n")
     ds = load_dataset(f"csv:{numbered}:prompt")
     assert [i.prompt for i in ds.items] == ["first", "second"] and ds.items[0].meta["#"] == "1"
+
+
+def test_every_dataset_registers_its_kind_and_the_report_reads_it_without_loading():
+    """A dataset's kind is a registry fact: the report names a refusal judge's rate on a benign set
+    the answer rate, without loading the set (its files may be absent where the report is made)."""
+    from safestress.datasets import DATASETS, KINDS, dataset_kind
+
+    kinds = {name: dataset_kind(name) for name in DATASETS.names()}
+    assert set(kinds.values()) <= set(KINDS)
+    assert {n for n, k in kinds.items() if k == "benign"} == {"harmless-val", "xstest-safe", "lab-benign"}
+    assert kinds["xstest"] == "mixed" and kinds["gsm8k"] == "task" and kinds["jbb"] == "harmful"
+    assert dataset_kind("csv:prompts.csv:text") == "harmful"  # a file: the use the tool is built for

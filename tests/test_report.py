@@ -446,3 +446,95 @@ def test_the_rate_table_reads_at_80_and_120_columns(width):
     assert "qwen2.5-coder-0.5b-instruct" in text.replace("\n", "")  # the model named once, in the title
     assert ("42.9 → 57.1" in text) == (width >= 100) and ("40.0/30.0/30.0" in text) == (width >= 130)
     assert ("leaves out" in text) == (width < 130)
+
+
+def _wide_blocks() -> dict[str, object]:
+    """One block of each wide table, with the long names real sweeps have."""
+    from safestress.judges.agreement import Agreement, KappaDifference
+    from safestress.judges.audit import AuditRow, JudgeAudit
+    from safestress.report import model_contrasts
+    from safestress.report.agreement_tables import agreement_block
+    from safestress.report.runs import arm_rows, parse_arms
+    from safestress.report.tables import arm_block, audit_block, contrast_block
+
+    names = {"base": "qwen2.5-coder-0.5b-instruct", "defended": "qwen2.5-coder-0.5b-instruct-quada-s3"}
+    frame = _model_frame({"base": [0, 1, 2, 3, 4, 5], "defended": [0, 1]})
+    frame["model"] = frame["model"].map(names)
+    contrasts = model_contrasts(frame, "j@1", baseline=names["base"])
+    arm_frame = pd.concat([frame.assign(model=frame["model"] + f"-r{i}") for i in range(3)])
+    arms = parse_arms(
+        [f"{a}={','.join(f'{m}-r{i}' for i in range(3))}" for a, m in zip(("dpo", "quada"), names.values())]
+    )
+    nan2 = (float("nan"), float("nan"))
+    audit_rows = [
+        AuditRow(
+            "refusal@3/c5",
+            names["base"],
+            "jbb",
+            "" if s == 0 else f"gaussian σ={s:g} @ blocks.0-3.resid_post",
+            "none" if s == 0 else "gaussian",
+            "" if s == 0 else "blocks.0-3.resid_post",
+            s,
+            100,
+            40,
+            2,
+            0.45,
+            0.4,
+            (0.26, 0.55),
+            0.43,
+            (0.31, 0.55),
+            0.7,
+            0.925,
+            *((float("nan"), nan2) if s == 0 else (0.123, (0.02, 0.25))),
+            0.01,
+            0.03,
+        )
+        for s in (0.0, 0.1, 0.2)
+    ]
+    audit = JudgeAudit("refusal@3/c5", 120, 0.925, 0.81, (0.7, 0.9), {}, audit_rows)
+    agree = [Agreement(f"phrase-jbb@2/c5-{i}", 450, 3, 0.893, 0.725, {"tp": 309, "fp": 8, "fn": 40, "tn": 93},
+                       kappa_ci=(0.65, 0.80)) for i in range(2)]  # fmt: skip
+    return {
+        "contrasts": contrast_block(contrasts),
+        "methods": arm_block(arm_rows(arm_frame, "j@1", arms)),
+        "audit": audit_block(audit),
+        "judge eval": agreement_block(
+            "judges vs labels", agree, [KappaDifference(450, -0.005, (-0.04, 0.03), 0.8)], 0.95
+        ),
+    }
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("table", ["contrasts", "methods", "audit", "judge eval"])
+def test_every_wide_table_reads_at_80_and_120_columns(table, width):
+    """No line is wider than the terminal; every number the table keeps is printed whole (a
+    column left out is named in the caption); no row takes more than two lines; what every row
+    shares is in the title."""
+    from rich.console import Console
+
+    from safestress.report.fit import fitted_block
+
+    block = _wide_blocks()[table]
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(fitted_block(block, width))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    left_out = " ".join(text.split()).partition("leaves out: ")[2]
+    for row in block.cells:
+        for col, cell in zip(block.head, row):
+            if col not in block.text and col not in left_out:
+                assert cell in text, (col, cell, text)
+    # no name takes more than two lines: each text cell wrapped at the width its column was given
+    from rich.text import Text
+
+    drawn = fitted_block(block, width)
+    if drawn.show_header:  # a table, not the one-block-per-row form (which has no columns to wrap in)
+        for col in drawn.columns:
+            if col.width is None:
+                continue
+            j = block.head.index(str(col.header))
+            for row in block.cells:
+                lines = console.render_lines(Text(row[j]), console.options.update_width(col.width))
+                assert len(lines) <= 2, (col.header, row[j], col.width)
+    if table in ("contrasts", "audit"):
+        assert "model qwen2.5-coder-0.5b-instruct" in " ".join(text.split())

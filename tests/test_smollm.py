@@ -45,6 +45,8 @@ def test_issue_command_on_smollm_and_jbb(tmp_path):
         str(store),
         "--judge",
         "refusal,harm",
+        "--format",
+        "table",  # the terminal's tables (piped, the default is Markdown)
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
     assert proc.returncode == 0, proc.stderr

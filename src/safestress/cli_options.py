@@ -20,8 +20,15 @@ MARGIN = typer.Option(
     max=99.0,
     help="equivalence margin in points: contrasts become different, equivalent within ±m, or inconclusive",
 )
+FORCE = typer.Option(
+    False,
+    "--force",
+    help="go on below the analysis's minimum data (safestress/guards.py), marking the output 'insufficient data'",
+)
 FORMAT = typer.Option(
-    None, "--format", help="table | markdown | csv | json: how the summary is printed (default: table)"
+    None,
+    "--format",
+    help="table | markdown | csv | json: how results are printed (default: table on a terminal, markdown piped)",
 )
 
 

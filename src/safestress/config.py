@@ -30,9 +30,10 @@ class SweepConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     data_dir: str | None = None
     perturb: str = "noise"
-    # strengths of the perturbation's strength parameter (σ for noise, α for add-direction);
-    # None: [0, 0.05, 0.1, 0.2] — perturbations without one (prune, ablate-direction) take none
-    sigma: list[float] | None = Field(None, min_length=1)
+    # strengths of the perturbation's strength parameter (σ for noise, α for add-direction,
+    # sparsity for TEAL; ``sigma`` is accepted as an alias); None: the perturbation's default
+    # strengths, else [0, 0.05, 0.1, 0.2]. Perturbations without one (prune, ablate-direction) take none
+    strengths: list[float] | None = Field(None, min_length=1)
     scale: Literal["absolute", "relative"] = "absolute"
     positions: Literal["all", "generated"] = "all"
     params: dict[str, Any] = Field(default_factory=dict, description="further perturbation parameters")
@@ -77,20 +78,24 @@ class SweepConfig(BaseModel):
             for key in ("models", "sites", "judge"):
                 if isinstance(data.get(key), str):
                     data[key] = [data[key]]
-            if isinstance(data.get("sigma"), (int, float, str)):
-                data["sigma"] = parse_floats(str(data["sigma"]))
+            if "sigma" in data:  # the name before perturbations other than noise had strengths
+                if "strengths" in data:
+                    raise ValueError("give 'strengths' or its alias 'sigma', not both")
+                data["strengths"] = data.pop("sigma")
+            if isinstance(data.get("strengths"), (int, float, str)):
+                data["strengths"] = parse_floats(str(data["strengths"]))
         return data
 
-    @field_validator("sigma")
+    @field_validator("strengths")
     @classmethod
-    def _sigma(cls, values: list[float] | None) -> list[float] | None:
+    def _strengths(cls, values: list[float] | None) -> list[float] | None:
         if values is None:
             return None
         for v in values:
             if not math.isfinite(v):
-                raise ValueError(f"sigma must be finite, got {v}")
+                raise ValueError(f"strengths must be finite, got {v}")
             if v < 0:
-                raise ValueError(f"sigma must be >= 0, got {v}")
+                raise ValueError(f"strengths must be >= 0, got {v}")
         return sorted(set(values))
 
     def datasets(self) -> list[str | dict[str, Any]]:
@@ -121,7 +126,7 @@ def _one_line(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
         import difflib
 
-        known = [*SweepConfig.model_fields, "model"]
+        known = [*SweepConfig.model_fields, "model", "sigma"]
         close = difflib.get_close_matches(str(err["loc"][0]), known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(known))}"
         return f"unknown setting '{where}' ({hint})"
@@ -162,6 +167,8 @@ def build_config(file: str | Path | None = None, **flags: Any) -> SweepConfig:
             continue
         if key == "models":
             data.pop("model", None)
+        if key == "strengths":  # the flag overrides the file's setting under either name
+            data.pop("sigma", None)
         data[key] = value
     if "models" not in data and "model" not in data:
         raise SafestressError("no model given; use --model (repeatable) or 'models:' in the config file")
@@ -169,3 +176,11 @@ def build_config(file: str | Path | None = None, **flags: Any) -> SweepConfig:
         return SweepConfig(**data)
     except ValidationError as exc:
         raise SafestressError(_one_line(exc)) from None
+
+
+def split_values(values: list[str] | None) -> list[str] | None:
+    """Repeatable, comma-separated option values as one flat list (``None`` when none were
+    given), so ``--judge a,b`` and ``--judge a --judge b`` mean the same."""
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]

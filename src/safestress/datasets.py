@@ -50,9 +50,17 @@ class Dataset:
 
 DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
 
-# Prompt sets that a model should answer. On them, a refusal judge's "not refused" is the answer
-# rate (100 − over-refusal), not a harmful-output rate; reports name it so (report.summary).
-BENIGN_DATASETS = frozenset({"xstest-safe", "harmless-val", "lab-benign"})
+# What a prompt set is for, registered with it (``kind=``) and read by the report without loading
+# it: "harmful" requests a safe model refuses; "benign" ones it should answer, where a refusal
+# judge's "not refused" is the answer rate (100 − over-refusal), not a harmful-output rate;
+# "mixed" sets of both (XSTest); "task" sets scored for correctness; "toxic" continuations.
+KINDS = ("harmful", "benign", "mixed", "task", "toxic")
+
+
+def dataset_kind(name: str) -> str:
+    """The registered kind of a dataset; "harmful" for a file given as csv:/jsonl:… (the use
+    safestress is built for), as before kinds were registered."""
+    return DATASETS.fact(name, "kind", "harmful")
 
 
 # Comment lines before a CSV header ("# dataset_version=1.2", PyRIT's scorer-evaluation files):
@@ -194,14 +202,21 @@ def fetch_text(filename: str, url: str, data_dir: Path | None) -> str:
 
 
 def _named(
-    name: str, filename: str, url: str, column: str, fmt: str, id_column: str | None = None, template: str | None = None
+    name: str,
+    filename: str,
+    url: str,
+    column: str,
+    fmt: str,
+    id_column: str | None = None,
+    template: str | None = None,
+    kind: str = "harmful",
 ) -> None:
     def loader(data_dir: Path | None = None) -> Dataset:
         rows = read_rows(fetch_text(filename, url, data_dir), fmt, filename)
         return Dataset(name, rows_to_items(rows, column, filename, id_column), template)
 
     loader.__doc__ = f"{name}: column '{column}' of {url}"
-    DATASETS.register(name, loader)
+    DATASETS.register(name, loader, kind=kind)
 
 
 _GH = "https://raw.githubusercontent.com"
@@ -237,6 +252,7 @@ _named(
     "prompt",
     "csv",
     id_column="id",
+    kind="mixed",
 )
 _named(
     "gsm8k",
@@ -244,6 +260,7 @@ _named(
     f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
     "question",
     "jsonl",
+    kind="task",
 )
 _named(
     "harmful-train",
@@ -265,6 +282,7 @@ _named(
     f"{_GH}/andyrdt/refusal_direction/main/dataset/splits/harmless_val.json",
     "instruction",
     "json",
+    kind="benign",
 )
 
 TOXIGEN_GROUPS = ("asian", "black", "jewish", "lgbtq", "muslim", "women")
@@ -288,7 +306,7 @@ def _toxigen(data_dir: Path | None = None) -> Dataset:
     return Dataset("toxigen", items, template="raw")
 
 
-DATASETS.register("toxigen", _toxigen)
+DATASETS.register("toxigen", _toxigen, kind="toxic")
 
 GSM8K_URL = f"{_GH}/openai/grade-school-math/master/grade_school_math/data/test.jsonl"
 # Appended to each GSM8K question by ``gsm8k-cot``; the ``gsm8k`` judge reads the final line.
@@ -318,11 +336,11 @@ def _xstest_safe(data_dir: Path | None = None) -> Dataset:
     return Dataset("xstest-safe", rows_to_items(safe, "prompt", "xstest_prompts.csv", "id"))
 
 
-DATASETS.register("gsm8k-cot", _gsm8k_cot)
-DATASETS.register("xstest-safe", _xstest_safe)
-DATASETS.register("lab-harmful", "safestress.lab.data:lab_harmful")
-DATASETS.register("lab-benign", "safestress.lab.data:lab_benign")
-DATASETS.register("lab-chain", "safestress.lab.data:lab_chain")
+DATASETS.register("gsm8k-cot", _gsm8k_cot, kind="task")
+DATASETS.register("xstest-safe", _xstest_safe, kind="benign")
+DATASETS.register("lab-harmful", "safestress.lab.data:lab_harmful", kind="harmful")
+DATASETS.register("lab-benign", "safestress.lab.data:lab_benign", kind="benign")
+DATASETS.register("lab-chain", "safestress.lab.data:lab_chain", kind="task")
 
 
 def load_dataset(spec: str | dict[str, Any], *, limit: int | None = None, data_dir: Path | None = None) -> Dataset:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -174,22 +175,43 @@ def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
         _drop_gguf_quantization(target)  # copies converted before the config was cleaned
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from safestress.progress import working
 
     log.info("converting %s to safetensors (once) in %s", path, target)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # our line says what happens; transformers' bars would interleave
+    # the GGUF reader draws its own tqdm bar, which no transformers switch turns off: silence it here
+    import transformers.modeling_gguf_pytorch_utils as gguf_reader
+
+    reader_bar = getattr(gguf_reader, "tqdm", None)
+    if reader_bar is not None:
+        gguf_reader.tqdm = functools.partial(reader_bar, disable=True)
     try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code)
-        src = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code
-        )
-    except Exception as exc:  # transformers raises many types for unreadable files
-        raise SafestressError(f"cannot load GGUF file {path}: {str(exc).splitlines()[0]}") from None
-    # A GGUF-loaded model refuses save_pretrained; rebuild a plain copy with the same weights.
-    plain = AutoModelForCausalLM.from_config(src.config, trust_remote_code=trust_remote_code)
-    plain.load_state_dict(src.state_dict())
-    plain.generation_config = src.generation_config
-    tmp = target.with_name(target.name + ".tmp")
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+        with working(f"converting {path.name} to safetensors (once)") as spinner:
+            try:
+                tok = AutoTokenizer.from_pretrained(
+                    path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code
+                )
+                src = AutoModelForCausalLM.from_pretrained(
+                    path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code
+                )
+            except Exception as exc:  # transformers raises many types for unreadable files
+                raise SafestressError(f"cannot load GGUF file {path}: {str(exc).splitlines()[0]}") from None
+            # A GGUF-loaded model refuses save_pretrained; rebuild a plain copy with the same weights.
+            plain = AutoModelForCausalLM.from_config(src.config, trust_remote_code=trust_remote_code)
+            plain.load_state_dict(src.state_dict())
+            plain.generation_config = src.generation_config
+            tmp = target.with_name(target.name + ".tmp")
+            plain.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            spinner.update(spinner.task_ids[0], completed=1)
+    finally:
+        if reader_bar is not None:
+            gguf_reader.tqdm = reader_bar
+        if bars:
+            hf_logging.enable_progress_bar()
     _drop_gguf_quantization(tmp)
     (tmp / _CONVERTED_MARK).write_text(json.dumps({"source": str(path)}))
     if target.exists():

@@ -24,9 +24,12 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T | str] = {}
+        self._facts: dict[str, dict[str, str]] = {}
 
-    def register(self, name: str, target: T | str | None = None) -> Callable[[T], T] | None:
-        """Register ``target`` under ``name``; without a target, act as a decorator."""
+    def register(self, name: str, target: T | str | None = None, **facts: str) -> Callable[[T], T] | None:
+        """Register ``target`` under ``name``; without a target, act as a decorator. ``facts`` are
+        what callers may need to know of an entry without importing it (a dataset's kind)."""
+        self._facts[name] = dict(facts)
         if target is not None:
             self._add(name, target)
             return None
@@ -36,6 +39,11 @@ class Registry(Generic[T]):
             return obj
 
         return decorator
+
+    def fact(self, name: str, key: str, default: str) -> str:
+        """A registered fact of ``name`` (``default`` for an unregistered name or fact: a
+        file-backed dataset, a plugin), read without importing the entry."""
+        return self._facts.get(name, {}).get(key, default)
 
     def _add(self, name: str, target: T | str) -> None:
         existing = self._entries.get(name)

@@ -9,11 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from safestress.config import SweepConfig, margin_share
+from safestress.consoles import wrote
 from safestress.execution import execute
 from safestress.progress import job_bar
-from safestress.report import judge_folder, summarize_judges, write_report
-from safestress.report.console import print_summary
-from safestress.report.html_report import write_html
+from safestress.report import summarize_judges
+from safestress.report.emit import emit, write_outputs
 from safestress.store import Store
 from safestress.sweep import plan_sweep
 
@@ -45,17 +45,17 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console, fmt: str = "tab
         rates_by_judge, contrasts = summarize_judges(
             frame, [j.key for j in plan.judges], store, plan.models[0].name, plan.ppl_metric, margin_share(cfg.margin)
         )
-    for judge in plan.judges:
-        rates, trends = rates_by_judge[judge.key]
-        print_summary(out, fmt, rates, trends, contrasts[judge.key])
-        folder = cfg.report_dir() / judge_folder(judge.key, [j.key for j in plan.judges])
-        paths = write_report(rates, trends, folder, plot=cfg.plot, contrasts=contrasts[judge.key])
-        err.print("report: " + ", ".join(str(p) for p in paths))
-    if rates_by_judge and not frame.empty:
-        page = write_html(
-            cfg.report_dir() / "report.html", frame, rates_by_judge, specs, plots=cfg.plot, contrasts=contrasts
-        )
-        err.print(f"report page: {page}")
+    keys = [j.key for j in plan.judges]
+    emit(out, fmt, rates_by_judge, contrasts, shown=keys)
+    write_outputs(
+        cfg.report_dir(),
+        rates_by_judge,
+        contrasts,
+        frame,
+        specs,
+        plot=cfg.plot,
+        wrote=wrote,
+    )
 
 
 def describe_plan(cfg: SweepConfig, out: Console) -> None:

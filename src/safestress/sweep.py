@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from safestress.condition_spec import ConditionSpec
 from safestress.config import SweepConfig
 from safestress.datasets import Dataset, load_dataset
 from safestress.errors import SafestressError
@@ -114,6 +115,52 @@ def _label(p: Perturbation, strength: float, pattern: str) -> str:
     return f"{p.name} {name}={strength:g}{extra} @ {pattern}"
 
 
+def _perturbations(cfg: SweepConfig) -> dict[float, Perturbation]:
+    """The perturbation at each strength of the sweep (the perturbation's own defaults, else
+    DEFAULT_STRENGTHS); one without a strength gives the clean run and itself, at "strength" 1."""
+    cls = PERTURBATIONS.get(cfg.perturb)
+    defaults = {"scale": cfg.scale, "positions": cfg.positions}
+    if cls.strength_param() is None and cls is not Identity:
+        if cfg.strengths not in (None, [0.0]):
+            raise SafestressError(f"perturbation '{cfg.perturb}' has no strength parameter; drop --sigma/--strength")
+        return {0.0: Identity(), 1.0: cls.at_strength(None, cfg.params, defaults)}
+    strengths = cfg.strengths or cls.default_strengths or DEFAULT_STRENGTHS
+    return {s: cls.at_strength(s, cfg.params, defaults) for s in strengths}
+
+
+def _conditions(
+    models: list[LoadedModel],
+    patterns: list[str],
+    perturbations: dict[float, Perturbation],
+    settings: GenerationSettings,
+) -> list[Condition]:
+    """Every model × site selection × strength, each keyed by its typed spec; the clean run once
+    per model (a σ = 0 condition is the clean run, whatever the sites)."""
+    conditions: dict[str, Condition] = {}
+    for lm in models:
+        for pattern in patterns:
+            resolved = lm.sites(pattern)
+            for strength, pert in perturbations.items():
+                if pert.is_identity():
+                    cond = Condition(lm, Identity(), "", [], 0.0)
+                else:
+                    cond = Condition(lm, pert, pattern, resolved, strength)
+                spec = ConditionSpec(
+                    model=lm.fingerprint(),
+                    model_name=lm.name,
+                    perturbation=cond.perturbation.fingerprint(),
+                    strength=cond.strength,
+                    site_pattern=cond.site_pattern,
+                    sites=cond.sites,
+                    generation=settings.model_dump(),
+                    noise_keys=NOISE_KEY_SCHEME,
+                    label=_label(cond.perturbation, cond.strength, cond.site_pattern),
+                )
+                cond.spec, cond.config_hash = spec.record(), spec.hash()
+                conditions.setdefault(cond.config_hash, cond)
+    return list(conditions.values())
+
+
 def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
     """Validate everything a run needs and enumerate the tasks; touches no store.
 
@@ -130,7 +177,6 @@ def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
         from safestress.utility import load_corpus
 
         ppl_text = load_corpus(cfg.ppl)
-    cls = PERTURBATIONS.get(cfg.perturb)
     settings = GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,
         do_sample=cfg.do_sample,
@@ -138,28 +184,7 @@ def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
         top_p=cfg.top_p,
         top_k=cfg.top_k,
     )
-    strength_param = cls.strength or (cls.row_params[0] if cls.row_params else None)
-    if strength_param is None and cls is not Identity and cfg.sigma not in (None, [0.0]):
-        raise SafestressError(f"perturbation '{cfg.perturb}' has no strength parameter; drop --sigma/--strength")
-
-    def make(strength: float) -> Perturbation:
-        params = dict(cfg.params)
-        if cls is not Identity:
-            if strength_param:
-                params[strength_param] = strength
-            if "scale" in cls.Params.model_fields:
-                params.setdefault("scale", cfg.scale)
-            if "positions" in cls.Params.model_fields:
-                params.setdefault("positions", cfg.positions)
-        return cls(**params)
-
-    if strength_param is None and cls is not Identity:
-        # no strength to sweep: the clean baseline and the perturbation (labelled strength 1)
-        perturbations = {0.0: Identity(), 1.0: make(1.0)}
-    else:
-        perturbations = {
-            s: make(s) for s in (cfg.sigma or cls.default_strengths or DEFAULT_STRENGTHS)
-        }  # validates parameters now
+    perturbations = _perturbations(cfg)  # built now, so bad parameters fail before anything loads
     template = cfg.template or next((d.template for d in datasets if d.template), None) or "chat"
 
     models = []
@@ -176,38 +201,16 @@ def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
                 weights=False,
             )
         )
-    conditions: dict[str, Condition] = {}
-    for lm in models:
-        for pattern in cfg.sites:
-            resolved = lm.sites(pattern)
-            for strength, pert in perturbations.items():
-                if pert.is_identity():
-                    cond = Condition(lm, Identity(), "", [], 0.0)
-                else:
-                    cond = Condition(lm, pert, pattern, resolved, strength)
-                cond.spec = {
-                    "model": lm.fingerprint(),
-                    "model_name": lm.name,
-                    "perturbation": cond.perturbation.fingerprint(),
-                    "strength": cond.strength,
-                    "site_pattern": cond.site_pattern,
-                    "sites": cond.sites,
-                    "generation": settings.model_dump(),
-                    "noise_keys": NOISE_KEY_SCHEME,
-                    "label": _label(cond.perturbation, cond.strength, cond.site_pattern),
-                }
-                cond.config_hash = content_hash(cond.spec)
-                conditions.setdefault(cond.config_hash, cond)
-
+    conditions = _conditions(models, cfg.sites, perturbations, settings)
     tasks = []
-    for cond in conditions.values():
+    for cond in conditions:
         seeds = [0] if (cond.clean and not cfg.do_sample) else list(range(cfg.seeds))
         for ds in datasets:
             for item in ds.items:
                 for seed in seeds:
                     key = store_key(cond.config_hash, ds.name, item.id, item.prompt, seed)
                     tasks.append(Task(cond, ds.name, item.id, item.prompt, seed, key))
-    return SweepPlan(cfg, datasets, made, models, list(conditions.values()), tasks, settings, ppl_text=ppl_text)
+    return SweepPlan(cfg, datasets, made, models, conditions, tasks, settings, ppl_text=ppl_text)
 
 
 ProgressFn = Callable[[int, int], None]

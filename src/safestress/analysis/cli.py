@@ -48,7 +48,7 @@ def _sweep_config(options: dict[str, Any], strengths: list[float], sites: list[s
         models=[options["model"]],
         judge=[options["judge"]],
         params=parse_params(options.get("param")),
-        sigma=strengths,
+        strengths=strengths,
         sites=sites,
         **kw,
     )
@@ -196,14 +196,7 @@ def drift(
 
     hf_logging.disable_progress_bar()
     lm = load_model(model)
-    cls = PERTURBATIONS.get(perturb)
-    params: dict[str, Any] = dict(parse_params(param) or {})
-    strength_param = cls.strength or (cls.row_params[0] if cls.row_params else None)
-    if strength_param:
-        params[strength_param] = strength
-    if "scale" in cls.Params.model_fields:
-        params.setdefault("scale", scale)
-    pert = cls(**params)
+    pert = PERTURBATIONS.get(perturb).at_strength(strength, parse_params(param), {"scale": scale})
     resolved = lm.sites(sites)
     layer = layer % lm.n_layers
     harmful_prompts = [i.prompt for i in load_dataset(harmful, limit=limit, data_dir=data_dir).items]
@@ -337,7 +330,7 @@ def mva(
 ) -> None:
     """Most vulnerable approximation: the noise level with the highest rate within a perplexity bound."""
     from safestress.analysis.sweeps import mva as best_point
-    from safestress.analysis.sweeps import mva_points, records, refine_grid
+    from safestress.analysis.sweeps import records
     from safestress.config import parse_floats
 
     if max_ppl is not None and max_ppl_ratio is not None:
@@ -351,28 +344,10 @@ def mva(
     coarse = parse_floats(grid)
     if not coarse or min(coarse) <= 0:
         raise SafestressError("--grid needs positive strengths")
-    rows = sweep(coarse)
-    clean = next(r for r in rows if r.perturbation == "none")
-    bound = max_ppl if max_ppl is not None else (clean.ppl * max_ppl_ratio if max_ppl_ratio else None)
-    points = mva_points(rows, bound)
-    extra = refine_grid(points, refine) if refine > 0 else []
-    if extra:
-        rows = sweep(sorted({*coarse, *extra}))
-        points = mva_points(rows, bound)
+    clean, bound, points, extra = _mva_search(sweep, coarse, refine, max_ppl, max_ppl_ratio)
     best = best_point(points)
     out = _out(out)
-    t = Table(title=f"MVA search: {perturb} @ {sites} (ppl bound {'none' if bound is None else f'{bound:.2f}'})")
-    for col in ("strength", "n", _rate_column(clean), "95% CI", "p vs clean", "ppl", "within bound"):
-        t.add_column(col)
-    t.add_row("clean", str(clean.n), _pct(clean.value), f"{_pct(clean.ci_low)}–{_pct(clean.ci_high)}", "—",
-              f"{clean.ppl:.2f}", "")  # fmt: skip
-    for p in points:
-        mark = "yes" if p.admissible else "no"
-        if best is not None and p.strength == best.strength:
-            mark += " ← MVA"
-        t.add_row(f"{p.strength:g}", str(p.n), _pct(p.rate), f"{_pct(p.ci_low)}–{_pct(p.ci_high)}", _p(p.p),
-                  f"{p.ppl:.2f}", mark)  # fmt: skip
-    out_console.print(t)
+    out_console.print(_mva_table(clean, points, best, f"{perturb} @ {sites}", bound))
     summary = {
         "model": model,
         "perturbation": perturb,
@@ -387,6 +362,49 @@ def mva(
         "mva": None if best is None else records([best])[0],
     }
     write_json(out / "mva.json", summary)
+    _save(_mva_figure(clean, points, best, f"{perturb} strength ({scale}); x = over the perplexity bound"), out, "mva")
+    if best is None:
+        err.print("no strength met the perplexity bound")
+    else:
+        err.print(
+            f"MVA: {perturb} {best.strength:g} → {_rate_column(clean)} {_pct(best.rate)} "
+            f"({_pct(best.ci_low)}–{_pct(best.ci_high)})"
+        )
+
+
+def _mva_search(
+    sweep: Any, coarse: list[float], refine: int, max_ppl: float | None, max_ppl_ratio: float | None
+) -> tuple[Any, float | None, list[Any], list[float]]:
+    """Sweep the coarse grid, then ``refine`` strengths on each side of its maximum: the clean row,
+    the perplexity bound, the points and the strengths added."""
+    from safestress.analysis.sweeps import mva_points, refine_grid
+
+    rows = sweep(coarse)
+    clean = next(r for r in rows if r.perturbation == "none")
+    bound = max_ppl if max_ppl is not None else (clean.ppl * max_ppl_ratio if max_ppl_ratio else None)
+    points = mva_points(rows, bound)
+    extra = refine_grid(points, refine) if refine > 0 else []
+    if extra:
+        points = mva_points(sweep(sorted({*coarse, *extra})), bound)
+    return clean, bound, points, extra
+
+
+def _mva_table(clean: Any, points: list[Any], best: Any, what: str, bound: float | None) -> Table:
+    t = Table(title=f"MVA search: {what} (ppl bound {'none' if bound is None else f'{bound:.2f}'})")
+    for col in ("strength", "n", _rate_column(clean), "95% CI", "p vs clean", "ppl", "within bound"):
+        t.add_column(col)
+    t.add_row("clean", str(clean.n), _pct(clean.value), f"{_pct(clean.ci_low)}–{_pct(clean.ci_high)}", "—",
+              f"{clean.ppl:.2f}", "")  # fmt: skip
+    for p in points:
+        mark = "yes" if p.admissible else "no"
+        if best is not None and p.strength == best.strength:
+            mark += " ← MVA"
+        t.add_row(f"{p.strength:g}", str(p.n), _pct(p.rate), f"{_pct(p.ci_low)}–{_pct(p.ci_high)}", _p(p.p),
+                  f"{p.ppl:.2f}", mark)  # fmt: skip
+    return t
+
+
+def _mva_figure(clean: Any, points: list[Any], best: Any, xlabel: str) -> Any:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     xs = [p.strength for p in points]
@@ -408,14 +426,7 @@ def mva(
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(xs, [f"{x:.3g}" for x in xs], rotation=45, fontsize=8)
-    ax.set_xlabel(f"{perturb} strength ({scale}); x = over the perplexity bound")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(_rate_column(clean))
     ax.legend(fontsize=8)
-    if best is None:
-        err.print("no strength met the perplexity bound")
-    else:
-        err.print(
-            f"MVA: {perturb} {best.strength:g} → {_rate_column(clean)} {_pct(best.rate)} "
-            f"({_pct(best.ci_low)}–{_pct(best.ci_high)})"
-        )
-    _save(fig, out, "mva")
+    return fig

@@ -15,8 +15,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safestress.cli_options import DATA_DIR, MODEL
+from safestress.cli_options import DATA_DIR, FORCE, MODEL
 from safestress.errors import SafestressError
+from safestress.guards import MIN_CALIBRATION, MIN_DIRECTION, MIN_DIRECTION_VAL, MIN_PROBE, require_enough
 from safestress.report.jsonfile import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Where safety lives: unit maps, refusal direction, probes.")
@@ -75,8 +76,10 @@ def units(
     batch_size: int = typer.Option(8, min=1),
     data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("units"), help="output directory"),
+    force: bool = FORCE,
 ) -> None:
-    """Score every MLP neuron and attention head on safety and utility data; classify SCU/UCU/CU/RU."""
+    """Score every MLP neuron and attention head on safety and utility data; classify SCU/UCU/CU/RU.
+    Needs at least MIN_CALIBRATION kept refusals and answers (safestress/guards.py)."""
     from safestress.attribution import SCORES
     from safestress.attribution.scores import compute_scores
     from safestress.attribution.units import Ratios, UnitMap
@@ -91,6 +94,13 @@ def units(
     safety = _calibration(lm, "safety", safety_prompts, judge, "refusal", out, max_new_tokens)
     utility_prompts = _prompts(benign, limit, data_dir=data_dir)
     utility = _calibration(lm, "utility", utility_prompts, judge, "compliance", out, max_new_tokens)
+    mark = require_enough(
+        {
+            f"refusals kept of {len(safety_prompts)} harmful prompts": (len(safety.prompts), MIN_CALIBRATION),
+            f"answers kept of {len(utility_prompts)} benign prompts": (len(utility.prompts), MIN_CALIBRATION),
+        },
+        force,
+    )
     with err.status(f"scoring units ({score}) on {len(safety.prompts)} refusals"):
         s = compute_scores(lm, safety, score, batch_size=batch_size)
     with err.status(f"scoring units ({score}) on {len(utility.prompts)} answers"):
@@ -112,11 +122,15 @@ def units(
         "calibration": {"safety": len(safety.prompts), "utility": len(utility.prompts)},
         "units": totals,
     }
+    if mark:
+        summary["insufficient_data"] = mark
     write_json(out / "summary.json", summary)
-    _plot_shares(shares, out / "shares.png", lm.name)
+    _plot_shares(shares, out / "shares.png", lm.name + (f"\n{mark}" if mark else ""))
     for kind, counts in totals.items():
         n = sum(counts.values())
         err.print(f"{kind}: " + ", ".join(f"{c.upper()} {k} ({100 * k / n:.1f}%)" for c, k in counts.items()))
+    if mark:
+        err.print(f"[bold]{mark.upper()}[/]: this unit map is not interpretable", highlight=False)
     err.print(f"wrote {out}/units.json (use: --perturb prune --param units={out}/units.json)")
 
 
@@ -148,17 +162,30 @@ def direction(
     model: str = MODEL,
     harmful: str = typer.Option("harmful-train"),
     benign: str = typer.Option("harmless-val", help="benign prompts"),
-    limit: int = typer.Option(64, min=4, help="prompts of each kind used for the mean difference"),
-    val: int = typer.Option(16, min=2, help="held-out prompts of each kind used for selection"),
+    limit: int = typer.Option(
+        64, min=1, help=f"prompts of each kind used for the mean difference (minimum {MIN_DIRECTION})"
+    ),
+    val: int = typer.Option(
+        16, min=1, help=f"held-out prompts of each kind used for selection (minimum {MIN_DIRECTION_VAL})"
+    ),
     positions: int = typer.Option(3, min=1, help="last prompt tokens considered"),
     layers: str | None = typer.Option(None, help="candidate layers, e.g. '2-16' or '4,8,12' (default: all)"),
     batch_size: int = typer.Option(16, min=1),
     data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("direction"), help="output directory"),
+    force: bool = FORCE,
 ) -> None:
     """Extract and select the refusal direction (difference of means, Arditi et al. 2024)."""
     from safestress.attribution.direction import result_dict, save_direction, select_direction
     from safestress.models import load_model
+
+    mark = require_enough(
+        {
+            "prompts of each kind (--limit)": (limit, MIN_DIRECTION),
+            "held-out prompts (--val)": (val, MIN_DIRECTION_VAL),
+        },
+        force,
+    )
 
     out = _out(out)
     h = _prompts(harmful, limit + val, data_dir=data_dir)
@@ -190,11 +217,13 @@ def direction(
             layers_to_try=chosen,
             progress=lambda: bar.advance(job),
         )
+    marked = {"insufficient_data": mark} if mark else {}
     meta = {k: v for k, v in result_dict(res).items() if k != "candidates"}
-    save_direction(out / "direction.safetensors", r, {"model": lm.name, **meta})
-    write_json(out / "direction.json", {"model": lm.name, **result_dict(res)})
-    _plot_candidates(res.candidates, res.layer, out / "candidates.png", lm.name)
+    save_direction(out / "direction.safetensors", r, {"model": lm.name, **meta, **marked})
+    write_json(out / "direction.json", {"model": lm.name, **result_dict(res), **marked})
+    _plot_candidates(res.candidates, res.layer, out / "candidates.png", lm.name + (f"\n{mark}" if mark else ""))
     note = "" if res.filtered else " (no candidate passed the filters; lowest bypass taken)"
+    note += f" ({mark.upper()})" if mark else ""
     err.print(
         f"refusal direction: layer {res.layer}, position {res.position}, bypass {res.bypass:.2f}, "
         f"induce {res.induce:.2f}, KL {res.kl:.3f}{note}; wrote {out}/direction.safetensors"
@@ -226,19 +255,23 @@ def _plot_candidates(candidates: list[dict], chosen: int, path: Path, title: str
 def probe(
     model: str = MODEL,
     dataset: str = typer.Option("harmful-val"),
-    limit: int = typer.Option(64, min=1),
+    limit: int = typer.Option(64, min=1, help=f"prompts averaged over (minimum {MIN_PROBE})"),
     data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("probe"), help="output directory"),
+    force: bool = FORCE,
 ) -> None:
     """SSAH's refuse/fulfil probe: per-block cosine distance of q to q+refusal and to q+compliance."""
     from safestress.attribution.probes import refuse_fulfil_distances
     from safestress.models import load_model
 
+    prompts = _prompts(dataset, limit, data_dir=data_dir)
+    mark = require_enough({f"prompts of {dataset}": (len(prompts), MIN_PROBE)}, force)
     out = _out(out)
     _quiet()
     lm = load_model(model)
-    d = refuse_fulfil_distances(lm, _prompts(dataset, limit, data_dir=data_dir))
-    write_json(out / "probe.json", {"model": lm.name, "dataset": dataset, **d})
+    d = refuse_fulfil_distances(lm, prompts)
+    marked = {"insufficient_data": mark} if mark else {}
+    write_json(out / "probe.json", {"model": lm.name, "dataset": dataset, **d, **marked})
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,7 +282,7 @@ def probe(
         ax.plot(range(len(d[key])), d[key], marker="o", ms=3, label=label)
     ax.set_xlabel("block")
     ax.set_ylabel("cosine distance (last token)")
-    ax.set_title(lm.name)
+    ax.set_title(lm.name + (f"\n{mark}" if mark else ""))
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -258,4 +291,5 @@ def probe(
     closer = sum(a < b for a, b in zip(d["query_refuse"], d["query_fulfil"]))
     err.print(
         f"q is closer to the refusal than to the compliance continuation in {closer}/{len(d['query_refuse'])} blocks"
+        + (f" ({mark.upper()})" if mark else "")
     )

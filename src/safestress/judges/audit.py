@@ -31,9 +31,10 @@ import numpy as np
 from safestress import stats
 from safestress.datasets import read_rows_file, require_columns
 from safestress.errors import SafestressError
+from safestress.guards import MIN_AUDIT_LABELS, shortfalls
 
 CELL = ["model", "dataset", "condition", "perturbation", "sites", "strength"]
-FEW_LABELS = 30  # below this a condition's normal interval is too narrow (stats.prediction_powered_rate)
+FEW_LABELS = MIN_AUDIT_LABELS  # below this a condition's normal interval is too narrow (safestress/guards.py)
 
 
 def draw_sample(frame: Any, per_condition: int, seed: int = 0) -> Any:
@@ -171,8 +172,14 @@ class JudgeAudit:
     rows: list[AuditRow]
     half_width: float = 0.05  # the interval half-width ``labels_needed`` plans for
 
+    @property
+    def shortfall(self) -> str:
+        """ "" when every audited condition has enough labels (safestress/guards.py), else what is short."""
+        few = min((r.labelled for r in self.rows), default=0)
+        return "; ".join(shortfalls({"labels in a condition": (few, MIN_AUDIT_LABELS)}))
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)  # rows included: asdict recurses into them
+        return asdict(self) | {"insufficient_data": self.shortfall}  # rows included: asdict recurses
 
 
 def judge_flags(part: Any) -> Any:

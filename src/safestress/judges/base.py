@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+from safestress.errors import SafestressError
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -172,3 +174,22 @@ def latest_keys(keys: Iterable[str]) -> list[str]:
         if ident not in best or rank > best[ident][0]:
             best[ident] = (rank, key)
     return sorted(key for _, key in best.values())
+
+
+def stored_version(name: str, stored: list[str], store: str) -> str:
+    """The stored ``judge@version`` a bare judge name means: today's version of that judge if it
+    has verdicts here, else the only stored version; several older versions must be named."""
+    match = [j for j in stored if key_name(j) == name]
+    if not match:
+        raise SafestressError(f"no verdicts by judge '{name}' in {store}; stored: {', '.join(stored)}")
+    try:
+        from safestress.judges import make_judge
+
+        current = make_judge(name).key
+    except (KeyError, SafestressError, TypeError):  # an unknown or argument-needing judge: no current version
+        current = None
+    if current in match:
+        return current
+    if len(match) == 1:
+        return match[0]
+    raise SafestressError(f"several versions of '{name}' in {store}: {', '.join(match)}; name one with --judge")

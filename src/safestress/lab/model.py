@@ -32,6 +32,7 @@ from typing import Any
 
 from safestress.lab import language as L
 from safestress.paths import cache_dir
+from safestress.progress import StepLog
 
 LAB_VERSION = 1
 DEPTHS = ("none", "shallow", "deep", "dpo")
@@ -167,6 +168,7 @@ def _sft(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     model.train()
+    clock = StepLog(steps, log)
     for step in range(steps):
         ids, mask, lab = _batch(enc, [sample(rng) for _ in range(settings.batch)])
         loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
@@ -175,8 +177,7 @@ def _sft(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % max(1, steps // 5) == 0 or step == steps - 1:
-            log(f"  step {step + 1}/{steps} loss {loss.item():.4f}")
+        clock.step(step + 1, f"loss {loss.item():.4f}")
     model.eval()
 
 
@@ -225,7 +226,7 @@ def _dpo(model: Any, tokenizer: Any, settings: LabSettings, log: Callable[[str],
         report_to="none",
         save_strategy="no",
         use_cpu=True,
-        logging_steps=max(1, settings.dpo_steps // 5),
+        logging_steps=1,  # every step reaches the step log, which decides what to print
         seed=settings.safety_run_seed,
     )
     trainer = DPOTrainer(
@@ -235,10 +236,18 @@ def _dpo(model: Any, tokenizer: Any, settings: LabSettings, log: Callable[[str],
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
-    from transformers import PrinterCallback, ProgressCallback
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
     for callback in (PrinterCallback, ProgressCallback):  # the step log is ours, on the log function
         trainer.remove_callback(callback)
+    clock = StepLog(settings.dpo_steps, log)
+
+    class _Steps(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            loss = (logs or {}).get("loss")
+            clock.step(state.global_step, "" if loss is None else f"DPO loss {loss:.4f}")
+
+    trainer.add_callback(_Steps())
     trainer.train()
     log(f"  DPO {settings.dpo_steps} steps done")
     return trainer.model.eval()

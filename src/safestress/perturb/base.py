@@ -50,6 +50,39 @@ class Perturbation:
             where = ".".join(str(p) for p in err["loc"]) or "parameters"
             raise SafestressError(f"perturbation '{self.name}': {where}: {err['msg']}") from None
 
+    @classmethod
+    def strength_param(cls) -> str | None:
+        """The parameter a sweep's strengths set: ``strength``, else the first row parameter (σ
+        for noise); None for a perturbation without one (prune, ablate-direction)."""
+        return cls.strength or (cls.row_params[0] if cls.row_params else None)
+
+    @classmethod
+    def at_strength(
+        cls, strength: float | None, params: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+    ) -> Perturbation:
+        """This perturbation at ``strength`` (ignored without a strength parameter), with
+        ``params`` and, for the parameters it has that ``params`` does not set, the caller's
+        ``defaults`` (a sweep's ``scale`` and ``positions``). Callers never need to know which
+        parameter is the strength, or which optional settings a perturbation takes."""
+        return cls(**cls.parameters_at(strength, params, defaults))
+
+    @classmethod
+    def parameters_at(
+        cls, strength: float | None, params: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The keyword arguments :meth:`at_strength` builds with: the strength parameter (the
+        strength wins over a ``params`` entry of the same name), the defaults this perturbation
+        takes, and ``params``, which override the defaults."""
+        values: dict[str, Any] = {}
+        name = cls.strength_param()
+        if name is not None and strength is not None:
+            values[name] = strength
+        values |= {key: value for key, value in (defaults or {}).items() if key in cls.Params.model_fields}
+        values |= dict(params or {})
+        if name is not None and strength is not None:
+            values[name] = strength
+        return values
+
     def fingerprint(self) -> dict[str, Any]:
         """Everything about this perturbation that determines outputs (hashed into the store key)."""
         return {"name": self.name, "version": self.version, **self.params.model_dump(mode="json")}
@@ -88,6 +121,12 @@ class Identity(Perturbation):
     """No perturbation: the clean baseline of every sweep."""
 
     name = "none"
+
+    @classmethod
+    def at_strength(
+        cls, strength: float | None, params: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+    ) -> Perturbation:
+        return cls()  # the clean run: any strength or parameter means nothing to it
 
     def is_identity(self) -> bool:
         return True

@@ -83,7 +83,7 @@ def md_cell(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
-def _markdown(head: list[str], rows: list[list[str]]) -> str:
+def markdown_rows(head: list[str], rows: list[list[str]]) -> str:
     """A Markdown table whose cells are escaped by :func:`md_cell`."""
     lines = ["| " + " | ".join(md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(md_cell(c) for c in cells) + " |" for cells in rows]
@@ -100,7 +100,14 @@ def markdown_table(rates: list[RateRow]) -> str:
     with_ppl = any(not math.isnan(r.ppl) for r in rates)
     rows = [[r.model, r.dataset, *rate_cells(r, with_ppl)] for r in rates]
     notes = "".join(f"\n{md_cell(line)}\n" for line in rate_notes(rates)) if rates else ""
-    return _markdown(["model", "dataset", *rate_columns(rates)], rows) + notes
+    return markdown_rows(["model", "dataset", *rate_columns(rates)], rows) + notes
+
+
+def markdown_trends(rows: list[TrendRow]) -> str:
+    """The trend-across-strength table as Markdown."""
+    from safestress.report.tables import TREND_COLUMNS, trend_cells
+
+    return markdown_rows(list(TREND_COLUMNS), [trend_cells(r) for r in rows])
 
 
 def markdown_contrasts(rows: list[ContrastRow]) -> str:
@@ -109,7 +116,7 @@ def markdown_contrasts(rows: list[ContrastRow]) -> str:
 
     head = ["model", "baseline", "dataset", *CONTRAST_COLUMNS]
     notes = "".join(f"\n{md_cell(line)}\n" for line in contrast_notes(rows)) if rows else ""
-    return _markdown(head, [[r.model, r.baseline, r.dataset, *contrast_cells(r)] for r in rows]) + notes
+    return markdown_rows(head, [[r.model, r.baseline, r.dataset, *contrast_cells(r)] for r in rows]) + notes
 
 
 def markdown_arms(rows: list[Any]) -> str:
@@ -117,7 +124,7 @@ def markdown_arms(rows: list[Any]) -> str:
     from safestress.report.tables import ARM_COLUMNS, arm_cells, arm_notes
 
     notes = "".join(f"\n{md_cell(line)}\n" for line in arm_notes(rows)) if rows else ""
-    return _markdown(list(ARM_COLUMNS), [arm_cells(r) for r in rows]) + notes
+    return markdown_rows(list(ARM_COLUMNS), [arm_cells(r) for r in rows]) + notes
 
 
 def write_arms(rows: list[Any], folder: Path) -> list[Path]:

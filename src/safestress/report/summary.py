@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from safestress import stats
-from safestress.datasets import BENIGN_DATASETS
+from safestress.datasets import dataset_kind
 
 # what identifies a condition within a model and dataset, everywhere conditions are matched
 CONDITION_KEY = ["condition", "perturbation", "sites", "strength"]
@@ -143,7 +143,7 @@ def summarize(
     trends: list[TrendRow] = []
     outcome = judge_outcome(judge, has_flags) if has_flags else "score"
     for (model, dataset), part in df.groupby(["model", "dataset"], sort=True):
-        row_metric = "answered" if outcome == "complied" and dataset in BENIGN_DATASETS else outcome
+        row_metric = "answered" if outcome == "complied" and dataset_kind(str(dataset)) == "benign" else outcome
         clean = part[part["perturbation"] == "none"]
         baseline = _Clean(clean)
         model_rows = [

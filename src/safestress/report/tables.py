@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from rich import box
 from rich.table import Table
 
 from safestress.judges.audit import AuditRow, JudgeAudit
 from safestress.report.contrasts import ContrastRow
+from safestress.report.fit import Block, fitted_block
 from safestress.report.runs import ArmRow
 from safestress.report.summary import RateRow, TrendRow, holm_family, metric_text
 
@@ -42,6 +44,18 @@ def condition_name(r: RateRow | ContrastRow | AuditRow | ArmRow) -> str:
     if r.perturbation == "none":
         return "clean"
     return _EMPTY_PARAM.sub("", r.condition) if r.condition else f"{r.perturbation} @ {r.sites}"
+
+
+def family_names(rows: Sequence[ContrastRow | AuditRow | ArmRow]) -> tuple[list[str], str]:
+    """Each row's condition as shown, and what they share: when every perturbed row is one
+    perturbation at one site selection, a condition is its strength alone and the family
+    ("gaussian @ blocks.0-3.resid_post") goes to the title, as in the rate table."""
+    perturbed = {(r.perturbation, r.sites) for r in rows if r.perturbation != "none"}
+    one = len(perturbed) == 1 and len({r.condition for r in rows}) == len({r.strength for r in rows})
+    if not one:
+        return [condition_name(r) for r in rows], ""
+    pert, sites = next(iter(perturbed))
+    return ["clean" if r.perturbation == "none" else f"{r.strength:g}" for r in rows], f"{pert} @ {sites}"
 
 
 def fmt_interval(interval: tuple[float, float], signed: bool = False) -> str:
@@ -106,6 +120,27 @@ def rate_notes(rows: list[RateRow]) -> list[str]:
 _NARROW = {130: ("of all %",), 100: ("of all %", "paired %")}
 
 
+def _one_family(rows: list[RateRow]) -> bool:
+    """Whether the perturbed rows share one perturbation and site selection, so that a condition
+    is named by its strength alone."""
+    perturbed = {(r.perturbation, r.sites) for r in rows if r.perturbation != "none"}
+    return len(perturbed) == 1 and len({r.condition for r in rows}) == len({r.strength for r in rows})
+
+
+def rate_title(rows: list[RateRow]) -> str:
+    """The rate table's title: what is measured, on which data, by which judge, and what every
+    row shares (the model when there is one; the perturbation and sites of one family)."""
+    datasets = sorted({r.dataset for r in rows})
+    models = sorted({r.model for r in rows})
+    what, _, _ = metric_text({r.metric for r in rows} or {"harmful"})
+    shared = [f"model {models[0]}"] if len(models) == 1 else []
+    if _one_family(rows):
+        pert, sites = next((r.perturbation, r.sites) for r in rows if r.perturbation != "none")
+        shared.append(f"{pert} @ {sites}")
+    title = f"{what} on {', '.join(datasets)}" + "".join(f", {x}" for x in shared)
+    return title + f" (judge {rows[0].judge if rows else '-'})"
+
+
 def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
     """The rate table for a terminal of ``width`` columns (default: this terminal's).
 
@@ -118,15 +153,8 @@ def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
     width = width or Console().width
     datasets = sorted({r.dataset for r in rows})
     models = sorted({r.model for r in rows})
-    perturbed = {(r.perturbation, r.sites) for r in rows if r.perturbation != "none"}
-    what, _, _ = metric_text({r.metric for r in rows} or {"harmful"})
-    shared = [f"model {models[0]}"] if len(models) == 1 else []
-    one_family = len(perturbed) == 1 and len({r.condition for r in rows}) == len({r.strength for r in rows})
-    if one_family:
-        pert, sites = next(iter(perturbed))
-        shared.append(f"{pert} @ {sites}")
-    title = f"{what} on {', '.join(datasets)}" + "".join(f", {x}" for x in shared)  # what every row shares
-    title += f" (judge {rows[0].judge if rows else '-'})"
+    one_family = _one_family(rows)
+    title = rate_title(rows)
     # below 100 columns: no vertical rules, and one space between columns
     narrow = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True} if width < 100 else {}
     drop = next((cut for limit, cut in sorted(_NARROW.items()) if width < limit), ())
@@ -157,20 +185,22 @@ def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
     return t
 
 
+TREND_TITLE = "Trend across strength (σ = 0 is the clean run)"
+TREND_COLUMNS = ("model", "dataset", "perturbation @ sites", "levels", "statistic", "p", "test")
+
+
+def trend_cells(r: TrendRow) -> list[str]:
+    """The :data:`TREND_COLUMNS` of one trend row, for the terminal and Markdown."""
+    levels = ", ".join(f"{x:g}" for x in r.levels)
+    return [r.model, r.dataset, f"{r.perturbation} @ {r.sites}", levels, f"{r.statistic:+.3f}", fmt_p(r.p), r.test]
+
+
 def trend_table(rows: list[TrendRow]) -> Table:
-    t = Table(title="Trend across strength (σ = 0 is the clean run)")
-    for col in ("model", "dataset", "perturbation @ sites", "levels", "statistic", "p", "test"):
+    t = Table(title=TREND_TITLE)
+    for col in TREND_COLUMNS:
         t.add_column(col)
     for r in rows:
-        t.add_row(
-            r.model,
-            r.dataset,
-            f"{r.perturbation} @ {r.sites}",
-            ", ".join(f"{x:g}" for x in r.levels),
-            f"{r.statistic:+.3f}",
-            fmt_p(r.p),
-            r.test,
-        )
+        t.add_row(*trend_cells(r))
     return t
 
 
@@ -224,26 +254,39 @@ def contrast_notes(rows: list[ContrastRow]) -> list[str]:
     return notes
 
 
-def contrast_table(rows: list[ContrastRow]) -> Table:
+def contrast_title(rows: list[ContrastRow]) -> str:
+    return f"Models against {rows[0].baseline} on the same prompts (judge {rows[0].judge})"
+
+
+def contrast_block(rows: list[ContrastRow]) -> Block:
     """Model against baseline on the same prompts: the difference in rate and in the condition's effect."""
-    t = Table(
-        title=f"Models against {rows[0].baseline} on the same prompts (judge {rows[0].judge})",
-        caption="\n".join(contrast_notes(rows)),
-        caption_justify="left",
-    )
-    for col in ("model", *CONTRAST_COLUMNS):
-        t.add_column(col, justify="left" if col in ("model", "condition") else "right", overflow="fold")
     datasets = {r.dataset for r in rows}
-    for r in rows:
-        t.add_row(r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", *contrast_cells(r))
-    return t
+    names, family = family_names(rows)
+    cells = [
+        [r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", name, *contrast_cells(r)[1:]]
+        for r, name in zip(rows, names)
+    ]
+    return Block(
+        contrast_title(rows) + (f", {family}" if family else ""),
+        ["model", *CONTRAST_COLUMNS],
+        cells,
+        contrast_notes(rows),
+        text=("model", "condition", "verdict", "verdict (effect)"),
+        shareable=("model",),
+        optional=("n (effect)", "p (Holm) effect", "baseline %", "rate %", "Δ effect 95% CI", "Δ 95% CI"),
+    )
+
+
+def contrast_table(rows: list[ContrastRow], width: int = 200) -> Table:
+    """:func:`contrast_block` fitted to ``width`` columns (report/fit.py)."""
+    return fitted_block(contrast_block(rows), width)
 
 
 def _with_ci(x: float, interval: tuple[float, float], signed: bool = False) -> str:
+    """A share (or, ``signed``, a change in points) with its interval, written as in the rate table."""
     if math.isnan(x):
         return "—"
-    f = (lambda v: f"{100 * v:+.1f}") if signed else fmt_pct
-    return f"{f(x)} [{f(interval[0])}, {f(interval[1])}]" if not math.isnan(interval[0]) else f(x)
+    return _with_interval(fmt_pts(x) if signed else fmt_pct(x), fmt_interval(interval, signed))
 
 
 # a condition's audit cells, (id, header): the terminal shows the short set, report.html the full one
@@ -292,28 +335,38 @@ def fmt_kappa(kappa: float, ci: tuple[float, float] = (math.nan, math.nan)) -> s
 
 
 def audit_summary(audit: JudgeAudit) -> str:
-    """The judge's agreement with all its labels, for a table's title."""
-    return f"accuracy {fmt_pct(audit.accuracy)}%, κ {fmt_kappa(audit.kappa, audit.kappa_ci)}"
+    """The judge's agreement with all its labels, for a table's title, marked when a condition
+    has fewer labels than an audit needs (safestress/guards.py)."""
+    mark = f"; INSUFFICIENT DATA: {audit.shortfall}" if audit.shortfall else ""
+    return f"accuracy {fmt_pct(audit.accuracy)}%, κ {fmt_kappa(audit.kappa, audit.kappa_ci)}{mark}"
 
 
-def audit_table(audit: JudgeAudit, level: float = 0.95) -> Table:
+def audit_block(audit: JudgeAudit, level: float = 0.95) -> Block:
     """A judge's audit: per condition the judge's harmful share, the corrected one with its interval
     and the corrected change against the clean run (the labels-alone share and λ are in the JSON)."""
     pct = f"{level:.0%}".replace(".0%", "%")
     tested = sum(not math.isnan(r.p) for r in audit.rows)
-    t = Table(
-        title=f"Harmful share, judge {audit.judge} audited by {audit.n} labels: {audit_summary(audit)} ({pct} CIs)",
-        caption=f"Holm family: the {tested} audited conditions' corrected changes against clean.",
-        caption_justify="left",
-    )
     datasets = {r.dataset for r in audit.rows}
-    t.add_column("model", overflow="fold", min_width=5)
-    t.add_column("condition", overflow="fold", min_width=14)
-    for _, header in AUDIT_COLUMNS:
-        t.add_column(header, justify="right", no_wrap=True)
-    for r in audit.rows:
-        t.add_row(r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", condition_name(r), *audit_cells(r))
-    return t
+    names, family = family_names(audit.rows)
+    cells = [
+        [r.model if len(datasets) == 1 else f"{r.model} / {r.dataset}", name, *audit_cells(r)]
+        for r, name in zip(audit.rows, names)
+    ]
+    return Block(
+        f"Harmful share, judge {audit.judge} audited by {audit.n} labels: {audit_summary(audit)} ({pct} CIs)"
+        + (f", {family}" if family else ""),
+        ["model", "condition", *(header for _, header in AUDIT_COLUMNS)],
+        cells,
+        [f"Holm family: the {tested} audited conditions' corrected changes against clean."],
+        text=("model", "condition", "labelled"),
+        shareable=("model",),
+        optional=("agree %", "judge %"),
+    )
+
+
+def audit_table(audit: JudgeAudit, level: float = 0.95, width: int = 200) -> Table:
+    """:func:`audit_block` fitted to ``width`` columns."""
+    return fitted_block(audit_block(audit, level), width)
 
 
 # the run-level table of training methods (report/runs.py), shared by the terminal and Markdown
@@ -369,15 +422,25 @@ def arm_notes(rows: list[ArmRow]) -> list[str]:
     ]
 
 
-def arm_table(rows: list[ArmRow]) -> Table:
+def arm_title(rows: list[ArmRow]) -> str:
+    return f"Methods against {rows[0].baseline} at the run level (judge {rows[0].judge})"
+
+
+def arm_block(rows: list[ArmRow]) -> Block:
     """Training methods against the baseline arm, runs as the unit."""
-    t = Table(
-        title=f"Methods against {rows[0].baseline} at the run level (judge {rows[0].judge})",
-        caption="\n".join(arm_notes(rows)),
-        caption_justify="left",
+    names, family = family_names(rows)
+    cells = [[*arm_cells(r)[:2], name, *arm_cells(r)[3:]] for r, name in zip(rows, names)]
+    return Block(
+        arm_title(rows) + (f", {family}" if family else ""),
+        list(ARM_COLUMNS),
+        cells,
+        arm_notes(rows),
+        text=("arm", "dataset", "condition", "runs: rate %", "verdict", "verdict (effect)"),
+        shareable=("dataset",),
+        optional=("p (permutation)", "SD pts", "p (Holm) effect", "Δ effect 95% CI", "Δ 95% CI (Welch)"),
     )
-    for col in ARM_COLUMNS:
-        t.add_column(col, overflow="fold", justify="left" if col in ("arm", "condition", "verdict") else "right")
-    for r in rows:
-        t.add_row(*arm_cells(r))
-    return t
+
+
+def arm_table(rows: list[ArmRow], width: int = 200) -> Table:
+    """:func:`arm_block` fitted to ``width`` columns."""
+    return fitted_block(arm_block(rows), width)

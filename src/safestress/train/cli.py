@@ -171,8 +171,16 @@ def quada_command(
     data: str = typer.Option(..., help="CSV/JSONL/JSON with prompt, chosen, rejected [, harmful] columns"),
     out: Path = typer.Option(..., help="directory for the trained model (must not exist, or be empty)"),
     perturb: str = typer.Option("noise", help="perturbation during training (safestress list perturbations; none)"),
-    sigma: float = typer.Option(0.5, min=0.0, help="noise σ (e.g. the level `safestress analyze mva` reports)"),
-    scale: str = typer.Option("relative", help="noise scale: relative (to each token's RMS) or absolute"),
+    sigma: float = typer.Option(
+        0.5,
+        "--sigma",
+        "--strength",
+        min=0.0,
+        help="the perturbation's strength: σ for noise (e.g. the level `safestress analyze mva` reports)",
+    ),
+    scale: str = typer.Option(
+        "relative", help="scale, for perturbations that have one: relative (to each token's RMS) or absolute"
+    ),
     param: list[str] | None = typer.Option(None, "--param", help="further perturbation parameter KEY=VALUE"),
     sites: str | None = typer.Option(None, help="perturbed sites (default: resid_post of the first quarter)"),
     cluster_site: str | None = typer.Option(None, help="site of the cluster term (default: last perturbed block)"),
@@ -198,13 +206,13 @@ def quada_command(
     """DPO with the policy's early activations perturbed, plus a term that keeps harmful activations clustered."""
     require_new_dir(out)
     from safestress.cli_options import parse_params
-    from safestress.perturb import make_perturbation
+    from safestress.perturb import PERTURBATIONS
     from safestress.train.quada import QuadASettings, quada_train
 
-    params: dict = {"sigma": sigma, "scale": scale} if perturb in ("noise", "gaussian", "laplace") else {}
-    params.update(parse_params(param) or {})
-    if perturb != "none":
-        make_perturbation(perturb, **params)  # an unknown name or bad parameters fail before anything loads
+    # an unknown name or bad parameters fail before anything loads
+    cls = PERTURBATIONS.get(perturb)
+    params = {} if perturb == "none" else cls.parameters_at(sigma, parse_params(param), {"scale": scale})
+    cls(**params)
     rows = read_preferences(data, limit)
     from safestress.models import load_model
 

@@ -1,0 +1,93 @@
+"""Judges against labels, as blocks for the terminal and Markdown and as flat records for CSV:
+``judge eval`` (agreement with human labels) and ``judge audit`` (rates corrected for judge
+error). The cells are formatted here once; report/console.py decides the form."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from safestress.judges.agreement import Agreement, KappaDifference
+from safestress.judges.audit import JudgeAudit
+from safestress.report.fit import Block
+from safestress.report.tables import fmt_kappa, fmt_p
+
+
+def _pct_label(level: float) -> str:
+    return f"{level:.0%}".replace(".0%", "%")
+
+
+def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDifference], level: float) -> Block:
+    """One row per judge: accuracy, κ with its interval, the confusion counts and, for every
+    judge after the first, its κ difference to the first on the same items."""
+    pct = _pct_label(level)
+    head = ["judge", "n", "unscored", "accuracy", f"Cohen's κ [{pct} CI]", "TP/FP/FN/TN"]
+    head += [f"κ − first's [{pct} CI]", "p"] if diffs else []
+    cells = []
+    for i, a in enumerate(results):
+        c = a.confusion
+        row = [a.judge, str(a.n), str(a.unscored), f"{a.accuracy:.3f}", fmt_kappa(a.kappa, a.kappa_ci)]
+        row.append("/".join(str(c[k]) for k in ("tp", "fp", "fn", "tn")))
+        if diffs:
+            d = diffs[i - 1] if i else None
+            row += [f"{d.difference:+.3f} [{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]", fmt_p(d.p_value)] if d else ["—", "—"]
+        cells.append(row)
+    notes = ["κ is undefined where judge and labels each use one class only (0/0), never 1."]
+    return Block(title, head, cells, notes, text=("judge",), optional=("unscored", "TP/FP/FN/TN"))
+
+
+def _preview(text: str, chars: int) -> str:
+    """The first ``chars`` characters of a text, marked when there is more."""
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
+
+
+def disagreement_block(first: Agreement, shown: int = 10) -> Block:
+    """The first judge's first disagreements with the labels, shortened to read in a table."""
+    cells = [
+        [
+            _preview(row["prompt"], 80),
+            _preview(row["response"], 160),
+            "positive" if row["human_positive"] else "negative",
+            row["judge_label"],
+        ]
+        for row in first.disagreements[:shown]
+    ]
+    return Block(
+        f"{first.judge}: first {len(cells)} of {len(first.disagreements)} disagreements",
+        ["prompt", "response", "human", "judge"],
+        cells,
+        text=("prompt", "response", "human", "judge"),
+    )
+
+
+def agreement_records(results: list[Agreement], diffs: list[KappaDifference]) -> list[dict[str, Any]]:
+    """One flat record per judge, for CSV."""
+    records = []
+    for i, a in enumerate(results):
+        record = {"judge": a.judge, "n": a.n, "unscored": a.unscored, "accuracy": a.accuracy, "kappa": a.kappa}
+        record |= {"kappa_ci_low": a.kappa_ci[0], "kappa_ci_high": a.kappa_ci[1], **a.confusion}
+        d = diffs[i - 1] if i and diffs else None
+        record |= {
+            "kappa_minus_first": d.difference if d else None,
+            "kappa_minus_first_ci_low": d.ci[0] if d else None,
+            "kappa_minus_first_ci_high": d.ci[1] if d else None,
+            "p": d.p_value if d else None,
+        }
+        records.append(record)
+    return records
+
+
+def audit_records(audits: list[JudgeAudit]) -> list[dict[str, Any]]:
+    """One flat record per judge and condition, intervals as low/high columns, for CSV."""
+    records = []
+    for a in audits:
+        for r in a.rows:
+            record = {}
+            for key, value in asdict(r).items():
+                if isinstance(value, tuple | list):
+                    record[f"{key}_low"], record[f"{key}_high"] = value
+                else:
+                    record[key] = value
+            records.append(record)
+    return records
