@@ -326,12 +326,13 @@ def test_markdown_tables_escape_names_and_html_tables_scroll_in_their_own_box(tm
     )  # fmt: skip
     write_report([row], [], tmp_path, plot=False)
     md = (tmp_path / "summary.md").read_text()
-    assert payload not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert payload not in md and "\\<img src=x onerror=alert(1)>" in md
     head, _, body = md.splitlines()[:3]  # the table; its notes follow
     unescaped = lambda line: line.replace("\\|", "").count("|")  # noqa: E731
     assert unescaped(body) == unescaped(head)  # the union's and the dataset's '|' do not add columns
     assert "a\\|b" in body and "blocks.\\*.mlp.act" in body
     assert md_cell("line\nbreak") == "line break"
+    assert md_cell("<0.001") == "<0.001" and md_cell("&lt;") == "\\&lt;"  # read raw, it stays readable
     assert _table(["a"], [["1"]]).startswith('<div class="wide"><table>')
 
 

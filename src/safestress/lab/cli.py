@@ -72,10 +72,12 @@ def demo(
     from safestress.lab.model import lab_model_path
     from safestress.report.console import resolve_format
     from safestress.runner import run_and_report
+    from safestress.train.common import quiet_progress
 
     fmt = resolve_format(output_format, stdout_is_terminal())
     if out_dir.exists() and not out_dir.is_dir():
         raise SafestressError(f"--out {out_dir} is a file; the demo needs a folder")
+    quiet_progress()  # no library bars (writing shards): training logs its own steps
     path = lab_model_path(_lab_settings(depth, 0), log=err.print)
     store = out_dir / "demo.db"
     cfg = build_config(
@@ -96,5 +98,7 @@ def demo(
     run_and_report(cfg, out, err, fmt)
     err.print(
         f"demo written to {out_dir}/: the store {store.name} (re-read it with: safestress results --store {store}) "
-        f"and the report, {out_dir / 'report' / 'report.html'}"
+        f"and the report, {out_dir / 'report' / 'report.html'}",
+        soft_wrap=True,
+        highlight=False,
     )

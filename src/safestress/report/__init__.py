@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
 from typing import Any
@@ -72,15 +71,20 @@ def write_report(
     return paths
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
+# Markdown's emphasis, code, link and column characters, and the two HTML openings a renderer
+# would act on: "<" before a tag name ("<img", "</", "<!") and "&" before an entity ("&lt;")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|]|<(?=[A-Za-z/!?])|&(?=#?\w+;))")
 
 
 def md_cell(text: str) -> str:
     """A table cell's text as literal Markdown: model, dataset and condition names come from the
     user (or a hub) and may hold ``|`` (a site union), ``*`` (a site glob) or HTML, which a
-    Markdown renderer would otherwise draw as a column break, emphasis or live markup."""
+    Markdown renderer would otherwise draw as a column break, emphasis or live markup. Each is
+    backslash-escaped (CommonMark), and so is a ``<`` that would open a tag or an ``&`` that would
+    start an entity; other text is left as it is, so it reads raw (``safestress results | cat``
+    shows "<0.001", not "&lt;0.001")."""
     text = " ".join(str(text).split())  # a line break would end the table row
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def markdown_rows(head: list[str], rows: list[list[str]]) -> str:
