@@ -539,3 +539,21 @@ def test_every_wide_table_reads_at_80_and_120_columns(table, width):
                 assert len(lines) <= 2, (col.header, row[j], col.width)
     if table in ("contrasts", "audit"):
         assert "model qwen2.5-coder-0.5b-instruct" in " ".join(text.split())
+
+
+def test_several_long_model_names_get_short_labels_and_a_legend_at_80_columns():
+    from rich.console import Console
+
+    from safestress.report.tables import rate_table
+
+    frame = _model_frame({"base": [0, 1, 2, 3, 4, 5], "defended": [0, 1]})
+    names = {"base": "qwen2.5-coder-0.5b-instruct-dpo-s0", "defended": "qwen2.5-coder-0.5b-instruct-quada-s0"}
+    frame["model"] = frame["model"].map(names)
+    rates, _ = summarize(frame, "j@1")
+    for width, short in ((80, True), (200, False)):
+        console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(rate_table(rates, width))
+        text = " ".join(console.export_text().split())
+        legend = f"Models: M1 = {names['base']}; M2 = {names['defended']}."
+        assert (legend in text) == short and ("M2" in text) == short
+        assert all(name in text for name in names.values())  # named in full, in the rows or the legend

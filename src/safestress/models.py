@@ -189,7 +189,7 @@ def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
     if reader_bar is not None:
         gguf_reader.tqdm = functools.partial(reader_bar, disable=True)
     try:
-        with working(f"converting {path.name} to safetensors (once)") as spinner:
+        with working(f"converting {path.name} to safetensors (once)"):
             try:
                 tok = AutoTokenizer.from_pretrained(
                     path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code
@@ -206,7 +206,6 @@ def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
             tmp = target.with_name(target.name + ".tmp")
             plain.save_pretrained(tmp)
             tok.save_pretrained(tmp)
-            spinner.update(spinner.task_ids[0], completed=1)
     finally:
         if reader_bar is not None:
             gguf_reader.tqdm = reader_bar

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -65,12 +68,16 @@ class StepLog:
         )
 
 
-def working(label: str, console: Console | None = None) -> Progress:
-    """A spinner with the elapsed time for a step of unknown length (a GGUF conversion, loading
-    weights), left on screen when done so the log records how long it took."""
+@contextmanager
+def working(label: str, console: Console | None = None) -> Iterator[Progress]:
+    """A spinner with the elapsed time for a step of unknown length (a GGUF conversion, scoring
+    units), ticked off and left on screen when the step ends, so the log records how long it took.
+    A step that fails is not ticked off."""
     from rich.progress import SpinnerColumn
 
     columns = (SpinnerColumn(finished_text="✓"), TextColumn(f"[bold]{label}"), TimeElapsedColumn())
     bar = Progress(*columns, console=console or Console(stderr=True), transient=False)
-    bar.add_task(label, total=1)
-    return bar
+    task = bar.add_task(label, total=1)
+    with bar:
+        yield bar
+        bar.update(task, completed=1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,14 +56,21 @@ def build_calibration(
     *,
     max_new_tokens: int = 64,
     batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CalibrationSet:
-    """Greedy responses of ``lm`` to ``prompts``, kept where ``judge`` gives label ``keep``."""
-    from safestress.generation import GenerationSettings, generate
+    """Greedy responses of ``lm`` to ``prompts``, kept where ``judge`` gives label ``keep``;
+    ``progress(done, total)`` hears of every generated batch."""
+    from safestress.generation import GenerationSettings, iter_generate
 
-    gens = generate(
-        lm, list(prompts), settings=GenerationSettings(max_new_tokens=max_new_tokens), batch_size=batch_size
-    )
-    texts = [g.text for g in gens]
+    texts = [""] * len(prompts)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    done = 0
+    for idx, gens in iter_generate(lm, list(prompts), settings=settings, batch_size=batch_size):
+        for i, g in zip(idx, gens):
+            texts[i] = g.text
+        done += len(idx)
+        if progress is not None:
+            progress(done, len(prompts))
     verdicts = judge.judge(list(prompts), texts)
     kept = [(p, t) for p, t, v in zip(prompts, texts, verdicts) if v.label == keep]
     if not kept:

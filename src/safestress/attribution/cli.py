@@ -55,8 +55,19 @@ def _calibration(lm, name: str, prompts: list[str], judge: str, keep: str, out: 
     path = out / f"calibration-{name}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}.json"
     if path.is_file():
         return CalibrationSet.load(path)
-    with err.status(f"generating {name} calibration responses ({len(prompts)} prompts)"):
-        calib = build_calibration(lm, name, prompts, make_judge(judge), keep, max_new_tokens=max_new_tokens)
+    from safestress.progress import job_bar
+
+    with job_bar(f"{name} calibration responses", err) as bar:
+        task = bar.add_task(name, total=len(prompts))
+        calib = build_calibration(
+            lm,
+            name,
+            prompts,
+            make_judge(judge),
+            keep,
+            max_new_tokens=max_new_tokens,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     calib.save(path)
     return calib
 
@@ -101,9 +112,11 @@ def units(
         },
         force,
     )
-    with err.status(f"scoring units ({score}) on {len(safety.prompts)} refusals"):
+    from safestress.progress import working
+
+    with working(f"scoring units ({score}) on {len(safety.prompts)} refusals", err):
         s = compute_scores(lm, safety, score, batch_size=batch_size)
-    with err.status(f"scoring units ({score}) on {len(utility.prompts)} answers"):
+    with working(f"scoring units ({score}) on {len(utility.prompts)} answers", err):
         u = compute_scores(lm, utility, score, batch_size=batch_size)
     s.save(out / f"scores-safety-{score}.safetensors")
     u.save(out / f"scores-utility-{score}.safetensors")

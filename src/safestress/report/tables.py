@@ -159,6 +159,9 @@ def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
     narrow = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True} if width < 100 else {}
     drop = next((cut for limit, cut in sorted(_NARROW.items()) if width < limit), ())
     notes = rate_notes(rows)
+    short = model_legend(models, width)
+    if short:
+        notes.append("Models: " + "; ".join(f"{code} = {name}" for name, code in short.items()) + ".")
     if drop:
         left_out = ", ".join(drop)
         notes.append(f"At {width} columns the terminal leaves out: {left_out}; summary.md and summary.csv have them.")
@@ -180,9 +183,18 @@ def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
             min_width=None if col == "condition" else longest,
         )
     for r, row_cells in zip(rows, cells):
-        names = [" / ".join(getattr(r, part) for part in name_parts)] if name_parts else []
-        t.add_row(*names, *[row_cells[i] for i in keep])
+        parts = [short.get(r.model, r.model) if part == "model" else r.dataset for part in name_parts]
+        t.add_row(*([" / ".join(parts)] if parts else []), *[row_cells[i] for i in keep])
     return t
+
+
+def model_legend(models: list[str], width: int, longest: int = 16) -> dict[str, str]:
+    """Short labels (M1, M2, …) for several long model names on a terminal under 130 columns,
+    so that a row's name stays on one or two lines; the caption carries the legend. Empty when
+    the names fit as they are."""
+    if len(models) < 2 or width >= 130 or max(len(m) for m in models) <= longest:
+        return {}
+    return {name: f"M{i}" for i, name in enumerate(models, 1)}
 
 
 TREND_TITLE = "Trend across strength (σ = 0 is the clean run)"
