@@ -74,3 +74,21 @@ def test_a_new_perturbation_sweeps_end_to_end_from_its_module_and_one_line(toy_p
     assert texts[0.9] != texts[0.0]  # the hooks ran: a 90% damped residual stream changes the output
     rates, _ = summarize(frame)
     assert [r.strength for r in rates] == [0.0, 0.5, 0.9] and rates[2].condition.startswith("dampen")
+
+
+def test_strengths_is_the_setting_and_sigma_its_alias(tmp_path):
+    from safestress.config import build_config
+    from safestress.errors import SafestressError
+
+    yaml_file = tmp_path / "s.yaml"
+    yaml_file.write_text("model: m\nsigma: [0.2, 0, 0.1]\n")
+    assert build_config(yaml_file).strengths == [0.0, 0.1, 0.2]
+    assert build_config(yaml_file, strengths=[0.5]).strengths == [0.5]  # the flag wins over the file's alias
+    both = tmp_path / "both.yaml"
+    both.write_text("model: m\nsigma: [0.1]\nstrengths: [0.2]\n")
+    with pytest.raises(SafestressError, match="'strengths' or its alias 'sigma'"):
+        build_config(both)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model: m\nstrenghts: [0.1]\n")
+    with pytest.raises(SafestressError, match="did you mean 'strengths'"):
+        build_config(typo)

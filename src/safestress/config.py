@@ -93,9 +93,9 @@ class SweepConfig(BaseModel):
             return None
         for v in values:
             if not math.isfinite(v):
-                raise ValueError(f"strengths must be finite, got {v}")
+                raise ValueError(f"a strength (--sigma/--strength) must be finite, got {v}")
             if v < 0:
-                raise ValueError(f"strengths must be >= 0, got {v}")
+                raise ValueError(f"a strength (--sigma/--strength) must be >= 0, got {v}")
         return sorted(set(values))
 
     def datasets(self) -> list[str | dict[str, Any]]:
