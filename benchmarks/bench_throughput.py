@@ -15,6 +15,7 @@ run is kept (the slower one is the machine's noise):
   static KV cache; batch sizes 16, 32, 128; one thread instead of two.
 
 Usage: python benchmarks/bench_throughput.py [--model GGUF] [--data-dir DIR] [--tokens 64] [--prompts 128]
+       python benchmarks/bench_throughput.py --identity-only   # static vs dynamic KV cache, same tokens?
 """
 
 from __future__ import annotations
@@ -74,6 +75,25 @@ def hf_generate(lm, prompts: list[str], tokens: int, batch: int, **config_kwargs
     return done
 
 
+def static_cache_identity(lm, prompts: list[str], tokens: int, batch: int = 32) -> tuple[int, int]:
+    """Rows whose greedy tokens are identical with a static and a dynamic KV cache, of all rows."""
+    from transformers import GenerationConfig
+
+    tok = lm.tokenizer
+    encoded = sorted((tok(lm.format(p))["input_ids"] for p in prompts), key=len)
+    same = 0
+    for start in range(0, len(encoded), batch):
+        inputs = tok.pad({"input_ids": encoded[start : start + batch]}, return_tensors="pt", padding=True)
+        outs = []
+        for extra in ({}, {"cache_implementation": "static"}):
+            config = GenerationConfig(max_new_tokens=tokens, do_sample=False, pad_token_id=tok.pad_token_id, **extra)
+            with torch.inference_mode():
+                outs.append(lm.model.generate(**inputs, generation_config=config)[:, inputs["input_ids"].shape[1] :])
+        n = min(outs[0].shape[1], outs[1].shape[1])
+        same += sum(a[:n] == b[:n] for a, b in zip(outs[0].tolist(), outs[1].tolist()))
+    return same, len(encoded)
+
+
 def timed(fn: Callable[[], int]) -> tuple[float, int]:
     t = time.perf_counter()
     n = fn()
@@ -86,11 +106,16 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(SHARED / "data"))
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--identity-only", action="store_true", help="only compare static and dynamic KV cache outputs")
     args = ap.parse_args()
 
     with open(Path(args.data_dir) / "jbb_harmful.csv", newline="") as f:
         prompts = [row["Goal"] for row in csv.DictReader(f)][: args.prompts]
     lm = ss.load_model(args.model, dtype="float32")
+    if args.identity_only:
+        same, n = static_cache_identity(lm, prompts, args.tokens)
+        print(f"static vs dynamic KV cache: identical greedy tokens in {same} of {n} rows ({args.tokens} tokens)")
+        return
     prompt_len = sum(len(lm.tokenizer(lm.format(p))["input_ids"]) for p in prompts) / len(prompts)
     per_token = flops_per_token(lm.model, prompt_len + args.tokens / 2)
     limit = gemm_limit()
