@@ -29,6 +29,16 @@ def resolve_format(fmt: str | None, is_terminal: bool) -> str:
     return fmt
 
 
+def csv_text(records: list[dict[str, Any]]) -> str:
+    """Flat records as CSV with a header row (empty when there are none)."""
+    buffer = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return buffer.getvalue()
+
+
 def summary_text(
     fmt: str,
     rates: list[RateRow],
@@ -60,13 +70,7 @@ def summary_text(
             parts.append(blocks_text("markdown", [audit_block(audit)], [], None))
         return "\n".join(parts)
     if fmt == "csv":
-        records = to_records(rates)
-        buffer = io.StringIO()
-        if records:
-            writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-        return buffer.getvalue()
+        return csv_text(to_records(rates))
     if fmt == "json":
         data = {
             "rates": to_records(rates),
@@ -121,12 +125,7 @@ def blocks_text(fmt: str, blocks: list[Block], records: list[dict[str, Any]], da
             parts.append(f"### {md_cell(b.title)}\n\n" + markdown_rows(b.head, b.cells) + notes)
         return "\n".join(parts)
     if fmt == "csv":
-        buffer = io.StringIO()
-        if records:
-            writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-        return buffer.getvalue()
+        return csv_text(records)
     if fmt == "json":
         return dumps(data) + "\n"
     raise SafestressError(f"no text form for format '{fmt}'")
