@@ -557,3 +557,28 @@ def test_several_long_model_names_get_short_labels_and_a_legend_at_80_columns():
         legend = f"Models: M1 = {names['base']}; M2 = {names['defended']}."
         assert (legend in text) == short and ("M2" in text) == short
         assert all(name in text for name in names.values())  # named in full, in the rows or the legend
+
+
+def test_terminal_tables_print_names_as_written_never_as_markup():
+    """Condition names carry "[granularity=per_token]" where two stored labels collide
+    (store.condition_labels); rich would read that as a style tag and drop it."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from safestress.report.fit import fitted_table
+    from safestress.report.tables import rate_table
+
+    rates, _ = summarize(_frame(), "j@1")
+    noisy = next(r for r in rates if r.perturbation != "none")
+    noisy.condition = "quant bits=4 @ blocks.*.mlp.act [granularity=per_token]"
+    rates.append(replace(noisy, condition="quant bits=4 @ blocks.*.mlp.act [granularity=per_tensor]"))
+    for table in (
+        rate_table(rates, 200),
+        fitted_table("t [bold]x", ["name", "n"], [["quant [granularity=per_token]", "3"]], [], 80, text=("name",)),
+    ):
+        console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(table)
+        text = console.export_text()
+        assert "[granularity=per_token]" in text, text
+    assert "t [bold]x" in text

@@ -89,7 +89,7 @@ def fitted_table(
     if left_out:
         notes.append(f"At {width} columns the terminal leaves out: {', '.join(left_out)}; --format markdown has them.")
     style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True} if narrow else {}
-    t = Table(title=title, caption="\n".join(notes), caption_justify="left", **style)
+    t = Table(title=Text(title), caption=Text("\n".join(notes)), caption_justify="left", **style)
     texts = [j for j, i in enumerate(keep) if head[i] in text]
     longest = [max((len(r[keep[j]]) for r in rows), default=1) for j in range(len(keep))]
     spare = width - _drawn_width(widths, narrow)
@@ -103,8 +103,8 @@ def fitted_table(
             t.add_column(head[i], justify="left", overflow="fold", width=widths[j])
         else:
             t.add_column(head[i], justify="right", no_wrap=True, min_width=widths[j])
-    for r in rows:
-        t.add_row(*[r[i] for i in keep])
+    for r in rows:  # cells are text, never rich markup: "[granularity=per_token]" must show as written
+        t.add_row(*[Text(r[i]) for i in keep])
     return t
 
 
@@ -116,12 +116,14 @@ def fitted_block(block: Block, width: int) -> Table:
 
 def _record_table(title: str, head: list[str], rows: list[list[str]], notes: list[str]) -> Table:
     """Each row as a block: its first cell as a heading, then one ``column  value`` line per cell."""
-    t = Table(title=title, caption="\n".join(notes), caption_justify="left", show_header=False, box=box.SIMPLE)
+    t = Table(
+        title=Text(title), caption=Text("\n".join(notes)), caption_justify="left", show_header=False, box=box.SIMPLE
+    )
     t.add_column("column", style="dim", overflow="fold")
     t.add_column("value", overflow="fold")
     for r in rows:
         t.add_row(Text(f"{head[0]}: {r[0]}", style="bold"), "")
         for col, cell in zip(head[1:], r[1:]):
-            t.add_row(col, cell)
+            t.add_row(Text(col), Text(cell))
         t.add_section()
     return t

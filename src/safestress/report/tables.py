@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from safestress.judges.audit import AuditRow, JudgeAudit
 from safestress.report.contrasts import ContrastRow
@@ -165,7 +166,7 @@ def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
     if drop:
         left_out = ", ".join(drop)
         notes.append(f"At {width} columns the terminal leaves out: {left_out}; summary.md and summary.csv have them.")
-    t = Table(title=title, show_lines=False, caption="\n".join(notes), caption_justify="left", **narrow)
+    t = Table(title=Text(title), show_lines=False, caption=Text("\n".join(notes)), caption_justify="left", **narrow)
     with_ppl = any(not math.isnan(r.ppl) for r in rows)
     columns = rate_columns(rows)
     keep = [i for i, col in enumerate(columns) if not col.startswith(drop) and not (one_family and col == "condition")]
@@ -184,7 +185,9 @@ def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
         )
     for r, row_cells in zip(rows, cells):
         parts = [short.get(r.model, r.model) if part == "model" else r.dataset for part in name_parts]
-        t.add_row(*([" / ".join(parts)] if parts else []), *[row_cells[i] for i in keep])
+        # cells are text, never rich markup: a condition's "[granularity=per_token]" must show as written
+        cells_text = [" / ".join(parts)] if parts else []
+        t.add_row(*[Text(c) for c in [*cells_text, *[row_cells[i] for i in keep]]])
     return t
 
 
@@ -212,7 +215,7 @@ def trend_table(rows: list[TrendRow]) -> Table:
     for col in TREND_COLUMNS:
         t.add_column(col)
     for r in rows:
-        t.add_row(*trend_cells(r))
+        t.add_row(*[Text(c) for c in trend_cells(r)])
     return t
 
 
