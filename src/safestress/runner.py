@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from safestress.config import SweepConfig, margin_share
 from safestress.consoles import wrote
@@ -85,7 +86,8 @@ def describe_plan(cfg: SweepConfig, out: Console) -> None:
         table.add_column(col, justify="right" if col in ("rows", "stored", "to generate") else "left")
     for h, n in per_cond.items():
         model, label = labels[h]
-        table.add_row(model, label, h[:10], str(n), str(per_cond_stored[h]), str(n - per_cond_stored[h]))
+        cells = (model, label, h[:10], str(n), str(per_cond_stored[h]), str(n - per_cond_stored[h]))
+        table.add_row(*[Text(c) for c in cells])  # labels as written, never rich markup
     out.print(table)
     todo = len(keys) - len(stored)
     out.print(f"{len(keys)} rows in this sweep: {len(stored)} stored, {todo} to generate")
