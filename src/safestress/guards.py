@@ -15,6 +15,7 @@ from __future__ import annotations
 from safestress.errors import SafestressError
 
 INSUFFICIENT = "insufficient data"
+FIELD = "insufficient_data"  # the key that carries the mark in every JSON output
 
 # unit classes: importance scores are means over the kept calibration set; with fewer than this
 # many kept refusals (or answers) one prompt decides which units rank at the top
@@ -46,3 +47,8 @@ def require_enough(counts: dict[str, tuple[int, int]], force: bool) -> str:
     if not force:
         raise SafestressError(f"too little data: {'; '.join(short)}; add data, or pass --force to mark the output")
     return f"{INSUFFICIENT}: {'; '.join(short)}"
+
+
+def mark_field(mark: str) -> dict[str, str]:
+    """The mark as a JSON field to merge into an output (nothing when the data sufficed)."""
+    return {FIELD: mark} if mark else {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -46,7 +46,7 @@ class StepLog:
     on a terminal, where a redrawn bar leaves noise. Lines come every ``every`` steps (about a
     tenth of the run) and at least every ``interval`` seconds, and always at the last step."""
 
-    def __init__(self, total: int, log: object, interval: float = 30.0) -> None:
+    def __init__(self, total: int, log: Callable[[str], None], interval: float = 30.0) -> None:
         import time
 
         self.total, self.log, self.interval = total, log, interval

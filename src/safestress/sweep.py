@@ -104,15 +104,15 @@ def _label(p: Perturbation, strength: float, pattern: str) -> str:
     make every stored result of such a condition unreachable to a resumed run. Keep it stable."""
     if p.is_identity():
         return "clean"
-    if not (p.strength or p.row_params):  # no strength: name the parameters (files by their name only)
+    name = p.strength_param()
+    if name is None:  # no strength: name the parameters (files by their name only)
         args = " ".join(
             f"{k}={Path(v).name if isinstance(v, str) and ('/' in v or '.' in v) else v}"
             for k, v in p.params.model_dump().items()
         )
         return f"{p.name} {args} @ {pattern}".replace("  ", " ")
     extra = "" if getattr(p.params, "scale", "absolute") == "absolute" else " rel"
-    name = p.strength or (p.row_params[0] if p.row_params[0] != "sigma" else "σ")
-    return f"{p.name} {name}={strength:g}{extra} @ {pattern}"
+    return f"{p.name} {'σ' if name == 'sigma' else name}={strength:g}{extra} @ {pattern}"
 
 
 def _perturbations(cfg: SweepConfig) -> dict[float, Perturbation]:

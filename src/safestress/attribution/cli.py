@@ -17,7 +17,14 @@ from rich.console import Console
 
 from safestress.cli_options import DATA_DIR, FORCE, MODEL
 from safestress.errors import SafestressError
-from safestress.guards import MIN_CALIBRATION, MIN_DIRECTION, MIN_DIRECTION_VAL, MIN_PROBE, require_enough
+from safestress.guards import (
+    MIN_CALIBRATION,
+    MIN_DIRECTION,
+    MIN_DIRECTION_VAL,
+    MIN_PROBE,
+    mark_field,
+    require_enough,
+)
 from safestress.report.jsonfile import write_json
 
 app = typer.Typer(no_args_is_help=True, help="Where safety lives: unit maps, refusal direction, probes.")
@@ -135,8 +142,7 @@ def units(
         "calibration": {"safety": len(safety.prompts), "utility": len(utility.prompts)},
         "units": totals,
     }
-    if mark:
-        summary["insufficient_data"] = mark
+    summary |= mark_field(mark)
     write_json(out / "summary.json", summary)
     _plot_shares(shares, out / "shares.png", lm.name + (f"\n{mark}" if mark else ""))
     for kind, counts in totals.items():
@@ -230,7 +236,7 @@ def direction(
             layers_to_try=chosen,
             progress=lambda: bar.advance(job),
         )
-    marked = {"insufficient_data": mark} if mark else {}
+    marked = mark_field(mark)
     meta = {k: v for k, v in result_dict(res).items() if k != "candidates"}
     save_direction(out / "direction.safetensors", r, {"model": lm.name, **meta, **marked})
     write_json(out / "direction.json", {"model": lm.name, **result_dict(res), **marked})
@@ -283,7 +289,7 @@ def probe(
     _quiet()
     lm = load_model(model)
     d = refuse_fulfil_distances(lm, prompts)
-    marked = {"insufficient_data": mark} if mark else {}
+    marked = mark_field(mark)
     write_json(out / "probe.json", {"model": lm.name, "dataset": dataset, **d, **marked})
     import matplotlib
 

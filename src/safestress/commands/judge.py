@@ -17,7 +17,7 @@ from safestress.cli_options import FORCE, FORMAT
 from safestress.config import split_values
 from safestress.consoles import err, out, stdout_is_terminal
 from safestress.errors import SafestressError
-from safestress.guards import MIN_AUDIT_LABELS, MIN_KAPPA, require_enough
+from safestress.guards import MIN_AUDIT_LABELS, MIN_KAPPA, mark_field, require_enough
 from safestress.judges.base import stored_version
 
 app = typer.Typer(no_args_is_help=True, help="Judges: agreement with human labels, audits, training heads.")
@@ -58,7 +58,7 @@ def judge_eval(
     mark = require_enough({f"items scored by {a.judge}": (a.n, MIN_KAPPA) for a in results}, force)
     first = results[0]
     diffs = [compare_kappa(truth, a.verdicts, first.verdicts, level=level) for a in results[1:]]
-    data = first.as_dict() | {"level": level} | ({"insufficient_data": mark} if mark else {})
+    data = first.as_dict() | {"level": level} | mark_field(mark)
     if diffs:
         data["compared"] = [{**a.as_dict(), "vs_first": d.as_dict()} for a, d in zip(results[1:], diffs)]
     title = f"judges vs {label_col} in {Path(data_path).name} (positive: {judges[0].positive_label} = {positive})"

@@ -31,7 +31,7 @@ import numpy as np
 from safestress import stats
 from safestress.datasets import read_rows_file, require_columns
 from safestress.errors import SafestressError
-from safestress.guards import MIN_AUDIT_LABELS, shortfalls
+from safestress.guards import FIELD, MIN_AUDIT_LABELS, shortfalls
 
 CELL = ["model", "dataset", "condition", "perturbation", "sites", "strength"]
 FEW_LABELS = MIN_AUDIT_LABELS  # below this a condition's normal interval is too narrow (safestress/guards.py)
@@ -179,7 +179,7 @@ class JudgeAudit:
         return "; ".join(shortfalls({"labels in a condition": (few, MIN_AUDIT_LABELS)}))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"insufficient_data": self.shortfall}  # rows included: asdict recurses
+        return asdict(self) | {FIELD: self.shortfall}  # rows included: asdict recurses into them
 
 
 def judge_flags(part: Any) -> Any:

@@ -94,6 +94,11 @@ def markdown_rows(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_notes(lines: list[str]) -> str:
+    """A table's notes as Markdown paragraphs after it."""
+    return "".join(f"\n{md_cell(line)}\n" for line in lines)
+
+
 def markdown_table(rates: list[RateRow]) -> str:
     """The rate table as Markdown (for papers and docs): one row per model, dataset and condition,
     followed by its notes (the Holm family, what Δ is)."""
@@ -103,7 +108,7 @@ def markdown_table(rates: list[RateRow]) -> str:
 
     with_ppl = any(not math.isnan(r.ppl) for r in rates)
     rows = [[r.model, r.dataset, *rate_cells(r, with_ppl)] for r in rates]
-    notes = "".join(f"\n{md_cell(line)}\n" for line in rate_notes(rates)) if rates else ""
+    notes = markdown_notes(rate_notes(rates)) if rates else ""
     return markdown_rows(["model", "dataset", *rate_columns(rates)], rows) + notes
 
 
@@ -119,7 +124,7 @@ def markdown_contrasts(rows: list[ContrastRow]) -> str:
     from safestress.report.tables import CONTRAST_COLUMNS, contrast_cells, contrast_notes
 
     head = ["model", "baseline", "dataset", *CONTRAST_COLUMNS]
-    notes = "".join(f"\n{md_cell(line)}\n" for line in contrast_notes(rows)) if rows else ""
+    notes = markdown_notes(contrast_notes(rows)) if rows else ""
     return markdown_rows(head, [[r.model, r.baseline, r.dataset, *contrast_cells(r)] for r in rows]) + notes
 
 
@@ -127,7 +132,7 @@ def markdown_arms(rows: list[Any]) -> str:
     """The run-level table of training methods (report/runs.py) as Markdown, with its notes."""
     from safestress.report.tables import ARM_COLUMNS, arm_cells, arm_notes
 
-    notes = "".join(f"\n{md_cell(line)}\n" for line in arm_notes(rows)) if rows else ""
+    notes = markdown_notes(arm_notes(rows)) if rows else ""
     return markdown_rows(list(ARM_COLUMNS), [arm_cells(r) for r in rows]) + notes
 
 

@@ -10,17 +10,13 @@ from typing import Any
 from safestress.judges.agreement import Agreement, KappaDifference
 from safestress.judges.audit import JudgeAudit
 from safestress.report.fit import Block
-from safestress.report.tables import fmt_kappa, fmt_p
-
-
-def _pct_label(level: float) -> str:
-    return f"{level:.0%}".replace(".0%", "%")
+from safestress.report.tables import fmt_kappa, fmt_p, level_label
 
 
 def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDifference], level: float) -> Block:
     """One row per judge: accuracy, κ with its interval, the confusion counts and, for every
     judge after the first, its κ difference to the first on the same items."""
-    pct = _pct_label(level)
+    pct = level_label(level)
     head = ["judge", "n", "unscored", "accuracy", f"Cohen's κ [{pct} CI]", "TP/FP/FN/TN"]
     head += [f"κ − first's [{pct} CI]", "p"] if diffs else []
     cells = []

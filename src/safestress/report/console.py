@@ -115,14 +115,13 @@ def print_summary(
 
 def blocks_text(fmt: str, blocks: list[Block], records: list[dict[str, Any]], data: Any) -> str:
     """Blocks as Markdown, ``records`` as CSV (flat, one row per thing measured) or ``data`` as JSON."""
-    from safestress.report import markdown_rows, md_cell
+    from safestress.report import markdown_notes, markdown_rows, md_cell
     from safestress.report.jsonfile import dumps
 
     if fmt == "markdown":
         parts = []
         for b in blocks:
-            notes = "".join(f"\n{md_cell(line)}\n" for line in b.notes)
-            parts.append(f"### {md_cell(b.title)}\n\n" + markdown_rows(b.head, b.cells) + notes)
+            parts.append(f"### {md_cell(b.title)}\n\n" + markdown_rows(b.head, b.cells) + markdown_notes(b.notes))
         return "\n".join(parts)
     if fmt == "csv":
         return csv_text(records)

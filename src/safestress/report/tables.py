@@ -30,6 +30,11 @@ def fmt_pts(x: float) -> str:
     return "0.0" if points == 0 else f"{points:+.1f}"
 
 
+def level_label(level: float) -> str:
+    """A confidence level as table headers write it: 0.95 → "95%"."""
+    return f"{level:.0%}"
+
+
 def fmt_p(x: float) -> str:
     if math.isnan(x):
         return "—"
@@ -47,16 +52,23 @@ def condition_name(r: RateRow | ContrastRow | AuditRow | ArmRow) -> str:
     return _EMPTY_PARAM.sub("", r.condition) if r.condition else f"{r.perturbation} @ {r.sites}"
 
 
-def family_names(rows: Sequence[ContrastRow | AuditRow | ArmRow]) -> tuple[list[str], str]:
-    """Each row's condition as shown, and what they share: when every perturbed row is one
-    perturbation at one site selection, a condition is its strength alone and the family
-    ("gaussian @ blocks.0-3.resid_post") goes to the title, as in the rate table."""
+def shared_family(rows: Sequence[RateRow | ContrastRow | AuditRow | ArmRow]) -> str:
+    """ "perturbation @ sites" when every perturbed row is one perturbation at one site selection
+    and its conditions differ by strength alone (a condition is then named by its strength and the
+    family goes to the title); "" otherwise."""
     perturbed = {(r.perturbation, r.sites) for r in rows if r.perturbation != "none"}
-    one = len(perturbed) == 1 and len({r.condition for r in rows}) == len({r.strength for r in rows})
-    if not one:
-        return [condition_name(r) for r in rows], ""
+    if len(perturbed) != 1 or len({r.condition for r in rows}) != len({r.strength for r in rows}):
+        return ""
     pert, sites = next(iter(perturbed))
-    return ["clean" if r.perturbation == "none" else f"{r.strength:g}" for r in rows], f"{pert} @ {sites}"
+    return f"{pert} @ {sites}"
+
+
+def family_names(rows: Sequence[ContrastRow | AuditRow | ArmRow]) -> tuple[list[str], str]:
+    """Each row's condition as shown, and the family all share (:func:`shared_family`)."""
+    family = shared_family(rows)
+    if not family:
+        return [condition_name(r) for r in rows], ""
+    return ["clean" if r.perturbation == "none" else f"{r.strength:g}" for r in rows], family
 
 
 def fmt_interval(interval: tuple[float, float], signed: bool = False) -> str:
@@ -121,13 +133,6 @@ def rate_notes(rows: list[RateRow]) -> list[str]:
 _NARROW = {130: ("of all %",), 100: ("of all %", "paired %")}
 
 
-def _one_family(rows: list[RateRow]) -> bool:
-    """Whether the perturbed rows share one perturbation and site selection, so that a condition
-    is named by its strength alone."""
-    perturbed = {(r.perturbation, r.sites) for r in rows if r.perturbation != "none"}
-    return len(perturbed) == 1 and len({r.condition for r in rows}) == len({r.strength for r in rows})
-
-
 def rate_title(rows: list[RateRow]) -> str:
     """The rate table's title: what is measured, on which data, by which judge, and what every
     row shares (the model when there is one; the perturbation and sites of one family)."""
@@ -135,9 +140,7 @@ def rate_title(rows: list[RateRow]) -> str:
     models = sorted({r.model for r in rows})
     what, _, _ = metric_text({r.metric for r in rows} or {"harmful"})
     shared = [f"model {models[0]}"] if len(models) == 1 else []
-    if _one_family(rows):
-        pert, sites = next((r.perturbation, r.sites) for r in rows if r.perturbation != "none")
-        shared.append(f"{pert} @ {sites}")
+    shared += [family] if (family := shared_family(rows)) else []
     title = f"{what} on {', '.join(datasets)}" + "".join(f", {x}" for x in shared)
     return title + f" (judge {rows[0].judge if rows else '-'})"
 
@@ -154,7 +157,7 @@ def rate_table(rows: list[RateRow], width: int | None = None) -> Table:
     width = width or Console().width
     datasets = sorted({r.dataset for r in rows})
     models = sorted({r.model for r in rows})
-    one_family = _one_family(rows)
+    one_family = bool(shared_family(rows))
     title = rate_title(rows)
     # below 100 columns: no vertical rules, and one space between columns
     narrow = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True} if width < 100 else {}
@@ -359,7 +362,7 @@ def audit_summary(audit: JudgeAudit) -> str:
 def audit_block(audit: JudgeAudit, level: float = 0.95) -> Block:
     """A judge's audit: per condition the judge's harmful share, the corrected one with its interval
     and the corrected change against the clean run (the labels-alone share and λ are in the JSON)."""
-    pct = f"{level:.0%}".replace(".0%", "%")
+    pct = level_label(level)
     tested = sum(not math.isnan(r.p) for r in audit.rows)
     datasets = {r.dataset for r in audit.rows}
     names, family = family_names(audit.rows)
