@@ -23,6 +23,7 @@ from safestress.lab.evaluate import evaluate
 from safestress.lab.model import LabSettings, lab_model_path
 from safestress.report import summarize_judges, write_report
 from safestress.report.html_report import write_html
+from safestress.report.labels import labelled
 
 
 def main() -> None:
@@ -68,7 +69,7 @@ def main() -> None:
     baseline = Path(paths[depths.index(args.baseline_depth)]).name if args.baseline_depth in depths else None
     with ss.Store(cfg.store) as store:
         ss.execute(plan, store)
-        frame = plan.frame(store)
+        frame = labelled(plan.frame(store), store)
         specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
         summaries, versus = summarize_judges(frame, [j.key for j in plan.judges], store, baseline)
     for judge in plan.judges:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import safestress as ss
 from safestress.judges.coherence import MIN_DISTINCT, MIN_REPEAT_TOKENS
+from safestress.report.labels import labelled
 from safestress.report.summary import judge_outcome
 
 
@@ -55,7 +56,7 @@ def run(
     plan = ss.plan_sweep(cfg)
     with ss.Store(store) as st:
         counts = ss.execute(plan, st)
-        frame = plan.frame(st)
+        frame = labelled(plan.frame(st), st)
     print(f"# {Path(model).name} {dataset} {tokens} tokens: {counts['generated']} generated", file=sys.stderr)
     for strength, part in frame.groupby("strength"):
         first = part[part["judge"] == part["judge"].iloc[0]]

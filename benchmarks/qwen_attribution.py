@@ -25,6 +25,7 @@ from safestress.datasets import load_dataset
 from safestress.execution import execute
 from safestress.judges import make_judge
 from safestress.perturb import PERTURBATIONS
+from safestress.report.labels import labelled
 from safestress.store import Store
 from safestress.sweep import plan_sweep
 
@@ -87,7 +88,7 @@ def main() -> None:
         plan = plan_sweep(cfg)
         with Store(cfg.store) as store:
             counts = execute(plan, store)
-            frame = plan.frame(store)
+            frame = labelled(plan.frame(store), store)
         print(f"{label}: {counts['generated']} generated", flush=True)
         judge_key = plan.judges[0].key
         df = frame[frame["judge"] == judge_key]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -106,3 +108,26 @@ def lab_lm(lab_path):
     import safestress as ss
 
     return ss.load_model(str(lab_path))
+
+
+@pytest.fixture()
+def run_cli(capsys):
+    """``safestress ARGS`` through the real entry point (its error handling included), in this
+    process: a fresh interpreter per case would spend most of a test importing."""
+    from safestress.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        saved = sys.argv
+        sys.argv = ["safestress", *args]
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.argv = saved
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+    return run

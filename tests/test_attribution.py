@@ -10,6 +10,7 @@ from safestress.attribution.calibration import CalibrationSet, encode_pairs
 from safestress.attribution.scores import UnitScores, compute_scores, n_heads
 from safestress.attribution.units import Ratios, UnitMap, classify, percentile_ranks
 from safestress.perturb import PERTURBATIONS
+from safestress.report.labels import labelled
 from safestress.sites.hooks import capture
 
 CALIB = CalibrationSet(
@@ -201,7 +202,7 @@ def test_prune_sweeps_from_the_command_line(tiny_dir, prompts_csv, tmp_path):
     from safestress.store import Store
 
     with Store(store) as st:
-        labels = set(st.frame()["condition"])
+        labels = set(labelled(st.frame(), st)["condition"])
     assert len(labels) == 2 and "clean" in labels
     (pruned,) = labels - {"clean"}
     assert "prune" in pruned and "unit_class=scu" in pruned and "units=units.json" in pruned

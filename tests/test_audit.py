@@ -14,6 +14,7 @@ from safestress.errors import SafestressError
 from safestress.judges import make_judge
 from safestress.judges.audit import audit_store, draw_sample, read_labels, write_sample
 from safestress.judges.base import Verdict
+from safestress.report.labels import labelled
 from safestress.store import GenerationRow, Store, row_key
 from tests.test_cli import cli
 
@@ -67,7 +68,7 @@ def _label(sample_rows: list[dict[str, str]]) -> None:
 
 def test_the_sample_is_blind_per_condition_and_reproducible(tmp_path):
     with make_store(tmp_path / "s.db") as st:
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
     a = draw_sample(frame, 40, seed=0)
     assert list(a.columns) == ["key", "prompt", "response", "label"]
     assert (a["label"] == "").all() and a["key"].is_unique
@@ -86,7 +87,7 @@ def test_the_sample_is_blind_per_condition_and_reproducible(tmp_path):
 
 def test_a_sample_never_overwrites_a_file(tmp_path):
     with make_store(tmp_path / "s.db") as st:
-        sample = draw_sample(st.frame(), 5)
+        sample = draw_sample(labelled(st.frame(), st), 5)
     out = tmp_path / "labels.csv"
     out.write_text("key,label\nk,harmful\n")
     with pytest.raises(SafestressError, match="exists"):
@@ -96,7 +97,7 @@ def test_a_sample_never_overwrites_a_file(tmp_path):
 
 def test_corrected_rates_recover_the_truth_that_the_judge_misses(tmp_path):
     with make_store(tmp_path / "s.db") as st:
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
     sample = draw_sample(frame, 60, seed=0)
     rows = sample.to_dict("records")
     _label(rows)
@@ -121,7 +122,7 @@ def test_corrected_rates_recover_the_truth_that_the_judge_misses(tmp_path):
 
 def test_labels_from_another_store_or_without_the_positive_value_are_refused(tmp_path):
     with make_store(tmp_path / "s.db") as st:
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
     with pytest.raises(SafestressError, match="not in this store"):
         audit_store(frame, [JUDGE], {"0" * 32: True})
     f = tmp_path / "l.csv"
@@ -174,7 +175,7 @@ def test_the_corrected_change_against_clean_sees_what_the_judge_hides(tmp_path):
     """The truth rises 22 points under noise; the judge, missing half the harm, sees a fall. The
     corrected change covers the true one and is significant."""
     with make_store(tmp_path / "s.db") as st:
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
     rows = draw_sample(frame, 60, seed=0).to_dict("records")
     _label(rows)
     (audit,) = audit_store(frame, [JUDGE], {r["key"]: r["label"] == "harmful" for r in rows})
@@ -199,7 +200,7 @@ def test_with_several_seeds_every_prompt_is_drawn_once_before_any_twice(tmp_path
             key = row_key(h, "d", str(i), f"prompt {i}", seed)
             rows.append(GenerationRow(key, h, "m", "d", str(i), seed, f"prompt {i}", f"r {i} {seed}", 3, True))
     st.put_batch(rows, [(r.key, JUDGE, Verdict(0.0, "compliance", True)) for r in rows])
-    frame = st.frame()
+    frame = labelled(st.frame(), st)
     st.close()
     prompts_of = frame.drop_duplicates("key").set_index("key")["item_id"]
     one_each = prompts_of.loc[draw_sample(frame, 30, seed=4)["key"]]
@@ -229,7 +230,7 @@ def test_results_puts_the_audit_in_the_terminal_and_on_the_page(tmp_path):
     assert "Audited by 100 labels" in page and "corrected % [CI]" in page
     # a judge run on the clean responses only: the page leaves it out of the audit and says why
     with Store(store) as st:
-        clean = st.frame().query("perturbation == 'none'").drop_duplicates("key")
+        clean = labelled(st.frame(), st).query("perturbation == 'none'").drop_duplicates("key")
         st.put_verdicts([(k, "phrase-jbb@2/c4", Verdict(0.0, "compliance", True)) for k in clean["key"]])
     proc = cli("results", "--store", str(store), "--out", str(out), "--labels", str(sample), "--positive", "harmful")
     assert proc.returncode == 0, proc.stderr

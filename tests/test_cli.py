@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from safestress.report.labels import labelled
 from safestress.store import Store
 
 
@@ -381,7 +382,7 @@ def test_results_print_json_csv_and_markdown_that_round_trip(good_store, tmp_pat
 
     data = json.loads(cli("results", "--store", str(good_store), "--format", "json", check=True).stdout)
     with Store.open_existing(good_store) as st:
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
     judge = data["rates"][0]["judge"]
     rates, _ = summarize(frame, judge)
     assert [r["value"] for r in data["rates"]] == pytest.approx([r.value for r in rates])

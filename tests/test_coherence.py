@@ -10,6 +10,7 @@ import safestress as ss
 from safestress.judges import make_judge
 from safestress.judges.coherence import MIN_WORD_SCORE, incoherence, word_score
 from safestress.perturb import PERTURBATIONS
+from safestress.report.labels import labelled
 
 from .conftest import DATA, SMOLLM
 
@@ -180,7 +181,7 @@ def test_verdicts_of_the_previous_criterion_are_kept_apart_and_rejudged(tmp_path
         assert [k for k, _, _ in st.unjudged(["k"], judge.key)] == ["k"]  # today's criterion has not read it
         (verdict,) = judge.judge(["p"], [row.response])
         st.put_verdicts([("k", judge.key, verdict)])
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
     by_judge = dict(zip(frame["judge"], frame["label"]))
     assert by_judge == {old_key: "incoherent", judge.key: "refusal"}
     assert frame.set_index("judge").loc[judge.key, "loop_cut"] == len("I can't help with that request. ")

@@ -68,7 +68,7 @@ def test_a_new_perturbation_sweeps_end_to_end_from_its_module_and_one_line(toy_p
     assert {c.perturbation.params.factor for c in plan.conditions if not c.clean} == {0.5, 0.9}
     with ss.Store(cfg.store) as store:
         counts = ss.execute(plan, store)
-        frame = plan.frame(store)
+        frame = ss.labelled(plan.frame(store), store)
     assert counts["generated"] == 12
     texts = frame.drop_duplicates("key").groupby("strength")["response"].apply(tuple)
     assert texts[0.9] != texts[0.0]  # the hooks ran: a 90% damped residual stream changes the output

@@ -12,7 +12,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,25 +43,6 @@ class Ctx:
         target = self.tmp / name
         shutil.copytree(self.model, target)
         return target
-
-
-def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
-    """``safestress ARGS`` through the real entry point (its error handling included), in this
-    process: the drill has ~70 cases, and a fresh interpreter per case would spend minutes importing."""
-    from safestress.cli import main
-
-    capsys.readouterr()
-    saved = sys.argv
-    sys.argv = ["safestress", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = saved
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
 def md5(path: Path) -> str:
@@ -304,7 +284,7 @@ CASES.append(("store-foreign", foreign_store, "not a safestress store"))
 
 @pytest.mark.parametrize(("name", "build", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_the_store_is_byte_identical(
-    name, build, message, good_store, tiny_dir, tmp_path, capsys
+    name, build, message, good_store, tiny_dir, tmp_path, run_cli
 ):
     if name == "device-cuda":
         torch = pytest.importorskip("torch")
@@ -317,7 +297,7 @@ def test_bad_input_is_one_line_exit_2_and_the_store_is_byte_identical(
     ctx = Ctx(tmp_path, tiny_dir, csv, store)
     args = build(ctx)
     before = md5(store)  # after the case's own preparation (a damaged copy stays as damaged)
-    proc = run_main(args, capsys)
+    proc = run_cli(*args)
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -9,6 +9,7 @@ import pytest
 import safestress as ss
 from safestress.lab import language as L
 from safestress.lab.judges import LabCoTJudge, LabJudge, LabTaskJudge, classify
+from safestress.report.labels import labelled
 
 
 def test_language_answers_and_harm_are_exact():
@@ -100,7 +101,7 @@ def test_demo_pipeline_counts_exactly(lab_path, tmp_path):
     plan = ss.plan_sweep(cfg)
     with ss.Store(cfg.store) as store:
         counts = ss.execute(plan, store)
-        frame = store.frame()
+        frame = labelled(store.frame(), store)
     assert counts["generated"] == 60
     expected = LabJudge().judge(frame["prompt"].tolist(), frame["response"].tolist())
     assert frame["label"].tolist() == [v.label for v in expected]

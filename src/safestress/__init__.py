@@ -37,6 +37,7 @@ _LAZY = {
     "plan_sweep": "safestress.sweep",
     "execute": "safestress.execution",
     "summarize": "safestress.report",
+    "labelled": "safestress.report.labels",
     "site_hooks": "safestress.sites",
     "capture": "safestress.sites",
     "select_sites": "safestress.sites",

@@ -160,6 +160,7 @@ def results(
     """Print the summary tables of everything in a store."""
     from safestress.judges.base import latest_keys
     from safestress.report import summarize_judges
+    from safestress.report.labels import labelled
     from safestress.store import Store
 
     if (labels is None) != (positive is None):
@@ -176,7 +177,7 @@ def results(
 
         truth = read_labels(labels, "key", "label", split_values([positive or ""]) or [])
     with Store.open_existing(store) as st:
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
         if frame.empty:
             raise SafestressError(f"store {store} holds no results")
         judges = sorted(frame["judge"].dropna().unique())
@@ -227,10 +228,11 @@ def export(
     store: str = typer.Option("safestress.db", help="results database"),
 ) -> None:
     """Export every stored generation and verdict to Parquet or CSV."""
+    from safestress.report.labels import labelled
     from safestress.store import Store
 
     with Store.open_existing(store) as st:
-        n = st.export(path)
+        n = st.export(path, labelled(st.frame(), st))
     err.print(f"wrote {n} rows to {path}")
 
 
@@ -299,6 +301,10 @@ app.add_typer(defend_app, name="defend")
 from safestress.commands.judge import app as judge_app  # noqa: E402
 
 app.add_typer(judge_app, name="judge")
+
+from safestress.commands.study import app as study_app  # noqa: E402
+
+app.add_typer(study_app, name="study")
 
 from safestress.lab.cli import app as lab_app  # noqa: E402
 from safestress.lab.cli import demo  # noqa: E402

@@ -243,27 +243,7 @@ def load_model(
         raise SafestressError(f"unknown template mode '{template}'; known: chat, raw")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(spec).expanduser()
-    identity: dict[str, Any]
-    if spec.endswith(".gguf"):
-        if not path.is_file():
-            raise SafestressError(f"model file not found: {spec}")
-        source = _convert_gguf(path.resolve(), trust_remote_code)
-        identity = {"model": path.stem, "digest": _file_digest(path)}
-    elif path.is_dir():
-        if not (path / "config.json").exists():
-            raise SafestressError(f"model directory {spec} has no config.json")
-        check_weight_files(path, spec)
-        source = path
-        identity = {"model": path.name, "digest": _dir_digest(path)}
-    elif path.exists():
-        raise SafestressError(f"model path {spec} is neither a directory nor a .gguf file")
-    elif spec.count("/") == 1 and not spec.startswith((".", "/")):
-        source = spec  # type: ignore[assignment]
-        identity = {"model": spec, "revision": revision or "main"}
-    else:
-        raise SafestressError(f"model not found: '{spec}' is not a file, a directory or a hub id (owner/name)")
-
+    source, identity = _source(spec, revision, trust_remote_code)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     try:
@@ -281,26 +261,9 @@ def load_model(
             raise SafestressError(f"cannot load the weights of model '{spec}': {_first_line(exc)}") from None
         return model.to(dev).eval()
 
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-    if chat_template is not None:
-        tpl_path = Path(chat_template).expanduser()
-        tokenizer.chat_template = read_text(tpl_path, "chat template") if tpl_path.is_file() else chat_template
-    if template == "chat" and not tokenizer.chat_template:
-        raise SafestressError(
-            f"model '{spec}' has no chat template; pass --chat-template (a Jinja string or file) "
-            "or --template raw for plain continuation"
-        )
+    _prepare_tokenizer(tokenizer, spec, template, chat_template)
     identity["dtype"] = str(torch_dtype).removeprefix("torch.")
-    from safestress.sites import ADAPTERS
-
-    if config.model_type not in ADAPTERS:
-        raise SafestressError(
-            f"architecture '{config.model_type}' of '{spec}' has no site adapter; "
-            f"supported: {', '.join(sorted(ADAPTERS))}"
-        )
+    _require_adapter(config, spec)
     lm = LoadedModel(
         None,
         tokenizer,
@@ -315,6 +278,53 @@ def load_model(
     if weights:
         lm.ensure_weights()
     return lm
+
+
+def _source(spec: str, revision: str | None, trust_remote_code: bool) -> tuple[Any, dict[str, Any]]:
+    """Where ``spec``'s files are read from, and what identifies them in stored keys: a file's or
+    folder's content digest, a hub id's revision. A GGUF file is converted (and cached) first."""
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise SafestressError(f"model file not found: {spec}")
+        return _convert_gguf(path.resolve(), trust_remote_code), {"model": path.stem, "digest": _file_digest(path)}
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise SafestressError(f"model directory {spec} has no config.json")
+        check_weight_files(path, spec)
+        return path, {"model": path.name, "digest": _dir_digest(path)}
+    if path.exists():
+        raise SafestressError(f"model path {spec} is neither a directory nor a .gguf file")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec, {"model": spec, "revision": revision or "main"}
+    raise SafestressError(f"model not found: '{spec}' is not a file, a directory or a hub id (owner/name)")
+
+
+def _prepare_tokenizer(tokenizer: Any, spec: str, template: str, chat_template: str | None) -> None:
+    """Left padding for batched generation, a pad token, and the chat template a chat run needs
+    (given as a Jinja string or a file), refused early when there is none."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if chat_template is not None:
+        tpl_path = Path(chat_template).expanduser()
+        tokenizer.chat_template = read_text(tpl_path, "chat template") if tpl_path.is_file() else chat_template
+    if template == "chat" and not tokenizer.chat_template:
+        raise SafestressError(
+            f"model '{spec}' has no chat template; pass --chat-template (a Jinja string or file) "
+            "or --template raw for plain continuation"
+        )
+
+
+def _require_adapter(config: Any, spec: str) -> None:
+    """Refuse an architecture without a site adapter before its weights are read."""
+    from safestress.sites import ADAPTERS
+
+    if config.model_type not in ADAPTERS:
+        raise SafestressError(
+            f"architecture '{config.model_type}' of '{spec}' has no site adapter; "
+            f"supported: {', '.join(sorted(ADAPTERS))}"
+        )
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")

@@ -15,6 +15,7 @@ from safestress.execution import execute
 from safestress.progress import job_bar
 from safestress.report import summarize_judges
 from safestress.report.emit import emit, write_outputs
+from safestress.report.labels import labelled
 from safestress.store import Store
 from safestress.sweep import plan_sweep
 
@@ -40,7 +41,7 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console, fmt: str = "tab
             f"{counts['generated']} rows generated, {counts['stored_before']} already stored "
             f"({len(plan.tasks)} in this sweep)"
         )
-        frame = plan.frame(store)
+        frame = labelled(plan.frame(store), store)
         specs = {h: spec for h, spec in store.configs().items() if h in set(frame["config_hash"])}
         # several models (e.g. base, SFT and DPO variants): each against the first one listed
         rates_by_judge, contrasts = summarize_judges(

@@ -72,46 +72,6 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _flat(spec: dict[str, Any]) -> dict[str, Any]:
-    """The parameters a condition's name may need: the perturbation's and the decoding settings."""
-    out = {k: v for k, v in spec.get("perturbation", {}).items() if k not in ("name", "version")}
-    out.update(spec.get("generation", {}))
-    return out
-
-
-def condition_labels(specs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """A distinct display name per configuration.
-
-    A stored label names a strength perturbation by its strength only (``quant bits=4 @ …``), so two
-    configurations that differ in another parameter (per-token vs per-tensor quantization, a
-    different token budget) would share it and be merged by every table. Where labels collide
-    (same model), the parameters whose values differ are appended; stored labels and hashes stay
-    as they are, so existing stores keep resuming.
-    """
-    labels = {h: str(spec.get("label", "")) for h, spec in specs.items()}
-    groups: dict[tuple[str, str], list[str]] = {}
-    for h, spec in specs.items():
-        groups.setdefault((str(spec.get("model_name", "")), labels[h]), []).append(h)
-    for (_, label), hashes in groups.items():
-        if len(hashes) < 2:
-            continue
-        flats = {h: _flat(specs[h]) for h in hashes}
-        keys = sorted({k for f in flats.values() for k in f})
-        differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
-        for h in hashes:
-            extra = " ".join(f"{k}={_short(flats[h].get(k))}" for k in differ)
-            labels[h] = f"{label} [{extra}]" if extra else label
-    return labels
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, str) and "/" in value:
-        return Path(value).name
-    if isinstance(value, float):
-        return f"{value:g}"
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
 def row_key(config_hash: str, dataset: str, item_id: str, prompt: str, seed: int) -> str:
     return content_hash([config_hash, dataset, item_id, prompt, seed])
 
@@ -427,7 +387,10 @@ class Store:
         return int(self.conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
 
     def frame(self, config_hashes: Sequence[str] | None = None) -> Any:
-        """All generations with their verdicts and configuration columns, as a pandas DataFrame."""
+        """All generations with their verdicts and raw configuration columns, as a pandas DataFrame.
+
+        Display names of conditions are the report's business (``report.labels.labelled``), so
+        the store returns only what it holds."""
         import pandas as pd
 
         query = (
@@ -443,15 +406,14 @@ class Store:
             params = list(config_hashes)
         df = pd.read_sql_query(query, self.conn, params=params)
         specs = self.configs()
-        labels = condition_labels({h: specs[h] for h in df["config_hash"].unique()})
-        df["condition"] = df["config_hash"].map(labels)
         df["perturbation"] = df["config_hash"].map(lambda h: specs[h]["perturbation"]["name"])
         df["strength"] = df["config_hash"].map(lambda h: specs[h].get("strength", 0.0))
         df["sites"] = df["config_hash"].map(lambda h: specs[h].get("site_pattern", ""))
         return df
 
-    def export(self, out: str | Path) -> int:
-        """Write every row (generation × judge) to ``.parquet`` or ``.csv``; returns the row count.
+    def export(self, out: str | Path, frame: Any = None) -> int:
+        """Write ``frame`` (by default every row, generation × judge) to ``.parquet`` or ``.csv``;
+        returns the row count.
 
         The file is written beside its target and renamed into place, so a failed export never
         leaves a half-written file where a complete one was."""
@@ -462,7 +424,7 @@ class Store:
             raise SafestressError(f"cannot write {out}: folder {out.parent} does not exist")
         if out.is_dir():
             raise SafestressError(f"cannot write {out}: it is a folder")
-        df = self.frame()
+        df = self.frame() if frame is None else frame
         tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
         try:
             if out.suffix == ".parquet":

@@ -100,7 +100,7 @@ class SweepPlan:
 
 def _label(p: Perturbation, strength: float, pattern: str) -> str:
     """The condition's label in reports. It is part of the condition's spec, so of its config hash:
-    changing how it is written (even to match ``store.condition_labels``' display of values) would
+    changing how it is written (even to match ``report.labels.condition_labels``' display of values) would
     make every stored result of such a condition unreachable to a resumed run. Keep it stable."""
     if p.is_identity():
         return "clean"

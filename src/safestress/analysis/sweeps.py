@@ -15,6 +15,7 @@ from typing import Any
 from safestress.config import SweepConfig
 from safestress.errors import SafestressError
 from safestress.execution import execute
+from safestress.report.labels import labelled
 from safestress.report.summary import RateRow, attach_perplexity, summarize
 from safestress.store import Store
 from safestress.sweep import plan_sweep
@@ -27,7 +28,7 @@ def run_rows(cfg: SweepConfig, progress: Progress | None = None) -> list[RateRow
     plan = plan_sweep(cfg)
     with Store(cfg.store) as store:
         execute(plan, store, progress)
-        frame = plan.frame(store)
+        frame = labelled(plan.frame(store), store)
         rows, _ = summarize(frame, plan.judges[0].key)
         attach_perplexity(rows, frame, store, plan.ppl_metric)
     return rows

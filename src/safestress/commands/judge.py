@@ -82,10 +82,11 @@ def judge_sample(
     """Draw a blind random sample of a store's responses for a person to label, per condition;
     then 'safestress judge audit' corrects every condition's rate for the judges' errors."""
     from safestress.judges.audit import FEW_LABELS, draw_sample, write_sample
+    from safestress.report.labels import labelled
     from safestress.store import Store
 
     with Store.open_existing(store) as st:
-        sample = draw_sample(st.frame(), per_condition, seed)
+        sample = draw_sample(labelled(st.frame(), st), per_condition, seed)
     path = write_sample(sample, out_path)
     err.print(
         f"wrote {len(sample)} responses to {path}, shuffled, without their conditions or verdicts. Fill the "
@@ -150,13 +151,14 @@ def judge_audit(
     from safestress.report.agreement_tables import audit_records
     from safestress.report.console import print_blocks, resolve_format
     from safestress.report.jsonfile import write_json
+    from safestress.report.labels import labelled
     from safestress.report.tables import audit_block
     from safestress.store import Store
 
     fmt = resolve_format(output_format, stdout_is_terminal())
     truth = read_labels(labels, key_col, label_col, split_values([positive]) or [])
     with Store.open_existing(store) as st:
-        frame = st.frame()
+        frame = labelled(st.frame(), st)
     stored = auditable_judges(frame)
     if not stored:
         raise SafestressError(f"store {store} holds no harmful/refusal verdicts to audit")

@@ -236,17 +236,9 @@ def train_head(
     n_labelled = len(responses)
     if n_labelled == 0 or len(set(positive)) < 2:
         raise SafestressError(f"training needs labelled examples of both classes ({HEAD_KINDS[kind]})")
-    prompts, responses, positive = list(prompts), list(responses), list(positive)
-    if settings.augment:
-        for i in range(n_labelled):
-            stripped = strip_refusal_sentences(responses[i]) if positive[i] else None
-            if stripped is not None:
-                prompts.append(prompts[i])
-                responses.append(stripped)
-                positive.append(True)
+    prompts, responses, positive = _augmented(prompts, responses, positive, settings.augment)
     n = len(responses)
     torch.manual_seed(settings.seed)
-    rng = random.Random(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir())
     encoder = AutoModel.from_pretrained(encoder_dir())
     with _quiet_peft():
@@ -261,6 +253,60 @@ def train_head(
         )
     head = torch.nn.Linear(encoder.config.hidden_size, 1)
     y = torch.tensor([float(p) for p in positive])
+    share = float(y.mean())
+    _fit(encoder, head, tokenizer, prompts, responses, y, settings, progress)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder.save_pretrained(out / "adapter")
+    (out / "adapter" / "README.md").unlink(missing_ok=True)  # PEFT's blank model-card template
+    _canonical_json(out / "adapter" / "adapter_config.json")
+    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
+    meta = {
+        "kind": kind,
+        "encoder": ENCODER_PACKAGE,
+        "settings": asdict(settings),
+        "threshold": 0.5,
+        "n_train": n_labelled,
+        "n_augmented": n - n_labelled,
+        {"refusal-head": "refusal_share", "toxicity-head": "toxic_share", "harm-head": "harmful_share"}[kind]: share,
+        "sources": sources or [],
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _augmented(
+    prompts: Sequence[str], responses: Sequence[str], positive: Sequence[bool], augment: bool
+) -> tuple[list[str], list[str], list[bool]]:
+    """The training set, plus (with ``augment``) each positive answer with its refusal sentences
+    stripped, still positive: a refusal that goes on to explain why it refuses must not teach the
+    head that only the refusal sentence matters."""
+    prompts, responses, positive = list(prompts), list(responses), list(positive)
+    if augment:
+        for i in range(len(responses)):
+            stripped = strip_refusal_sentences(responses[i]) if positive[i] else None
+            if stripped is not None:
+                prompts.append(prompts[i])
+                responses.append(stripped)
+                positive.append(True)
+    return prompts, responses, positive
+
+
+def _fit(
+    encoder: Any,
+    head: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    responses: list[str],
+    y: Any,
+    settings: HeadSettings,
+    progress: Any,
+) -> None:
+    """AdamW on the LoRA adapter and the head, classes weighted to balance, in a seeded order."""
+    import torch
+
+    n = len(responses)
+    rng = random.Random(settings.seed)
     share = float(y.mean())
     weight = torch.where(y > 0, 0.5 / share, 0.5 / (1 - share))
     params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
@@ -287,24 +333,6 @@ def train_head(
             done += len(idx)
             if progress is not None:
                 progress(done, settings.epochs * n)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(out / "adapter")
-    (out / "adapter" / "README.md").unlink(missing_ok=True)  # PEFT's blank model-card template
-    _canonical_json(out / "adapter" / "adapter_config.json")
-    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
-    meta = {
-        "kind": kind,
-        "encoder": ENCODER_PACKAGE,
-        "settings": asdict(settings),
-        "threshold": 0.5,
-        "n_train": n_labelled,
-        "n_augmented": n - n_labelled,
-        {"refusal-head": "refusal_share", "toxicity-head": "toxic_share", "harm-head": "harmful_share"}[kind]: share,
-        "sources": sources or [],
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
 
 
 def _check_head_files(directory: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -283,13 +284,9 @@ def train(settings: LabSettings, out: Path, log: Callable[[str], None] = print) 
             f"cap:{settings.seed}",
             log,
         )
-        tmp_cap = cap_dir.with_name(cap_dir.name + ".tmp")
+        tmp_cap = cap_dir.with_name(f"{cap_dir.name}.{os.getpid()}.tmp")
         model.save_pretrained(tmp_cap)
-        if cap_dir.exists():
-            import shutil
-
-            shutil.rmtree(cap_dir)
-        tmp_cap.rename(cap_dir)
+        _publish(tmp_cap, cap_dir, "model.safetensors")
     if settings.depth != "none":
         steps = settings.safety_steps * (10 if settings.depth == "deep" else 1)
         log(f"safety tuning, depth {settings.depth} ({steps} SFT steps)")
@@ -300,18 +297,33 @@ def train(settings: LabSettings, out: Path, log: Callable[[str], None] = print) 
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "lab.json").write_text(
         json.dumps({"version": LAB_VERSION, **asdict(settings), "train_seconds": round(time.perf_counter() - t0, 1)})
     )
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    _publish(tmp, out, "lab.json")
     return out
+
+
+def _publish(tmp: Path, dest: Path, marker: str) -> None:
+    """Move a finished folder into place. Staging folders are per process, so two processes
+    training the same settings (test workers) never write into one; the second to finish keeps
+    the first's folder, which holds the same model, and drops its own."""
+    import shutil
+
+    if (dest / marker).exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if dest.exists():  # left incomplete by a killed run
+        shutil.rmtree(dest, ignore_errors=True)
+    try:
+        tmp.rename(dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (dest / marker).exists():
+            raise
 
 
 def lab_model_path(settings: LabSettings | None = None, log: Callable[[str], None] = print) -> Path:

@@ -173,6 +173,41 @@ def _collator_with_flags(base: Any) -> Any:
     return obj
 
 
+def _sites(settings: QuadASettings, n_layers: int) -> tuple[list[str], str]:
+    """The perturbed sites (by default the first blocks, where the paper finds errors hurt most)
+    and the one site whose harmful-cluster term is added: given, or the last perturbed block's
+    residual stream."""
+    from safestress.sites import parse_site, select_sites
+
+    sites = select_sites(settings.sites or default_sites(n_layers), n_layers)
+    if not settings.cluster_site:
+        return sites, f"blocks.{max(parse_site(s)[0] or 0 for s in sites)}.resid_post"
+    chosen = select_sites(settings.cluster_site, n_layers)
+    if len(chosen) != 1:
+        raise SafestressError(f"cluster site must name one site, got {len(chosen)}: {settings.cluster_site}")
+    return sites, chosen[0]
+
+
+def _preference_data(lm: LoadedModel, rows: Sequence[PreferenceRow]) -> Any:
+    """TRL's conversational preference format, with the harmful flag the cluster term reads."""
+    from datasets import Dataset
+
+    def answer(text: str) -> list[dict[str, str]]:
+        return [{"role": "assistant", "content": text}]
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": chat_prompt(lm, r.prompt),
+                "chosen": answer(r.chosen),
+                "rejected": answer(r.rejected),
+                "harmful": bool(r.harmful),
+            }
+            for r in rows
+        ]
+    )
+
+
 def quada_train(
     lm: LoadedModel,
     rows: Sequence[PreferenceRow],
@@ -187,43 +222,20 @@ def quada_train(
         raise SafestressError("no preference rows")
     if lm.template != "chat":
         raise SafestressError("QuadA training needs a chat template (the model was loaded with template 'raw')")
-    from datasets import Dataset
     from trl import DPOConfig
 
     from safestress.perturb import make_perturbation
-    from safestress.sites import num_layers, parse_site, select_sites
+    from safestress.sites import num_layers
 
     model = lm.ensure_weights()
-    n = num_layers(model)
-    sites = select_sites(settings.sites or default_sites(n), n)
+    sites, cluster_site = _sites(settings, num_layers(model))
     if settings.perturbation == "none":  # plain DPO: the registry's identity, no hooks
         perturbation = make_perturbation("none")
     else:
         perturbation = make_perturbation(settings.perturbation, **settings.params)
-    if settings.cluster_site:
-        chosen = select_sites(settings.cluster_site, n)
-        if len(chosen) != 1:
-            raise SafestressError(f"cluster site must name one site, got {len(chosen)}: {settings.cluster_site}")
-        cluster_site = chosen[0]
-    else:
-        cluster_site = f"blocks.{max(parse_site(s)[0] or 0 for s in sites)}.resid_post"
     out = Path(out)
     tmp = staging_dir(out)
-
-    def answer(text: str) -> list[dict[str, str]]:
-        return [{"role": "assistant", "content": text}]
-
-    data = Dataset.from_list(
-        [
-            {
-                "prompt": chat_prompt(lm, r.prompt),
-                "chosen": answer(r.chosen),
-                "rejected": answer(r.rejected),
-                "harmful": bool(r.harmful),
-            }
-            for r in rows
-        ]
-    )
+    data = _preference_data(lm, rows)
     with quiet_training():  # the config warns about deprecated arguments it sets itself
         args = DPOConfig(
             **trainer_args(lm, tmp, settings),

@@ -1,0 +1,181 @@
+"""Run a study's steps in order into one folder, skipping what is finished.
+
+The folder holds ``study.json`` (which study, scale and models), ``study.db`` (every generation of
+every step, keyed by content) and ``steps/NAME-KEY/`` per step. A step's key is the hash of the
+study, the step's settings at the scale, the models' identities and the keys of the steps it
+needs, so a finished step (its ``done.json`` written last, atomically) is found again by a rerun
+and skipped, and a changed input gets a new folder instead of overwriting an old result. A study
+killed inside a step reruns that step: a sweep resumes from its stored rows, other work restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safestress.errors import SafestressError
+from safestress.store import content_hash
+from safestress.studies.spec import StepSpec, StudySpec
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    folder: Path
+    skipped: bool
+    seconds: float
+
+
+def model_identities(study: StudySpec, models: list[str]) -> list[dict[str, Any]]:
+    """What identifies each model in step keys (a file's digest, a hub id's revision), read
+    without weights; a model that lacks what the study requires is refused here, before any step."""
+    from safestress.models import load_model
+
+    if not models:
+        raise SafestressError("no model given; use --model (repeatable)")
+    out = []
+    for spec in models:
+        try:
+            lm = load_model(spec, weights=False, template="chat" if "chat" in study.requires else "raw")
+        except SafestressError as exc:
+            raise SafestressError(f"cannot run study '{study.name}': {exc}") from None
+        out.append(lm.identity)
+    return out
+
+
+def step_key(study: StudySpec, step: StepSpec, scale: str, identities: list[dict[str, Any]], needs: list[str]) -> str:
+    return content_hash(
+        {
+            "study": study.name,
+            "seed": study.seed,
+            "scale": scale,
+            "step": step.model_dump(by_alias=True),
+            "models": identities,
+            "needs": needs,
+        }
+    )
+
+
+def check_folder(out: Path, study: StudySpec) -> None:
+    """Refuse a folder that is a file or holds another study, before anything is written."""
+    if out.exists() and not out.is_dir():
+        raise SafestressError(f"{out} exists and is not a folder")
+    if (out / "study.json").is_file():
+        held = read_folder(out)
+        if held.get("study") != study.name:
+            raise SafestressError(f"{out} holds study '{held.get('study')}'; give another --out for '{study.name}'")
+
+
+def open_folder(out: Path, study: StudySpec, scale: str, models: list[str], names: list[str]) -> dict[str, Any]:
+    """Create the study folder, or check that an existing one holds this study; returns the
+    record ``study.json`` will hold (the step folders of this run are added as they finish)."""
+    check_folder(out, study)
+    meta = out / "study.json"
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "study": study.name,
+        "scale": scale,
+        "models": models,
+        "names": names,
+        "spec": study.model_dump(mode="json", by_alias=True),
+        "steps": {},
+    }
+    _write_json(meta, record)
+    return record
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write beside, then rename: a kill never leaves half a record that a rerun would trust."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def run_study(
+    study: StudySpec,
+    models: list[str],
+    out: Path,
+    scale: str,
+    *,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+    data_dir: str | None = None,
+    identities: list[dict[str, Any]] | None = None,
+) -> list[StepOutcome]:
+    """Run every unfinished step of ``study`` at ``scale`` on ``models`` into ``out``
+    (``identities``: :func:`model_identities` of ``models``, when the caller checked them first)."""
+    from safestress.studies import STEPS
+
+    study.check(STEPS.names())
+    steps = study.steps_at(scale)
+    identities = identities if identities is not None else model_identities(study, models)
+    meta = open_folder(out, study, scale, models, [str(i["model"]) for i in identities])
+    keys: dict[str, str] = {}
+    folders: dict[str, Path] = {}
+    outcomes = []
+    for step in steps:
+        key = step_key(study, step, scale, identities, [keys[n] for n in step.needs])
+        keys[step.name] = key
+        folder = out / "steps" / f"{step.name}-{key[:10]}"
+        folders[step.name] = folder
+        done = folder / "done.json"
+        if done.is_file():
+            log(f"step {step.name}: finished before, skipped")
+            outcomes.append(StepOutcome(step.name, folder, True, 0.0))
+            meta["steps"][step.name] = folder.name
+            _write_json(out / "study.json", meta)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        log(f"step {step.name} ({step.kind})")
+        t0 = time.perf_counter()
+        from safestress.studies.steps import StepContext
+
+        ctx = StepContext(
+            step=step,
+            models=models,
+            folder=folder,
+            store=out / "study.db",
+            needs={n: folders[n] for n in step.needs},
+            seed=study.seed,
+            log=log,
+            progress=progress,
+            data_dir=data_dir,
+        )
+        record = STEPS.get(step.kind)().run(ctx)
+        seconds = round(time.perf_counter() - t0, 1)
+        _write_json(done, {"key": key, "kind": step.kind, "seconds": seconds, "record": record})
+        meta["steps"][step.name] = folder.name
+        _write_json(out / "study.json", meta)
+        log(f"step {step.name}: done in {seconds} s")
+        outcomes.append(StepOutcome(step.name, folder, False, seconds))
+    return outcomes
+
+
+def read_folder(out: Path) -> dict[str, Any]:
+    """``study.json`` of a study folder."""
+    meta = out / "study.json"
+    if not meta.is_file():
+        raise SafestressError(f"{out} holds no study (no study.json); run 'safestress study run' first")
+    try:
+        held = json.loads(meta.read_text())
+    except (OSError, ValueError) as exc:
+        raise SafestressError(f"cannot read {meta}: {exc}") from None
+    if not isinstance(held, dict) or "study" not in held:
+        raise SafestressError(f"{meta} is not a study record")
+    return held
+
+
+def finished_steps(out: Path, study: StudySpec) -> list[tuple[StepSpec, Path, dict[str, Any]]]:
+    """The steps of the last run in ``out`` that finished, in study order, with their records."""
+    held = read_folder(out)
+    found = []
+    for step in study.steps_at(held["scale"]):
+        folder = out / "steps" / held.get("steps", {}).get(step.name, "-")
+        if (folder / "done.json").is_file():
+            found.append((step, folder, json.loads((folder / "done.json").read_text())["record"]))
+    return found

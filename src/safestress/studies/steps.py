@@ -1,0 +1,238 @@
+"""The kinds of step a study may declare, each over machinery that exists on its own.
+
+A step kind has two halves: ``run`` does the work (generations go into the study's store, files
+into the step's own folder) and returns a small record; ``report`` turns that record back into
+the tables of the study's page. Records are JSON, so ``study report`` needs no model.
+
+* ``sweep``: one ordinary sweep per model (``SweepConfig`` settings), optionally over symbolic
+  layer ``windows`` (first, middle, last, all; resolved per model) and parameter ``variants``
+  (e.g. a pruned class and its random draws). The store keys every row by content, so a killed
+  sweep step resumes where it stopped.
+* ``units``: SSAH unit scores and the SCU/UCU/CU/RU classes of each model
+  (``safestress attribute units``), with the share of units each class takes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safestress.errors import SafestressError
+from safestress.studies.spec import StepSpec
+
+WINDOWS = ("first", "middle", "last", "all")
+
+
+@dataclass
+class StepContext:
+    """What a running step may read and where it may write."""
+
+    step: StepSpec
+    models: list[str]
+    folder: Path
+    store: Path
+    needs: dict[str, Path]
+    seed: int
+    log: Callable[[str], None] = print
+    progress: Callable[[int, int], None] | None = None
+    data_dir: str | None = None
+
+
+@dataclass
+class ReportContext:
+    """What a step's report may read: its record and folder, the study's store, and the folder
+    of the study's page (``page_dir``), under which the step writes its tables and exports."""
+
+    step: StepSpec
+    record: dict[str, Any]
+    store: Any
+    folder: Path
+    page_dir: Path
+    baseline: str | None
+    fresh: bool = False  # rewrite the step's files even where they were written from this step
+
+
+def slug(name: str) -> str:
+    """A model name as a folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)
+
+
+def window_sites(windows: list[str], n_layers: int, site: str, share: float) -> list[str]:
+    """Symbolic layer windows as site patterns for a model with ``n_layers`` blocks: ``first``,
+    ``middle`` and ``last`` are ``share`` of the depth (at least one block), ``all`` every block.
+    Models of one family have one depth, so their windows (and condition labels) match."""
+    k = max(1, min(n_layers, round(n_layers * share)))
+    starts = {"first": 0, "middle": (n_layers - k) // 2, "last": n_layers - k}
+    out = []
+    for w in windows:
+        if w == "all":
+            out.append(f"blocks.*.{site}")
+        elif w in starts:
+            a = starts[w]
+            out.append(f"blocks.{a}.{site}" if k == 1 else f"blocks.{a}-{a + k - 1}.{site}")
+        else:
+            raise SafestressError(f"unknown layer window '{w}'; known: {', '.join(WINDOWS)}")
+    return list(dict.fromkeys(out))
+
+
+def fill(value: Any, needs: dict[str, Path], model: str) -> Any:
+    """``{needs.STEP}`` (an earlier step's folder) and ``{model}`` (the model's folder name) in
+    a step's settings, written in for one model."""
+    if isinstance(value, str):
+        for name, folder in needs.items():
+            value = value.replace("{needs." + name + "}", str(folder))
+        return value.replace("{model}", slug(model))
+    if isinstance(value, dict):
+        return {k: fill(v, needs, model) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, needs, model) for v in value]
+    return value
+
+
+class SweepStep:
+    """Sweeps, one per model (and per variant), into the study's store."""
+
+    _OWN = ("windows", "site", "window_share", "variants")
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        from safestress.config import build_config
+        from safestress.execution import execute
+        from safestress.models import load_model
+        from safestress.store import Store
+        from safestress.sweep import plan_sweep
+
+        s = dict(ctx.step.settings)
+        own = {k: s.pop(k) for k in self._OWN if k in s}
+        keys: list[str] = []
+        judges: list[str] = []
+        ppl_metric = None
+        for model in ctx.models:
+            sites = s.get("sites")
+            if own.get("windows"):
+                n = load_model(model, weights=False).n_layers
+                sites = window_sites(own["windows"], n, own.get("site", "resid_post"), own.get("window_share", 0.25))
+            for variant in own.get("variants") or [{}]:
+                settings = fill({**s, "params": {**s.get("params", {}), **variant}}, ctx.needs, model)
+                if sites is not None:
+                    settings["sites"] = sites
+                settings.setdefault("data_dir", ctx.data_dir)
+                cfg = build_config(None, models=[model], store=str(ctx.store), plot=False, **settings)
+                plan = plan_sweep(cfg)
+                with Store(ctx.store) as store:
+                    counts = execute(plan, store, ctx.progress)
+                ctx.log(
+                    f"  {slug(model)}: {counts['generated']} rows generated, {counts['stored_before']} already stored"
+                )
+                keys += [t.key for t in plan.tasks]
+                judges += [j.key for j in plan.judges if j.key not in judges]
+                ppl_metric = plan.ppl_metric or ppl_metric
+        (ctx.folder / "rows.json").write_text(json.dumps(sorted(set(keys))) + "\n")
+        return {"judges": judges, "rows": len(set(keys)), "ppl_metric": ppl_metric, "margin": s.get("margin")}
+
+    def report(self, ctx: ReportContext) -> str:
+        from safestress.config import margin_share
+        from safestress.report import summarize_judges
+        from safestress.report.doc_tables import read_export, render
+        from safestress.report.emit import write_outputs
+        from safestress.report.labels import labelled
+
+        out = ctx.page_dir / ctx.step.name
+        export = out / "per-prompt.parquet"
+        judges = ctx.record["judges"]
+        margin = ctx.record.get("margin")
+        made = out / ".step"  # the step folder these files were written from
+        current = export.is_file() and made.is_file() and made.read_text() == ctx.folder.name
+        if ctx.fresh or not current:
+            keys = set(json.loads((ctx.folder / "rows.json").read_text()))
+            frame = ctx.store.frame()
+            # named among this step's conditions only: another step's token budget is no difference
+            frame = labelled(frame[frame["key"].isin(keys)].reset_index(drop=True), ctx.store)
+            out.mkdir(parents=True, exist_ok=True)
+            made.unlink(missing_ok=True)
+            ctx.store.export(export, frame)
+            baseline = ctx.baseline if ctx.baseline in set(frame["model"]) else None
+            summaries, contrasts = summarize_judges(
+                frame, judges, ctx.store, baseline, ctx.record.get("ppl_metric"), margin_share(margin)
+            )
+            specs = {h: spec for h, spec in ctx.store.configs().items() if h in set(frame["config_hash"])}
+            write_outputs(out, summaries, contrasts, frame, specs, plot=True, title=f"study step {ctx.step.name}")
+            made.write_text(ctx.folder.name)
+        models = set(read_export(export)["model"])
+        baseline = ctx.baseline if ctx.baseline in models else None
+        rel = export.relative_to(ctx.page_dir).as_posix()
+        extra = f" margin={margin:g}" if margin else ""
+        parts = []
+        for judge in judges:
+            opening = f"rates export={rel} judge={judge}{extra}"
+            parts.append(f"Judge `{judge}`:\n\n{_block(opening, render(_spec(opening, ctx.page_dir)))}")
+            if baseline and len(models) > 1:
+                opening = f"contrasts export={rel} judge={judge} baseline={shlex.quote(baseline)}{extra}"
+                parts.append(
+                    f"Each model against `{baseline}` (Δ effect = its Δ minus the baseline's), judge `{judge}`:\n\n"
+                    + _block(opening, render(_spec(opening, ctx.page_dir)))
+                )
+        return "\n".join(parts)
+
+
+def _spec(opening: str, base: Path) -> Any:
+    from safestress.report.doc_tables import parse_spec
+
+    return parse_spec(opening, base)
+
+
+def _block(opening: str, body: str) -> str:
+    """A table block ``safestress refresh-tables`` can recompute from its per-prompt file."""
+    return f"<!-- safestress-table {opening} -->\n{body}<!-- /safestress-table -->\n"
+
+
+class UnitsStep:
+    """SSAH unit classes per model (``safestress attribute units`` into the step's folder)."""
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        from safestress.attribution.cli import units
+
+        s = dict(ctx.step.settings)
+        made = {}
+        for model in ctx.models:
+            out = ctx.folder / slug(model)
+            units(
+                model=model,
+                harmful=s.get("harmful", "harmful-train"),
+                benign=s.get("benign", "harmless-val"),
+                limit=int(s.get("limit", 64)),
+                score=s.get("score", "ssah"),
+                scu=float(s.get("scu", 0.013)),
+                ucu=float(s.get("ucu", 0.013)),
+                ru=float(s.get("ru", 0.20)),
+                judge=s.get("judge", "refusal"),
+                max_new_tokens=int(s.get("max_new_tokens", 64)),
+                batch_size=int(s.get("batch_size", 8)),
+                data_dir=Path(ctx.data_dir) if ctx.data_dir else None,
+                out=out,
+                force=bool(s.get("force", False)),
+            )
+            made[slug(model)] = json.loads((out / "summary.json").read_text())
+        return {"models": made}
+
+    def report(self, ctx: ReportContext) -> str:
+        lines = [
+            "| model | kind | SCU | UCU | CU | RU | units | calibration (refusals / answers) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, summary in ctx.record["models"].items():
+            cal = summary["calibration"]
+            for kind, counts in summary["units"].items():
+                n = sum(counts.values())
+                shares = " | ".join(f"{counts[c]} ({100 * counts[c] / n:.1f}%)" for c in ("scu", "ucu", "cu", "ru"))
+                lines.append(f"| {name} | {kind} | {shares} | {n} | {cal['safety']} / {cal['utility']} |")
+        ratios = next(iter(ctx.record["models"].values()))["ratios"]
+        head = (
+            f"Unit classes at the thresholds SCU {100 * ratios['scu']:g}%, UCU {100 * ratios['ucu']:g}%, "
+            f"RU {100 * ratios['ru']:g}% of units (CU: the rest, important for both safety and utility):\n\n"
+        )
+        return head + "\n".join(lines) + "\n"

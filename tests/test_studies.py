@@ -1,0 +1,235 @@
+"""Studies: the packaged studies end to end on tiny models of two architectures, resuming after
+SIGKILL inside a step, a finished study's rerun, and bad input that leaves finished steps intact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from safestress.cli import app
+from safestress.judges.base import Judge, Verdict
+from safestress.store import Store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory, data_dir) -> list[str]:
+    """A tiny Llama and a tiny Qwen2 with chat templates (random weights)."""
+    from safestress.testing import save_tiny_model
+
+    root = tmp_path_factory.mktemp("family")
+    return [
+        str(save_tiny_model(root / "tiny-llama", "llama", n_layers=2, hidden=64)),
+        str(save_tiny_model(root / "tiny-qwen", "qwen2", n_layers=2, hidden=64)),
+    ]
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def _main(run_cli):
+    """``run_cli`` as (exit code, one error line): the real entry point's failure handling."""
+
+    def run(*args: str) -> tuple[int, str]:
+        proc = run_cli(*args)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 0 or len(lines) == 1, proc.stderr  # a failure is one line
+        return proc.returncode, proc.stderr
+
+    return run
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Content hashes of a study folder's step records and of its stored rows."""
+    out = {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("steps/*/*")}
+    with Store.open_existing(folder / "study.db") as st:
+        out["rows"] = str(st.count())
+    return out
+
+
+def test_noise_study_end_to_end_then_reruns_with_nothing_regenerated(family, tmp_path):
+    out = tmp_path / "noise"
+    code, text = _run(
+        "study", "run", "noise", "--model", family[0], "--model", family[1], "--scale", "test", "--out", str(out)
+    )
+    assert code == 0, text
+    assert "4 step(s) run, 0 finished before" in text
+    page = (out / "report" / "study.md").read_text()
+    for title in ("by layer window", "relative", "ToxiGen", "GSM8K"):
+        assert title in page
+    # both models, the clean run and both symbolic windows (blocks 0 and all of a 2-block model)
+    assert "| tiny-llama | jbb | clean |" in page and "| tiny-qwen | advbench | gaussian σ=0.5 @ blocks.0.resid" in page
+    assert "Each model against `tiny-llama`" in page
+    # the page's tables are recomputed from the per-prompt exports beside it
+    code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
+    assert code == 0, text
+    before = _snapshot(out)
+    code, text = _run(
+        "study", "run", "noise", "--model", family[0], "--model", family[1], "--scale", "test", "--out", str(out)
+    )
+    assert code == 0, text
+    assert "0 step(s) run, 4 finished before" in text and "rows generated" not in text
+    assert _snapshot(out) == before
+    code, text = _run("study", "report", str(out))
+    assert code == 0 and (out / "report" / "study.md").read_text() == page
+
+
+class _Scripted(Judge):
+    """Refuses the harmful calibration prompts and answers the rest, so that a random-weight model
+    yields both calibration sets (a real model's refusals are judged by a real judge)."""
+
+    name = "scripted"
+    version = "1"
+    positive_label = "compliance"
+    examples = ()
+    harmful: frozenset[str] = frozenset()
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+        return [
+            Verdict(1.0, "refusal", False) if p in self.harmful else Verdict(0.0, "compliance", True) for p in prompts
+        ]
+
+
+def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_path, monkeypatch, data_dir):
+    from safestress.datasets import load_dataset
+    from safestress.judges import JUDGES
+
+    _Scripted.harmful = frozenset(i.prompt for i in load_dataset("harmful-train", data_dir=data_dir).items)
+    monkeypatch.setitem(JUDGES._entries, "scripted", _Scripted)
+    settings = tmp_path / "calib.yaml"
+    settings.write_text("calib_judge: scripted\n")
+    out = tmp_path / "units"
+    code, text = _run(
+        "study",
+        "run",
+        "units",
+        "-m",
+        family[0],
+        "-m",
+        family[1],
+        "--scale",
+        "test",
+        "-c",
+        str(settings),
+        "--out",
+        str(out),
+    )
+    assert code == 0, text
+    page = (out / "report" / "study.md").read_text()
+    assert "| tiny-llama | mlp |" in page and "| tiny-qwen | heads |" in page
+    assert page.count("unit\\_class=random") >= 5 * 2  # five random draws per model, in each judge's table
+    assert "unit\\_class=scu" in page
+    record = json.loads(next(out.glob("steps/units-*/done.json")).read_text())["record"]
+    assert set(record["models"]) == {"tiny-llama", "tiny-qwen"}
+
+
+_TWO_STEPS = """
+name: two-steps
+title: two sweeps
+requires: [chat]
+scales:
+  test: {tokens: 4}
+steps:
+  - name: first
+    kind: sweep
+    with: {dataset: jbb, limit: 2, strengths: [0, 0.5], sites: [blocks.0.resid_post], max_new_tokens: $tokens}
+  - name: second
+    kind: sweep
+    with: {dataset: advbench, limit: 60, strengths: [0, 0.5, 1.0], sites: [blocks.0.resid_post],
+           max_new_tokens: 24, batch_size: 1}
+"""
+
+
+def _stored(out: Path) -> int:
+    """Rows in a running study's store (read-only, beside the writer)."""
+    import sqlite3
+
+    db = out / "study.db"
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_study_killed_in_its_second_step_resumes_there(family, tmp_path):
+    study = tmp_path / "two.yaml"
+    study.write_text(_TWO_STEPS)
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-c", "from safestress.cli import main; main()"]
+    args = ["study", "run", str(study), "--model", family[0], "--scale", "test", "--out", str(out)]
+    proc = subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.monotonic() + 240
+    try:
+        while _stored(out) <= 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # until the second step has stored rows of its own
+        assert proc.poll() is None, "the study finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    first = next(out.glob("steps/first-*/done.json"))
+    assert not list(out.glob("steps/second-*/done.json"))
+    stamp = first.stat().st_mtime_ns
+    with Store.open_existing(out / "study.db") as st:
+        partial = st.count()
+    done = subprocess.run([*cmd, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "step first: finished before, skipped" in done.stderr
+    assert first.stat().st_mtime_ns == stamp
+    with Store.open_existing(out / "study.db") as st:
+        assert st.count() == 2 * 2 + 60 * 3
+    kept = [line for line in done.stderr.splitlines() if "already stored" in line]
+    assert partial > 4 and int(kept[0].split(", ")[1].split()[0]) == partial - 4  # resumed from its own rows
+
+
+def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path, run_cli):
+    study = tmp_path / "two.yaml"
+    study.write_text(_TWO_STEPS.replace("limit: 60", "limit: 2").replace(", batch_size: 1", ""))
+    out = tmp_path / "two"
+    run = _main(run_cli)
+    code, text = run("study", "run", str(study), "--model", family[0], "--scale", "test", "--out", str(out))
+    assert code == 0, text
+    before = _snapshot(out)
+
+    code, text = run("study", "run", "nosuch", "--model", family[0], "--out", str(out))
+    assert code == 2 and "unknown study 'nosuch'" in text and "known: noise, units" in text
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        _TWO_STEPS.replace("kind: sweep\n    with: {dataset: advbench", "kind: sweeep\n    with: {dataset: advbench")
+    )
+    code, text = run("study", "run", str(bad), "--model", family[0], "--scale", "test", "--out", str(out))
+    assert code == 2 and "unknown kind 'sweeep'" in text and "known: sweep, units" in text
+
+    bare = tmp_path / "bare"
+    shutil.copytree(family[0], bare)
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    for extra in bare.glob("chat_template.*"):
+        extra.unlink()
+    code, text = run("study", "run", str(study), "--model", str(bare), "--scale", "test", "--out", str(out))
+    assert code == 2 and "cannot run study 'two-steps'" in text and "no chat template" in text
+
+    code, text = run("study", "run", str(study), "--model", family[0], "--scale", "huge", "--out", str(out))
+    assert code == 2 and "no scale 'huge'" in text
+
+    code, text = run("study", "run", "noise", "--model", family[0], "--scale", "test", "--out", str(out))
+    assert code == 2 and "holds study 'two-steps'" in text
+    assert _snapshot(out) == before
