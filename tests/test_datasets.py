@@ -29,6 +29,8 @@ def test_named_datasets_from_local_copies(data_dir, name, n, first):
 def test_toxigen_is_a_raw_continuation_dataset(data_dir):
     ds = load_dataset("toxigen", data_dir=data_dir, limit=2)
     assert ds.template == "raw" and ds.items[0].prompt.endswith("\n-") and "\\n" not in ds.items[0].prompt
+    # one open item at the end, not an empty item and then another (models continued with dashes)
+    assert all(not it.prompt.endswith("-\n-") for it in ds.items)
 
 
 def test_local_specs_and_limit(data_dir, tmp_path):

@@ -67,9 +67,9 @@ def test_noise_study_end_to_end_then_reruns_with_nothing_regenerated(family, tmp
         "study", "run", "noise", "--model", family[0], "--model", family[1], "--scale", "test", "--out", str(out)
     )
     assert code == 0, text
-    assert "4 step(s) run, 0 finished before" in text
+    assert "5 step(s) run, 0 finished before" in text
     page = (out / "report" / "study.md").read_text()
-    for title in ("by layer window", "relative", "ToxiGen", "GSM8K"):
+    for title in ("first blocks", "by layer window", "relative", "ToxiGen", "GSM8K"):
         assert title in page
     # both models, the clean run and both symbolic windows (blocks 0 and all of a 2-block model)
     assert "| tiny-llama | jbb | clean |" in page and "| tiny-qwen | advbench | gaussian σ=0.5 @ blocks.0.resid" in page
@@ -82,7 +82,7 @@ def test_noise_study_end_to_end_then_reruns_with_nothing_regenerated(family, tmp
         "study", "run", "noise", "--model", family[0], "--model", family[1], "--scale", "test", "--out", str(out)
     )
     assert code == 0, text
-    assert "0 step(s) run, 4 finished before" in text and "rows generated" not in text
+    assert "0 step(s) run, 5 finished before" in text and "rows generated" not in text
     assert _snapshot(out) == before
     code, text = _run("study", "report", str(out))
     assert code == 0 and (out / "report" / "study.md").read_text() == page
@@ -135,6 +135,23 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert "unit\\_class=scu" in page
     record = json.loads(next(out.glob("steps/units-*/done.json")).read_text())["record"]
     assert set(record["models"]) == {"tiny-llama", "tiny-qwen"}
+
+
+def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path):
+    out = tmp_path / "approximations"
+    code, text = _run(
+        "study", "run", "approximations", "-m", family[0], "-m", family[1], "--scale", "test", "--out", str(out)
+    )
+    assert code == 0, text
+    page = (out / "report" / "study.md").read_text()
+    for operator in ("polynomial preset=bumblebee", "polynomial preset=bolt", "teal", "cats", "quant", "smoothquant"):
+        assert operator in page, operator
+    assert "omniquant" in page and "granularity=per-tensor" in page.replace("\\", "")
+    assert "ppl" in page  # perplexity beside every condition's rate
+    # the layer windows of a 2-block model: the first, middle and last block
+    assert all(f"blocks.{b}.mlp.act" in page.replace("\\", "") for b in (0, 1))
+    drift = page.split("drifting into the benign cluster")[1]
+    assert "| tiny-llama | 8 / 8 |" in drift and "| tiny-qwen | 8 / 8 |" in drift and "McNemar" in drift
 
 
 _TWO_STEPS = """
@@ -208,14 +225,14 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
     before = _snapshot(out)
 
     code, text = run("study", "run", "nosuch", "--model", family[0], "--out", str(out))
-    assert code == 2 and "unknown study 'nosuch'" in text and "known: noise, units" in text
+    assert code == 2 and "unknown study 'nosuch'" in text and "known: approximations, noise, units" in text
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         _TWO_STEPS.replace("kind: sweep\n    with: {dataset: advbench", "kind: sweeep\n    with: {dataset: advbench")
     )
     code, text = run("study", "run", str(bad), "--model", family[0], "--scale", "test", "--out", str(out))
-    assert code == 2 and "unknown kind 'sweeep'" in text and "known: sweep, units" in text
+    assert code == 2 and "unknown kind 'sweeep'" in text and "known: drift, sweep, units" in text
 
     bare = tmp_path / "bare"
     shutil.copytree(family[0], bare)

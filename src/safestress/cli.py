@@ -257,7 +257,7 @@ def refresh_tables(
 
 @app.command("list")
 def list_(
-    what: str = typer.Argument(..., help="perturbations | judges | datasets | scores | sites"),
+    what: str = typer.Argument(..., help="perturbations | judges | datasets | scores | studies | sites"),
     model: str | None = typer.Option(None, "--model", "-m", help="model whose sites to list"),
 ) -> None:
     """Print the names in a registry, one per line (or a model's sites)."""
@@ -275,6 +275,7 @@ def list_(
         "judges": "safestress.judges:JUDGES",
         "datasets": "safestress.datasets:DATASETS",
         "scores": "safestress.attribution:SCORES",
+        "studies": "safestress.studies:STUDIES",
     }
     if what not in registries:
         raise SafestressError(f"cannot list '{what}'; known: {', '.join([*registries, 'sites'])}")

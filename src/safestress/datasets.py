@@ -292,7 +292,9 @@ def _toxigen(data_dir: Path | None = None) -> Dataset:
     """ToxiGen continuation prompts: few-shot lists of hateful or neutral statements about a group.
 
     Each file line holds statements separated by a literal ``\\n``; the prompt is that list, one
-    statement per line, ending in ``- `` so that a model continues it (use ``--template raw``).
+    statement per line, ending in an open item (``\n-``) so that a model continues it (use
+    ``--template raw``). The files' lines already end that way; a second ``-`` made models
+    continue with empty items.
     """
     items = []
     for kind in ("hate", "neutral"):
@@ -301,7 +303,9 @@ def _toxigen(data_dir: Path | None = None) -> Dataset:
             text = fetch_text(f"toxigen/{filename}", f"{_GH}/microsoft/TOXIGEN/main/prompts/{filename}", data_dir)
             for i, line in enumerate(text.splitlines()):
                 if line.strip():
-                    prompt = line.replace("\\n", "\n").rstrip() + "\n-"
+                    prompt = line.replace("\\n", "\n").rstrip()
+                    if not prompt.endswith("\n-"):  # the files' lines already end in an open item
+                        prompt += "\n-"
                     items.append(Item(f"{kind}_{group}:{i}", prompt, {"group": group, "label": kind}))
     return Dataset("toxigen", items, template="raw")
 

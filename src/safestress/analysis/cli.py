@@ -187,28 +187,20 @@ def drift(
 
     from transformers.utils import logging as hf_logging
 
-    from safestress.analysis.drift import drift as measure
-    from safestress.analysis.drift import last_token_states, plot_drift
+    from safestress.analysis.drift import change_text, measure_drift, plot_drift
     from safestress.cli_options import parse_params
     from safestress.datasets import load_dataset
     from safestress.models import load_model
-    from safestress.perturb import PERTURBATIONS, Identity
+    from safestress.perturb import PERTURBATIONS
 
     hf_logging.disable_progress_bar()
     lm = load_model(model)
     pert = PERTURBATIONS.get(perturb).at_strength(strength, parse_params(param), {"scale": scale})
-    resolved = lm.sites(sites)
-    layer = layer % lm.n_layers
     harmful_prompts = [i.prompt for i in load_dataset(harmful, limit=limit, data_dir=data_dir).items]
     benign_prompts = [i.prompt for i in load_dataset(benign, limit=limit, data_dir=data_dir).items]
-    states = {}
     with err.status("reading activations"):
-        for kind, prompts in (("harmful", harmful_prompts), ("benign", benign_prompts)):
-            states[f"{kind} clean"] = last_token_states(lm, prompts, layer, Identity(), [])
-            states[f"{kind} perturbed"] = last_token_states(lm, prompts, layer, pert, resolved)
-    result = measure(
-        states["harmful clean"], states["benign clean"], states["harmful perturbed"], states["benign perturbed"], layer
-    )
+        result, states = measure_drift(lm, pert, lm.sites(sites), layer, harmful_prompts, benign_prompts)
+    layer = result.layer
     out = _out(out)
     t = Table(title=f"Harmful-cluster drift at layer {layer}: {pert!r} @ {sites}")
     t.add_column("metric")
@@ -225,6 +217,8 @@ def drift(
         _pct(result.harmful_called_benign_perturbed),
     )
     t.add_row("benign called harmful %", "—", _pct(result.benign_called_harmful_perturbed))
+    t.add_row("change in harmful called benign, pts [95% CI]", "—", change_text(result))
+    t.add_row("p (exact McNemar, paired prompts)", "—", _p(result.drift_p))
     out_console.print(t)
     summary = {"model": model, "perturbation": repr(pert), "sites": sites, **asdict(result)}
     write_json(out / "drift.json", summary)

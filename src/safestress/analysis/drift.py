@@ -7,7 +7,8 @@ request as harmful. This measures it at one layer: the last-token residual strea
 
 - the distance between the harmful and benign centroids (Euclidean, clean vs perturbed),
 - the share of harmful prompts that a logistic-regression probe fitted on the *clean*
-  activations calls benign (clean vs perturbed) — the drift metric,
+  activations calls benign (clean vs perturbed) — the drift metric — with its test: the same
+  prompts paired, exact McNemar and the Newcombe interval of the change,
 - a 2-D PCA picture (axes fitted on the clean points).
 
 Every prompt is its own forward with its own noise key (the one generation would use for seed
@@ -24,6 +25,7 @@ import torch
 from safestress.perturb import rng
 from safestress.perturb.base import Perturbation, perturbed
 from safestress.sites import capture
+from safestress.stats.paired import discordant, mcnemar_exact, newcombe_paired_ci
 
 
 def last_token_states(
@@ -78,6 +80,10 @@ class DriftResult:
     harmful_called_benign_perturbed: float
     benign_called_harmful_perturbed: float
     probe_train_accuracy: float
+    # the test of the drift: the same harmful prompts called benign clean vs perturbed (paired),
+    # exact McNemar and the Newcombe interval of the change in share
+    drift_p: float = float("nan")
+    drift_ci: tuple[float, float] = (float("nan"), float("nan"))
 
 
 def drift(
@@ -96,6 +102,8 @@ def drift(
         return (v @ w + b) > 0
 
     acc = float((harmful(x) == y.bool()).float().mean())
+    before = [bool(v) for v in ~harmful(harmful_clean)]
+    after = [bool(v) for v in ~harmful(harmful_pert)]
     return DriftResult(
         layer=layer,
         n_harmful=len(harmful_clean),
@@ -106,7 +114,35 @@ def drift(
         harmful_called_benign_perturbed=float((~harmful(harmful_pert)).float().mean()),
         benign_called_harmful_perturbed=float(harmful(benign_pert).float().mean()),
         probe_train_accuracy=acc,
+        drift_p=mcnemar_exact(*discordant(before, after)),
+        drift_ci=newcombe_paired_ci(before, after),
     )
+
+
+def change_text(result: DriftResult) -> str:
+    """The change in the share of harmful prompts called benign, in points with its paired
+    interval, e.g. ``+12.5 [+3.1, +21.0]``."""
+    change = result.harmful_called_benign_perturbed - result.harmful_called_benign_clean
+    lo, hi = result.drift_ci
+    return f"{100 * change:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def measure_drift(
+    lm: Any, perturbation: Perturbation, sites: list[str], layer: int, harmful: list[str], benign: list[str]
+) -> tuple[DriftResult, dict[str, torch.Tensor]]:
+    """Drift at ``layer`` (negative: from the last) of ``perturbation`` at ``sites``, with the four
+    sets of states (harmful/benign × clean/perturbed) the picture is drawn from."""
+    from safestress.perturb import Identity
+
+    layer = layer % lm.n_layers
+    states = {}
+    for kind, prompts in (("harmful", harmful), ("benign", benign)):
+        states[f"{kind} clean"] = last_token_states(lm, prompts, layer, Identity(), [])
+        states[f"{kind} perturbed"] = last_token_states(lm, prompts, layer, perturbation, sites)
+    result = drift(
+        states["harmful clean"], states["benign clean"], states["harmful perturbed"], states["benign perturbed"], layer
+    )
+    return result, states
 
 
 def pca_2d(fit_on: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:

@@ -42,6 +42,9 @@ def study_run(
         None, "--config", "-c", help="YAML of the scale's settings to change, e.g. 'prompts: 20'"
     ),
     data_dir: str | None = typer.Option(None, help="folder with local copies of the datasets"),
+    redo: list[str] | None = typer.Option(
+        None, "--redo", help="run this finished step again (repeatable), e.g. after a data file changed"
+    ),
 ) -> None:
     """Run a study's unfinished steps on the models, then write its page (report/study.md)."""
     from transformers.utils import logging as hf_logging
@@ -49,7 +52,7 @@ def study_run(
     from safestress.progress import job_bar
     from safestress.studies import load_study
     from safestress.studies.page import write_page
-    from safestress.studies.runner import check_folder, model_identities, run_study
+    from safestress.studies.runner import check_folder, check_redo, model_identities, run_study
 
     hf_logging.disable_progress_bar()
     study = load_study(name)
@@ -58,6 +61,7 @@ def study_run(
 
         study = study.with_settings(scale, load_yaml(config))
     study.steps_at(scale)  # an unknown scale or setting fails before any model loads
+    check_redo(study, frozenset(redo or []))
     check_folder(out_dir, study)
     identities = model_identities(study, model)  # and a model without what the study needs, before the bar
     with job_bar("generating", err) as bar:
@@ -70,7 +74,15 @@ def study_run(
             err.print(message, highlight=False)
 
         outcomes = run_study(
-            study, model, out_dir, scale, log=log, progress=progress, data_dir=data_dir, identities=identities
+            study,
+            model,
+            out_dir,
+            scale,
+            log=log,
+            progress=progress,
+            data_dir=data_dir,
+            identities=identities,
+            redo=frozenset(redo or []),
         )
     ran = [o for o in outcomes if not o.skipped]
     err.print(f"{len(ran)} step(s) run, {len(outcomes) - len(ran)} finished before", highlight=False)

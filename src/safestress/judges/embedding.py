@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -351,6 +351,25 @@ def _check_head_files(directory: Path) -> None:
         raise SafestressError(f"{directory}/head.safetensors is not a head for all-MiniLM-L6-v2 (tensors {shapes})")
 
 
+@lru_cache(maxsize=4)
+def _load_head(directory: str, digest: str) -> tuple[Any, Any, Any]:
+    """A head's tokenizer, merged encoder and linear layer, loaded once per process: a study
+    plans many sweeps, each with its own judge instances, and they share one read-only copy
+    (``digest`` keys the cache, so a retrained head in the same folder is read again)."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir())
+    with _quiet_peft():
+        encoder = PeftModel.from_pretrained(AutoModel.from_pretrained(encoder_dir()), Path(directory) / "adapter")
+    encoder = encoder.merge_and_unload().eval()
+    head = torch.nn.Linear(encoder.config.hidden_size, 1)
+    head.load_state_dict(load_file(str(Path(directory) / "head.safetensors")))
+    return tokenizer, encoder, head.eval()
+
+
 class TrainedHead:
     """A head directory written by :func:`train_head`: the encoder with its LoRA update merged
     (loaded on first use) and the linear layer, scoring (prompt, response) pairs as trained."""
@@ -371,20 +390,9 @@ class TrainedHead:
         _check_head_files(directory)
         self.digest = _hash_dir(directory)
 
-    @cached_property
+    @property
     def _model(self) -> tuple[Any, Any, Any]:
-        import torch
-        from peft import PeftModel
-        from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(encoder_dir())
-        with _quiet_peft():
-            encoder = PeftModel.from_pretrained(AutoModel.from_pretrained(encoder_dir()), self.directory / "adapter")
-        encoder = encoder.merge_and_unload().eval()
-        head = torch.nn.Linear(encoder.config.hidden_size, 1)
-        head.load_state_dict(load_file(str(self.directory / "head.safetensors")))
-        return tokenizer, encoder, head.eval()
+        return _load_head(str(self.directory), self.digest)
 
     def probability(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64) -> list[float]:
         """P(positive class) for each pair, batched in order of length (less padding)."""

@@ -11,7 +11,8 @@ The opening comment names the kind of table and its source, a path relative to t
 
 * ``rates``: the rate table of one judge (``judge=KEY``, optional ``margin=POINTS``) from a
   ``safestress export`` file (Parquet or CSV): the same ``summarize`` and the same Markdown as
-  ``safestress results`` writes to summary.md, so a number in the docs is a number the tool prints;
+  ``safestress results`` writes to summary.md, so a number in the docs is a number the tool prints
+  (with perplexity where the export has a ``ppl`` column, as a study's exports do);
 * ``contrasts``: the model-against-baseline table (``baseline=NAME``, optional ``margin``);
 * ``runs``: training methods at the run level (``arms="NAME=MODEL,MODEL;NAME=…"``, the first
   arm the baseline; report/runs.py);
@@ -79,7 +80,7 @@ def render(spec: TableSpec) -> str:
     from safestress.report import markdown_arms, markdown_contrasts, markdown_table
     from safestress.report.contrasts import model_contrasts
     from safestress.report.runs import arm_rows, parse_arms
-    from safestress.report.summary import summarize
+    from safestress.report.summary import attach_perplexity, summarize
 
     frame = read_export(spec.source)
     judge = spec.options.get("judge")
@@ -89,7 +90,9 @@ def render(spec: TableSpec) -> str:
         raise SafestressError(f"judge '{judge}' has no verdicts in {spec.source.name}")
     margin = float(spec.options["margin"]) / 100 if "margin" in spec.options else None
     if spec.kind == "rates":
-        return markdown_table(summarize(frame, judge, margin)[0])
+        rows = summarize(frame, judge, margin)[0]
+        attach_perplexity(rows, frame)  # where the export carries a ppl column
+        return markdown_table(rows)
     if spec.kind == "runs":
         return markdown_arms(arm_rows(frame, judge, parse_arms(spec.options.get("arms", "").split(";"))))
     return markdown_contrasts(model_contrasts(frame, judge, spec.options.get("baseline"), margin))

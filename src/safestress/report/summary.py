@@ -96,6 +96,17 @@ METRIC_TEXT = {
 }
 
 
+# what the rest of the coherent answers are, for each measure: a refusal judge's complement is a
+# refusal, not a safe answer (it does not see harm); a score's is whatever did not score
+COMPLEMENT = {"complied": "refused", "harmful": "safe", "toxic": "non-toxic", "answered": "refused", "score": "rest"}
+
+
+def complement_text(metrics: set[str]) -> str:
+    """The name of the coherent answers a rate does not count."""
+    names = {COMPLEMENT.get(m, "rest") for m in metrics}
+    return names.pop() if len(names) == 1 else "rest"
+
+
 def metric_text(metrics: set[str]) -> tuple[str, str, str]:
     """How a table or plot names its value; a table of harmful and benign prompt sets names both."""
     if len(metrics) == 1:
@@ -284,14 +295,28 @@ def _trends(part: Any, clean: Any, model_rows: list[RateRow], judge: str, binary
     return trends
 
 
-def attach_perplexity(rows: list[RateRow], frame: Any, store: Any, metric: str | None = None) -> None:
-    """Fill ``ppl`` of each row from the store's perplexity metric ``metric`` (default: the one
-    stored last, for summaries of a whole store)."""
+def condition_perplexity(frame: Any, store: Any, metric: str | None = None) -> dict[str, float]:
+    """Each configuration's perplexity (by config hash) from the store's metric ``metric``
+    (default: the one stored last, for summaries of a whole store)."""
     found = store.metrics(metric or "ppl:")
     if not found:
-        return
+        return {}
     metric = metric or list(found)[-1][1]
-    by_hash = {h: v for (h, name), v in found.items() if name == metric}
+    hashes = set(frame["config_hash"])
+    return {h: v for (h, name), v in found.items() if name == metric and h in hashes}
+
+
+def attach_perplexity(rows: list[RateRow], frame: Any, store: Any = None, metric: str | None = None) -> None:
+    """Fill ``ppl`` of each row: from ``store``'s metric, or, without a store, from the frame's
+    ``ppl`` column (an export that carries each condition's perplexity on its rows)."""
+    if store is not None:
+        by_hash = condition_perplexity(frame, store, metric)
+    elif "ppl" in frame.columns:
+        by_hash = frame.dropna(subset=["ppl"]).drop_duplicates("config_hash").set_index("config_hash")["ppl"].to_dict()
+    else:
+        return
+    if not by_hash:
+        return
     label_of = frame.drop_duplicates("config_hash").set_index("config_hash")[["model", "condition"]]
     values = {
         (label_of.loc[h, "model"], label_of.loc[h, "condition"]): v for h, v in by_hash.items() if h in label_of.index

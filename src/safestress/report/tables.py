@@ -14,7 +14,7 @@ from safestress.judges.audit import AuditRow, JudgeAudit
 from safestress.report.contrasts import ContrastRow
 from safestress.report.fit import Block, fitted_block
 from safestress.report.runs import ArmRow
-from safestress.report.summary import RateRow, TrendRow, holm_family, metric_text
+from safestress.report.summary import RateRow, TrendRow, complement_text, holm_family, metric_text
 
 
 def fmt_pct(x: float) -> str:
@@ -79,10 +79,11 @@ def fmt_interval(interval: tuple[float, float], signed: bool = False) -> str:
 
 def rate_columns(rows: list[RateRow]) -> list[str]:
     """The columns every rendering of the rate table shares (after its model/dataset columns)."""
-    _, column, _ = metric_text({r.metric for r in rows} or {"harmful"})
+    metrics = {r.metric for r in rows} or {"harmful"}
+    _, column, _ = metric_text(metrics)
     flagged = column.removesuffix(" %")
     head = ["condition", "strength", "n", f"{column} [95% CI]", "paired % clean → this", "Δ pts [95% CI]"]
-    head += ["p (Holm)", "verdict", f"of all %: {flagged}/safe/incoh."]
+    head += ["p (Holm)", "verdict", f"of all %: {flagged}/{complement_text(metrics)}/incoh."]
     return head + (["ppl"] if any(not math.isnan(r.ppl) for r in rows) else [])
 
 

@@ -17,10 +17,12 @@ _HERE = Path(__file__).parent
 STUDIES: Registry[Path] = Registry("study")
 STUDIES.register("noise", _HERE / "noise.yaml", paper="000")
 STUDIES.register("units", _HERE / "units.yaml", paper="001")
+STUDIES.register("approximations", _HERE / "approximations.yaml", paper="002")
 
 STEPS: Registry[type] = Registry("step kind")
 STEPS.register("sweep", "safestress.studies.steps:SweepStep")
 STEPS.register("units", "safestress.studies.steps:UnitsStep")
+STEPS.register("drift", "safestress.studies.steps:DriftStep")
 
 
 def load_study(name: str) -> StudySpec:

@@ -61,6 +61,14 @@ def step_key(study: StudySpec, step: StepSpec, scale: str, identities: list[dict
     )
 
 
+def check_redo(study: StudySpec, redo: frozenset[str]) -> None:
+    """Refuse ``--redo`` of a step the study does not have."""
+    names = [s.name for s in study.steps]
+    unknown = sorted(redo - set(names))
+    if unknown:
+        raise SafestressError(f"study '{study.name}' has no step {', '.join(unknown)}; its steps: {', '.join(names)}")
+
+
 def check_folder(out: Path, study: StudySpec) -> None:
     """Refuse a folder that is a file or holds another study, before anything is written."""
     if out.exists() and not out.is_dir():
@@ -106,13 +114,17 @@ def run_study(
     progress: Callable[[int, int], None] | None = None,
     data_dir: str | None = None,
     identities: list[dict[str, Any]] | None = None,
+    redo: frozenset[str] = frozenset(),
 ) -> list[StepOutcome]:
     """Run every unfinished step of ``study`` at ``scale`` on ``models`` into ``out``
-    (``identities``: :func:`model_identities` of ``models``, when the caller checked them first)."""
+    (``identities``: :func:`model_identities` of ``models``, when the caller checked them first).
+    Steps named in ``redo`` run again although finished: a step's key covers its settings and
+    the models, not the contents of the data files it reads."""
     from safestress.studies import STEPS
 
     study.check(STEPS.names())
     steps = study.steps_at(scale)
+    check_redo(study, redo)
     identities = identities if identities is not None else model_identities(study, models)
     meta = open_folder(out, study, scale, models, [str(i["model"]) for i in identities])
     keys: dict[str, str] = {}
@@ -124,7 +136,7 @@ def run_study(
         folder = out / "steps" / f"{step.name}-{key[:10]}"
         folders[step.name] = folder
         done = folder / "done.json"
-        if done.is_file():
+        if done.is_file() and step.name not in redo:
             log(f"step {step.name}: finished before, skipped")
             outcomes.append(StepOutcome(step.name, folder, True, 0.0))
             meta["steps"][step.name] = folder.name

@@ -5,11 +5,14 @@ into the step's own folder) and returns a small record; ``report`` turns that re
 the tables of the study's page. Records are JSON, so ``study report`` needs no model.
 
 * ``sweep``: one ordinary sweep per model (``SweepConfig`` settings), optionally over symbolic
-  layer ``windows`` (first, middle, last, all; resolved per model) and parameter ``variants``
-  (e.g. a pruned class and its random draws). The store keys every row by content, so a killed
+  layer ``windows`` (first, middle, last, all; resolved per model) and ``variants``: a pruned
+  class and its random draws, or one approximation operator after another, each with its own
+  strengths and sites. The store keys every row by content, so a killed
   sweep step resumes where it stopped.
 * ``units``: SSAH unit scores and the SCU/UCU/CU/RU classes of each model
   (``safestress attribute units``), with the share of units each class takes.
+* ``drift``: harmful→benign drift of the last-token states under one perturbation, with its
+  paired test (``safestress analyze drift``'s measurement).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safestress.analysis.drift import change_text
 from safestress.errors import SafestressError
 from safestress.studies.spec import StepSpec
 
@@ -94,6 +98,17 @@ def fill(value: Any, needs: dict[str, Path], model: str) -> Any:
     return value
 
 
+def _with_variant(settings: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's settings with one variant written over them: a sweep setting (``perturb``,
+    ``strengths``, ``sites``, …) replaces the step's, anything else is a perturbation parameter."""
+    from safestress.config import SweepConfig
+
+    top = {k: v for k, v in variant.items() if k in SweepConfig.model_fields or k == "sigma"}
+    params = {k: v for k, v in variant.items() if k not in top}
+    base = settings if "perturb" not in top else {k: v for k, v in settings.items() if k != "params"}
+    return {**base, **top, "params": {**base.get("params", {}), **params}}
+
+
 class SweepStep:
     """Sweeps, one per model (and per variant), into the study's store."""
 
@@ -117,8 +132,8 @@ class SweepStep:
                 n = load_model(model, weights=False).n_layers
                 sites = window_sites(own["windows"], n, own.get("site", "resid_post"), own.get("window_share", 0.25))
             for variant in own.get("variants") or [{}]:
-                settings = fill({**s, "params": {**s.get("params", {}), **variant}}, ctx.needs, model)
-                if sites is not None:
+                settings = fill(_with_variant(s, variant), ctx.needs, model)
+                if sites is not None and "sites" not in variant:
                     settings["sites"] = sites
                 settings.setdefault("data_dir", ctx.data_dir)
                 cfg = build_config(None, models=[model], store=str(ctx.store), plot=False, **settings)
@@ -140,6 +155,7 @@ class SweepStep:
         from safestress.report.doc_tables import read_export, render
         from safestress.report.emit import write_outputs
         from safestress.report.labels import labelled
+        from safestress.report.summary import condition_perplexity
 
         out = ctx.page_dir / ctx.step.name
         export = out / "per-prompt.parquet"
@@ -152,6 +168,9 @@ class SweepStep:
             frame = ctx.store.frame()
             # named among this step's conditions only: another step's token budget is no difference
             frame = labelled(frame[frame["key"].isin(keys)].reset_index(drop=True), ctx.store)
+            if ctx.record.get("ppl_metric"):  # each condition's perplexity on its rows, for the page's tables
+                ppl = condition_perplexity(frame, ctx.store, ctx.record["ppl_metric"])
+                frame["ppl"] = frame["config_hash"].map(ppl)
             out.mkdir(parents=True, exist_ok=True)
             made.unlink(missing_ok=True)
             ctx.store.export(export, frame)
@@ -236,3 +255,60 @@ class UnitsStep:
             f"RU {100 * ratios['ru']:g}% of units (CU: the rest, important for both safety and utility):\n\n"
         )
         return head + "\n".join(lines) + "\n"
+
+
+class DriftStep:
+    """Harmful→benign drift of each model under one perturbation (``safestress analyze drift``'s
+    measurement), with its paired test, into the step's folder."""
+
+    def run(self, ctx: StepContext) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from safestress.analysis.drift import measure_drift, plot_drift
+        from safestress.datasets import load_dataset
+        from safestress.models import load_model
+        from safestress.perturb import PERTURBATIONS
+
+        s = dict(ctx.step.settings)
+        limit = int(s.get("limit", 64))
+        prompts = {
+            kind: [i.prompt for i in load_dataset(s[kind], limit=limit, data_dir=ctx.data_dir).items]
+            for kind in ("harmful", "benign")
+        }
+        pert = PERTURBATIONS.get(s["perturb"]).at_strength(float(s["strength"]), s.get("params", {}), {})
+        made = {}
+        for model in ctx.models:
+            lm = load_model(model)
+            result, states = measure_drift(
+                lm, pert, lm.sites(s["sites"]), int(s.get("layer", -1)), prompts["harmful"], prompts["benign"]
+            )
+            plot_drift(result, states, ctx.folder / f"drift-{slug(lm.name)}.png", f"{lm.name}: {pert!r} @ {s['sites']}")
+            made[lm.name] = asdict(result)
+            ctx.log(f"  {slug(lm.name)}: harmful called benign {change_text(result)} pts, p {result.drift_p:.3g}")
+            del lm
+        return {"perturbation": repr(pert), "sites": s["sites"], "models": made}
+
+    def report(self, ctx: ReportContext) -> str:
+        from safestress.analysis.drift import DriftResult
+        from safestress.stats.equivalence import verdict
+        from safestress.stats.multiplicity import holm
+
+        models = ctx.record["models"]
+        results = {name: DriftResult(**{**r, "drift_ci": tuple(r["drift_ci"])}) for name, r in models.items()}
+        adjusted = holm([r.drift_p for r in results.values()])
+        lines = [
+            f"Last-token states at the last block under {ctx.record['perturbation']} @ `{ctx.record['sites']}`: "
+            "the share of harmful prompts a probe fitted on the clean states calls benign, clean → perturbed, "
+            "tested on the same prompts (exact McNemar; Holm over the models of this table).",
+            "",
+            "| model | n harmful / benign | centroid distance clean → perturbed | harmful called benign % "
+            "clean → perturbed | change pts [95% CI] | p (Holm) | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (name, r), p in zip(results.items(), adjusted):
+            lines.append(
+                f"| {name} | {r.n_harmful} / {r.n_benign} | {r.centroid_distance_clean:.2f} → "
+                f"{r.centroid_distance_perturbed:.2f} | {100 * r.harmful_called_benign_clean:.1f} → "
+                f"{100 * r.harmful_called_benign_perturbed:.1f} | {change_text(r)} | {p:.3g} | {verdict(p)} |"
+            )
+        return "\n".join(lines) + "\n"
