@@ -152,6 +152,7 @@ def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(famil
     assert all(f"blocks.{b}.mlp.act" in page.replace("\\", "") for b in (0, 1))
     drift = page.split("drifting into the benign cluster")[1]
     assert "| tiny-llama | 8 / 8 |" in drift and "| tiny-qwen | 8 / 8 |" in drift and "McNemar" in drift
+    assert "calib=" in drift and "calib\\_n=32" in drift  # the perturbation's repr, escaped for Markdown
 
 
 _TWO_STEPS = """

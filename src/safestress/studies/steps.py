@@ -290,6 +290,7 @@ class DriftStep:
 
     def report(self, ctx: ReportContext) -> str:
         from safestress.analysis.drift import DriftResult
+        from safestress.report import md_cell
         from safestress.stats.equivalence import verdict
         from safestress.stats.multiplicity import holm
 
@@ -297,7 +298,8 @@ class DriftStep:
         results = {name: DriftResult(**{**r, "drift_ci": tuple(r["drift_ci"])}) for name, r in models.items()}
         adjusted = holm([r.drift_p for r in results.values()])
         lines = [
-            f"Last-token states at the last block under {ctx.record['perturbation']} @ `{ctx.record['sites']}`: "
+            f"Last-token states at the last block under {md_cell(ctx.record['perturbation'])} @ "
+            f"`{ctx.record['sites']}`: "
             "the share of harmful prompts a probe fitted on the clean states calls benign, clean → perturbed, "
             "tested on the same prompts (exact McNemar; Holm over the models of this table).",
             "",
@@ -307,7 +309,7 @@ class DriftStep:
         ]
         for (name, r), p in zip(results.items(), adjusted):
             lines.append(
-                f"| {name} | {r.n_harmful} / {r.n_benign} | {r.centroid_distance_clean:.2f} → "
+                f"| {md_cell(name)} | {r.n_harmful} / {r.n_benign} | {r.centroid_distance_clean:.2f} → "
                 f"{r.centroid_distance_perturbed:.2f} | {100 * r.harmful_called_benign_clean:.1f} → "
                 f"{100 * r.harmful_called_benign_perturbed:.1f} | {change_text(r)} | {p:.3g} | {verdict(p)} |"
             )
