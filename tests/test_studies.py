@@ -155,6 +155,30 @@ def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(famil
     assert "calib=" in drift and "calib\\_n=32" in drift  # the perturbation's repr, escaped for Markdown
 
 
+def test_windows_and_scale_settings_resolve_per_model():
+    from safestress.errors import SafestressError
+    from safestress.studies.spec import substitute
+    from safestress.studies.steps import window_sites
+
+    # a quarter of the depth, at least one block; "all" is every block whatever the depth
+    assert window_sites(["first", "middle", "last", "all"], 30, "resid_post", 0.25) == [
+        "blocks.0-7.resid_post",
+        "blocks.11-18.resid_post",
+        "blocks.22-29.resid_post",
+        "blocks.*.resid_post",
+    ]
+    assert window_sites(["first", "last"], 2, "mlp.act", 0.25) == ["blocks.0.mlp.act", "blocks.1.mlp.act"]
+    with pytest.raises(SafestressError, match="unknown layer window 'top'; known: first, middle, last, all"):
+        window_sites(["top"], 8, "resid_post", 0.25)
+    assert substitute({"a": "$n", "b": ["$n", "x"], "c": "$"}, {"n": 3, "": 0}, "here") == {
+        "a": 3,
+        "b": [3, "x"],
+        "c": 0,
+    }
+    with pytest.raises(SafestressError, match=r"here: setting '\$m' is not given by the scale"):
+        substitute({"a": "$m"}, {"n": 3}, "here")
+
+
 _TWO_STEPS = """
 name: two-steps
 title: two sweeps
@@ -247,6 +271,18 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
 
     code, text = run("study", "run", str(study), "--model", family[0], "--scale", "huge", "--out", str(out))
     assert code == 2 and "no scale 'huge'" in text
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("prompts: 20\n")
+    code, text = run(
+        "study", "run", str(study), "-m", family[0], "--scale", "test", "-c", str(settings), "--out", str(out)
+    )
+    assert code == 2 and "has no setting prompts; its settings: tokens" in text
+
+    code, text = run(
+        "study", "run", str(study), "-m", family[0], "--scale", "test", "--redo", "third", "--out", str(out)
+    )
+    assert code == 2 and "has no step third; its steps: first, second" in text
 
     code, text = run("study", "run", "noise", "--model", family[0], "--scale", "test", "--out", str(out))
     assert code == 2 and "holds study 'two-steps'" in text
