@@ -8,6 +8,7 @@ is stored (no model is loaded).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -65,10 +66,12 @@ def study_run(
     check_folder(out_dir, study)
     identities = model_identities(study, model)  # and a model without what the study needs, before the bar
     with job_bar("generating", err) as bar:
-        task = bar.add_task("step", total=None)
+        tasks: list[Any] = []  # the bar appears with the first generation, not for a study that is done
 
         def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            if not tasks:
+                tasks.append(bar.add_task("step", total=total))
+            bar.update(tasks[0], completed=done, total=total)
 
         def log(message: str) -> None:
             err.print(message, highlight=False)

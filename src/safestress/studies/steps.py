@@ -141,7 +141,8 @@ class SweepStep:
                 with Store(ctx.store) as store:
                     counts = execute(plan, store, ctx.progress)
                 ctx.log(
-                    f"  {slug(model)}: {counts['generated']} rows generated, {counts['stored_before']} already stored"
+                    f"  {plan.models[0].name}: {counts['generated']} rows generated, "
+                    f"{counts['stored_before']} already stored"
                 )
                 keys += [t.key for t in plan.tasks]
                 judges += [j.key for j in plan.judges if j.key not in judges]
