@@ -210,32 +210,33 @@ def _block(opening: str, body: str) -> str:
     return f"<!-- safestress-table {opening} -->\n{body}<!-- /safestress-table -->\n"
 
 
+def _option_defaults(command: Callable[..., Any]) -> dict[str, Any]:
+    """A typer command's declared option defaults, so a step that calls the command's function
+    gets the same defaults as the command line instead of a restated copy of them."""
+    import inspect
+
+    params = inspect.signature(command).parameters
+    return {name: getattr(p.default, "default", p.default) for name, p in params.items()}
+
+
 class UnitsStep:
     """SSAH unit classes per model (``safestress attribute units`` into the step's folder)."""
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from safestress.attribution.cli import units
 
-        s = dict(ctx.step.settings)
+        declared = _option_defaults(units)
+        known = [k for k in declared if k not in ("model", "out", "data_dir")]  # the study gives these
+        unknown = sorted(set(ctx.step.settings) - set(known))
+        if unknown:
+            raise SafestressError(
+                f"step '{ctx.step.name}': unknown setting {', '.join(unknown)}; known: {', '.join(known)}"
+            )
         made = {}
         for model in ctx.models:
             out = ctx.folder / slug(model)
-            units(
-                model=model,
-                harmful=s.get("harmful", "harmful-train"),
-                benign=s.get("benign", "harmless-val"),
-                limit=int(s.get("limit", 64)),
-                score=s.get("score", "ssah"),
-                scu=float(s.get("scu", 0.013)),
-                ucu=float(s.get("ucu", 0.013)),
-                ru=float(s.get("ru", 0.20)),
-                judge=s.get("judge", "refusal"),
-                max_new_tokens=int(s.get("max_new_tokens", 64)),
-                batch_size=int(s.get("batch_size", 8)),
-                data_dir=Path(ctx.data_dir) if ctx.data_dir else None,
-                out=out,
-                force=bool(s.get("force", False)),
-            )
+            data_dir = Path(ctx.data_dir) if ctx.data_dir else None
+            units(**{**declared, **ctx.step.settings, "model": model, "out": out, "data_dir": data_dir})
             made[slug(model)] = json.loads((out / "summary.json").read_text())
         return {"models": made}
 
