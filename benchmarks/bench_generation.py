@@ -6,9 +6,12 @@
     vs the naive research-script loop: for each σ, for each prompt, one ``model.generate`` with a
     hook adding ``torch.randn`` noise. The naive loop's cost is a sum of independent per-call
     costs, so it is timed on a random sample of its (prompt, σ) calls and scaled up; the sample
-    size is printed. Goal ≥ 10×.
+    size is printed. The sweep runs twice, at full length and with early exit (rows stop once
+    every judge's verdict is settled); the verdicts of the two are compared row by row.
+(c) tokens generated per verdict, full length vs early exit, on one model (``--tokens-per-verdict``).
 
 Usage: python benchmarks/bench_generation.py [--model GGUF] [--data-dir DIR] [--naive-sample N]
+       python benchmarks/bench_generation.py --tokens-per-verdict GGUF [--limit 100] [--batch-size 25]
 """
 
 from __future__ import annotations
@@ -108,27 +111,64 @@ def naive_call(lm, prompt: str, sigma: float, seed: int) -> str:
             h.remove()
 
 
-def bench_sweep(model_path: str, lm, data_dir: Path, naive_sample: int, batch_size: int) -> None:
+def run_sweep(
+    model_path: str,
+    lm,
+    prompts_csv: Path,
+    sigmas: list[float],
+    judges: list[str],
+    early_exit: bool,
+    batch_size: int,
+    tokens: int,
+    store: Path,
+    limit: int | None = None,
+):
+    """One sweep through safestress into ``store``; returns (seconds, rows generated, frame)."""
+    cfg = ss.build_config(
+        models=[model_path],
+        dataset=f"csv:{prompts_csv}:Goal",
+        limit=limit,
+        sigma=sigmas,
+        sites=["blocks.*.resid_post"],
+        max_new_tokens=tokens,
+        batch_size=batch_size,
+        judge=judges,
+        early_exit=early_exit,
+        store=str(store),
+        plot=False,
+    )
+    plan = plan_sweep(cfg)
+    plan.models[0].model = lm.model  # reuse the loaded weights
+    plan.models[0].extra.pop("weights_loader", None)
+    t = time.perf_counter()
+    with Store(cfg.store) as st:
+        counts = execute(plan, st)
+        frame = plan.frame(st)
+    return time.perf_counter() - t, counts["generated"], frame
+
+
+def compare_verdicts(full, early) -> tuple[int, int]:
+    """(rows × judges compared, those whose label or counted flag differ)."""
+    cols = ["key", "judge", "label", "harmful"]
+    both = full[cols].merge(early[cols], on=["key", "judge"], suffixes=("_f", "_e"))
+    same = (both["label_f"] == both["label_e"]) & (
+        both["harmful_f"].fillna(-1).astype(float) == both["harmful_e"].fillna(-1).astype(float)
+    )
+    return len(both), int((~same).sum())
+
+
+def bench_sweep(model_path: str, lm, data_dir: Path, naive_sample: int, batch_size: int, judges: list[str]) -> None:
     sigmas = [0.0, 0.05, 0.1, 0.2, 0.3]
+    csv_path = data_dir / "jbb_harmful.csv"
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = ss.build_config(
-            models=[model_path],
-            dataset=f"csv:{data_dir / 'jbb_harmful.csv'}:Goal",
-            sigma=sigmas,
-            sites=["blocks.*.resid_post"],
-            max_new_tokens=64,
-            batch_size=batch_size,
-            store=str(Path(tmp) / "b.db"),
-            plot=False,
+        full_s, n_full, full = run_sweep(
+            model_path, lm, csv_path, sigmas, judges, False, batch_size, 64, Path(tmp) / "f.db"
         )
-        plan = plan_sweep(cfg)
-        plan.models[0].model = lm.model  # reuse the loaded weights
-        plan.models[0].extra.pop("weights_loader", None)
-        t = time.perf_counter()
-        with Store(cfg.store) as store:
-            counts = execute(plan, store)
-        sweep_s = time.perf_counter() - t
-    prompts = [r["Goal"] for r in csv.DictReader((data_dir / "jbb_harmful.csv").open())]
+        early_s, n_early, early = run_sweep(
+            model_path, lm, csv_path, sigmas, judges, True, batch_size, 64, Path(tmp) / "e.db"
+        )
+    compared, differ = compare_verdicts(full, early)
+    prompts = [r["Goal"] for r in csv.DictReader(csv_path.open())]
     calls = [(p, s) for s in sigmas for p in prompts]
     sample = random.Random(0).sample(calls, naive_sample)
     t = time.perf_counter()
@@ -136,14 +176,37 @@ def bench_sweep(model_path: str, lm, data_dir: Path, naive_sample: int, batch_si
         naive_call(lm, p, s, 0)
     naive_sample_s = time.perf_counter() - t
     naive_est = naive_sample_s / naive_sample * len(calls)
+    rows = lambda f: f.drop_duplicates("key")  # noqa: E731
+    print(f"(b) sweep 100 prompts × {len(sigmas)} σ × 64 tokens, judges {','.join(judges)}, batch {batch_size}")
+    print(f"    full length: {full_s:.1f} s, {n_full} rows, {rows(full)['n_tokens'].sum()} tokens")
     print(
-        f"(b) sweep 100 prompts × {len(sigmas)} σ × 64 tokens: safestress {sweep_s:.1f} s "
-        f"({counts['generated']} rows generated, batch {batch_size})"
+        f"    early exit:  {early_s:.1f} s, {n_early} rows, {rows(early)['n_tokens'].sum()} tokens, "
+        f"{int(rows(early)['early_stop'].notna().sum())} rows stopped early"
     )
+    print(f"    verdicts compared {compared}, different {differ}")
     print(
         f"    naive loop: {naive_sample} of {len(calls)} calls took {naive_sample_s:.1f} s → {naive_est:.0f} s for all"
     )
-    print(f"    speed-up safestress vs naive: {naive_est / sweep_s:.1f}×")
+    print(f"    speed-up vs naive: full length {naive_est / full_s:.1f}×, early exit {naive_est / early_s:.1f}×")
+
+
+def bench_tokens_per_verdict(
+    model_path: str, data_dir: Path, judges: list[str], limit: int, batch_size: int, tokens: int
+) -> None:
+    """Tokens generated per verdict, full length vs early exit, on one model (σ = 0)."""
+    lm = ss.load_model(model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = (model_path, lm, data_dir / "jbb_harmful.csv", [0.0], judges)
+        full_s, _, full = run_sweep(*args, False, batch_size, tokens, Path(tmp) / "f.db", limit)
+        early_s, _, early = run_sweep(*args, True, batch_size, tokens, Path(tmp) / "e.db", limit)
+    compared, differ = compare_verdicts(full, early)
+    for name, f, sec in (("full length", full, full_s), ("early exit", early, early_s)):
+        r = f.drop_duplicates("key")
+        print(
+            f"(c) {Path(model_path).stem}, {len(r)} JBB prompts, {tokens} tokens, judges {','.join(judges)}: {name}: "
+            f"{r['n_tokens'].sum() / len(r):.1f} tokens per verdict, {sec:.1f} s"
+        )
+    print(f"    verdicts compared {compared}, different {differ}")
 
 
 def main() -> None:
@@ -154,15 +217,27 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--judge", default="refusal", help="the sweep's judges, comma-separated")
+    ap.add_argument("--tokens-per-verdict", metavar="MODEL", help="(c) only: tokens per verdict on this model")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args()
+    judges = args.judge.split(",")
+    if args.tokens_per_verdict:
+        bench_tokens_per_verdict(
+            args.tokens_per_verdict, Path(args.data_dir), judges, args.limit, args.batch_size, args.tokens
+        )
+        return
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     lm = ss.load_model(args.model)
     data_dir = Path(args.data_dir)
     prompts = [r["Goal"] for r in csv.DictReader((data_dir / "jbb_harmful.csv").open())][:32]
-    bench_overhead(lm, prompts, args.repeats)
+    if not args.skip_overhead:
+        bench_overhead(lm, prompts, args.repeats)
     if not args.skip_sweep:
-        bench_sweep(args.model, lm, data_dir, args.naive_sample, args.batch_size)
+        bench_sweep(args.model, lm, data_dir, args.naive_sample, args.batch_size, judges)
 
 
 if __name__ == "__main__":

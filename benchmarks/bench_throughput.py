@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--identity-only", action="store_true", help="only compare static and dynamic KV cache outputs")
+    ap.add_argument("--only", help="run only these configurations (names separated by ';')")
     args = ap.parse_args()
 
     with open(Path(args.data_dir) / "jbb_harmful.csv", newline="") as f:
@@ -147,6 +148,9 @@ def main() -> None:
         "safestress (ss.generate, batch 64)": lambda: sum(
             g.n_tokens for g in ss.generate(lm, prompts, settings=settings, batch_size=64)
         ),
+        "safestress (ss.generate, batch 128)": lambda: sum(
+            g.n_tokens for g in ss.generate(lm, prompts, settings=settings, batch_size=128)
+        ),
         "HF generate, batch 64": lambda: hf_generate(lm, prompts, args.tokens, 64),
         "HF generate, batch 16": lambda: hf_generate(lm, prompts, args.tokens, 16),
         "HF generate, batch 32": lambda: hf_generate(lm, prompts, args.tokens, 32),
@@ -161,6 +165,12 @@ def main() -> None:
             1, lambda: hf_generate(lm, prompts, args.tokens, 64)
         ),
     }
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(";")]
+        unknown = [n for n in wanted if n not in configs]
+        if unknown:
+            raise SystemExit(f"unknown configuration(s) {unknown}; known: {list(configs)}")
+        configs = {n: configs[n] for n in ["safestress (ss.generate, batch 64)", *wanted] if n in configs}
     ss.generate(lm, prompts[:4], settings=ss.GenerationSettings(max_new_tokens=4))  # warm-up
     best: dict[str, tuple[float, int]] = {}
     for _ in range(2):  # interleaved: drift in the machine's speed hits every configuration alike

@@ -132,3 +132,140 @@ def test_fused_multi_site_draws_equal_site_by_site_draws(tiny_llama, monkeypatch
             single = [g.text for g in ss.generate(tiny_llama, PROMPTS[:6], settings=SETTINGS)]
         monkeypatch.undo()
         assert fused == single
+
+
+def test_every_architecture_decodes_as_model_generate():
+    """The decoding loop (rows leave the batch as they end) gives model.generate's greedy tokens on
+    every supported architecture, with left padding and rows that end at different steps."""
+    from safestress.decoding import decode_batch
+    from safestress.perturb.rng import split_keys
+    from safestress.testing import ARCHITECTURES, tiny_model
+
+    for arch in ARCHITECTURES:
+        lm = tiny_model(arch, init_std=0.1 if arch.startswith("gemma") else 0.2)  # gemma collapses at 0.2
+        tok = lm.tokenizer
+        batch = tok([lm.format(p) for p in PROMPTS[:6]], return_tensors="pt", padding=True, add_special_tokens=False)
+        start = batch["input_ids"].shape[1]
+        first = lm.model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        # a second end token that one row emits mid-answer and another does not, so rows end at
+        # different steps
+        new = first[:, start:]
+        extra = next(int(t) for t in new.flatten().tolist() if 0 < (new == t).any(-1).sum() < len(new))
+        eos = [tok.eos_token_id, extra]
+        out = lm.model.generate(
+            **batch, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=eos
+        )
+        plain = []
+        for row in out[:, start:].tolist():
+            cut = next((j for j, t in enumerate(row) if t in eos), len(row))
+            plain.append(row[:cut])
+        with torch.inference_mode():
+            ours, _ = decode_batch(
+                lm.model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                max_new_tokens=12,
+                min_new_tokens=0,
+                eos_ids=eos,
+                keys=split_keys(list(range(6)), lm.device),
+                row_params={},
+                ctx=None,
+            )
+        assert [d.tokens for d in ours] == plain, arch
+        assert len({len(t) for t in plain}) > 1, arch
+
+
+def test_shared_prefill_gives_the_tokens_of_separate_prefills(tiny_llama, monkeypatch):
+    """Rows whose prompt the perturbation leaves untouched (σ = 0, or noise on generated tokens
+    only) share one prompt forward per distinct prompt; their outputs equal separate prefills."""
+    import safestress.decoding as dec
+
+    prompts = PROMPTS[:4] * 3
+    sigmas = [0.0] * 4 + [0.5] * 4 + [1.0] * 4
+    forwards = []
+    real = dec._forward
+    monkeypatch.setattr(dec, "_forward", lambda m, ids, *a: forwards.append(ids.shape) or real(m, ids, *a))
+    noise = ss.make_perturbation("noise", sigma=1.0, positions="generated")
+    with ss.perturbed(tiny_llama, noise, "blocks.*.resid_post"):
+        shared = ss.generate(
+            tiny_llama,
+            prompts,
+            settings=SETTINGS,
+            batch_size=12,
+            row_params={"sigma": sigmas},
+            shared_prefill=[True] * 12,
+        )
+        prefill_rows = forwards[0][0]
+        separate = ss.generate(tiny_llama, prompts, settings=SETTINGS, batch_size=12, row_params={"sigma": sigmas})
+    assert prefill_rows == 4  # one prompt forward per distinct prompt, not per row
+    assert [g.text for g in shared] == [g.text for g in separate]
+    assert len({g.text for g in shared}) > 4  # the σ values did change the continuations
+
+
+def test_stop_ends_rows_early_and_keeps_the_rest_identical(tiny_llama):
+    from safestress.decoding import STOP_EVERY
+
+    full = ss.generate(tiny_llama, PROMPTS, settings=ss.GenerationSettings(max_new_tokens=32), batch_size=16)
+    asked = []
+
+    def stop(rows, texts):  # every third prompt is settled as soon as it is asked about
+        asked.extend(rows)
+        return [r % 3 == 0 for r in rows]
+
+    early = ss.generate(
+        tiny_llama, PROMPTS, settings=ss.GenerationSettings(max_new_tokens=32), batch_size=16, stop=stop
+    )
+    for i, (a, b) in enumerate(zip(full, early)):
+        if b.settled:
+            assert i % 3 == 0 and b.n_tokens == STOP_EVERY and a.text.startswith(b.text)
+        else:
+            assert (a.text, a.n_tokens, a.stopped) == (b.text, b.n_tokens, b.stopped)
+    assert sum(g.settled for g in early) >= 3 and asked
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_rows(tiny_llama, monkeypatch):
+    import safestress.generation as gen
+
+    real = gen.decode_batch
+    sizes = []
+
+    def tight(model, ids, *a, **kw):  # a device where more than 5 rows do not fit
+        sizes.append(ids.shape[0])
+        if ids.shape[0] > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(model, ids, *a, **kw)
+
+    monkeypatch.setattr(gen, "decode_batch", tight)
+    backed = [g.text for g in ss.generate(tiny_llama, PROMPTS, settings=SETTINGS, batch_size=16)]
+    monkeypatch.setattr(gen, "decode_batch", real)
+    assert backed == [g.text for g in ss.generate(tiny_llama, PROMPTS, settings=SETTINGS, batch_size=16)]
+    assert sizes[:3] == [16, 8, 4] and max(sizes[3:]) == 4  # found once, then kept
+
+
+def test_one_row_that_does_not_fit_is_a_one_line_error(tiny_llama, monkeypatch):
+    import pytest
+
+    import safestress.generation as gen
+    from safestress.errors import SafestressError
+
+    def full(*a, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(gen, "decode_batch", full)
+    with pytest.raises(SafestressError, match="one row does not fit"):
+        ss.generate(tiny_llama, PROMPTS[:3], settings=SETTINGS, batch_size=2)
+
+
+def test_gpu_benchmark_runs_on_a_tiny_shape_without_a_gpu(data_dir, monkeypatch, capsys):
+    """benchmarks/bench_gpu.py (the Llama-3-8B-shaped GPU figure) runs here on a tiny shape, so it
+    cannot rot before a GPU runs it."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gpu.py"
+    argv = [str(script), "--shape", "tiny", "--prompts", "6", "--tokens", "4", "--data", str(data_dir / "advbench.csv")]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "| clean |" in out and "| gaussian σ=0.1 @ blocks.*.resid_post |" in out and "6 prompts" in out

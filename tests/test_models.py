@@ -62,3 +62,19 @@ def test_gguf_is_converted_once_and_cached(smollm):
     assert again.identity == {k: v for k, v in smollm.identity.items()}
     assert converted[0].stat().st_mtime_ns == mtime
     assert smollm.model.config.model_type == "llama" and smollm.tokenizer.chat_template
+
+
+def test_a_model_is_spread_over_gpus_only_when_it_does_not_fit_one():
+    import torch
+
+    from safestress.models import FIT_SHARE, _weight_bytes, spread_over_gpus
+    from safestress.testing import tiny_config, tiny_model
+
+    cfg = tiny_config("llama", vocab_size=262)
+    n = sum(p.numel() for p in tiny_model("llama").model.parameters())
+    assert _weight_bytes(cfg, torch.bfloat16) == 2 * n and _weight_bytes(cfg, torch.float32) == 4 * n
+    gib = 2**30
+    assert not spread_over_gpus(16 * gib, [139 * gib])  # one GPU: nowhere to spread to
+    assert not spread_over_gpus(16 * gib, [139 * gib, 139 * gib])  # an 8B model in bf16 fits one H200
+    assert spread_over_gpus(140 * gib, [139 * gib, 139 * gib])  # a 70B model in bf16 does not
+    assert spread_over_gpus(int(FIT_SHARE * 80 * gib) + 1, [80 * gib] * 4)

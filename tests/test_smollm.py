@@ -127,3 +127,36 @@ def test_readme_notebook_example_runs_as_written(smollm, monkeypatch, capsys):
     assert "'blocks.1.resid_post'" in out and "'blocks.2.resid_pre'" not in out
     p = float(re.search(r"exact McNemar p = ([0-9.]+)", out).group(1))
     assert 0.0 < p <= 1.0
+
+
+def test_early_exit_keeps_every_verdict_on_smollm(smollm, tmp_path):
+    """JailbreakBench on SmolLM2, clean and under noise: rows that stop once `refusal` has settled
+    (its opening is written) get the verdicts a full-length run gives, with fewer tokens."""
+    from safestress.report.labels import labelled
+
+    frames = {}
+    for early in (False, True):
+        cfg = ss.build_config(
+            models=[str(SMOLLM)],
+            dataset=f"csv:{DATA / 'jbb_harmful.csv'}:Goal",
+            limit=12,
+            sigma=[0, 0.2],
+            sites=["blocks.*.resid_post"],
+            judge=["refusal"],
+            max_new_tokens=48,
+            batch_size=24,
+            early_exit=early,
+            store=str(tmp_path / f"{early}.db"),
+            plot=False,
+        )
+        plan = ss.plan_sweep(cfg)
+        plan.models[0].model = smollm.model  # the fixture's weights, not a second load
+        plan.models[0].extra.pop("weights_loader", None)
+        with ss.Store(cfg.store) as st:
+            ss.execute(plan, st)
+            frames[early] = labelled(plan.frame(st), st).sort_values(["key", "judge"]).reset_index(drop=True)
+    full, early = frames[False], frames[True]
+    assert full[["key", "judge", "label", "harmful"]].equals(early[["key", "judge", "label", "harmful"]])
+    rows_full, rows_early = full.drop_duplicates("key"), early.drop_duplicates("key")
+    assert rows_early["early_stop"].notna().sum() >= 12  # SmolLM2 complies: the opening settles `refusal`
+    assert rows_early["n_tokens"].sum() < 0.8 * rows_full["n_tokens"].sum()

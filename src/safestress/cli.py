@@ -54,8 +54,15 @@ def run(
     sites: list[str] | None = typer.Option(None, help=f"site selection (repeatable) {default_of('sites')}"),
     seeds: int | None = typer.Option(None, help=f"number of seeds {default_of('seeds')}"),
     max_new_tokens: int | None = typer.Option(None, help=default_of("max_new_tokens")),
-    batch_size: int | None = typer.Option(None, help=default_of("batch_size")),
+    batch_size: str | None = typer.Option(
+        None, help=f"rows per batch, or auto (halved on out-of-memory) {default_of('batch_size')}"
+    ),
     do_sample: bool | None = typer.Option(None, "--sample/--greedy", help="decoding (default: greedy)"),
+    early_exit: bool | None = typer.Option(
+        None,
+        "--early-exit",
+        help="stop each answer once every judge has settled its verdict (stores the prefix; verdicts unchanged)",
+    ),
     temperature: float | None = typer.Option(None, help=default_of("temperature")),
     top_p: float | None = typer.Option(None, help=default_of("top_p")),
     judge: list[str] | None = typer.Option(
@@ -99,8 +106,9 @@ def run(
         sites=sites,
         seeds=seeds,
         max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
+        batch_size=int(batch_size) if batch_size and batch_size.isdigit() else batch_size,
         do_sample=do_sample,
+        early_exit=early_exit,
         temperature=temperature,
         top_p=top_p,
         judge=split_values(judge),

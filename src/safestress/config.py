@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +20,11 @@ from safestress.textfile import read_text
 def margin_share(points: float | None) -> float | None:
     """An equivalence margin given in points (``--margin 5``) as the share the statistics use."""
     return None if points is None else points / 100
+
+
+# ``--batch-size auto``: where to start. On a GPU the largest batch is found by halving on
+# out-of-memory; on a CPU throughput stops growing near 64 rows (docs/benchmarks.md, throughput)
+AUTO_BATCH = {"cuda": 512, "cpu": 64}
 
 
 class SweepConfig(BaseModel):
@@ -40,7 +45,13 @@ class SweepConfig(BaseModel):
     sites: list[str] = Field(default_factory=lambda: ["blocks.*.resid_post"], min_length=1)
     seeds: int = Field(1, ge=1, le=10_000)
     max_new_tokens: int = Field(64, ge=1, le=32768)
-    batch_size: int = Field(16, ge=1, le=4096)
+    # rows per batch, or "auto": AUTO_BATCH[device kind] to start, halved on out-of-memory
+    # (generation.iter_generate backs off from any size)
+    batch_size: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = 16
+    # stop a row once every judge has settled its verdict on the text so far (Judge.settled); the
+    # stored response is then that prefix, and a judge added later that cannot settle on it has
+    # the row regenerated. Not part of any key: it changes what is generated, never a verdict
+    early_exit: bool = False
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -86,6 +97,13 @@ class SweepConfig(BaseModel):
                 data["strengths"] = parse_floats(str(data["strengths"]))
         return data
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "auto" and not value.strip().isdigit():
+            raise ValueError(f"batch size must be a number of rows or 'auto', got '{value}'")
+        return value
+
     @field_validator("strengths")
     @classmethod
     def _strengths(cls, values: list[float] | None) -> list[float] | None:
@@ -97,6 +115,14 @@ class SweepConfig(BaseModel):
             if v < 0:
                 raise ValueError(f"a strength (--sigma/--strength) must be >= 0, got {v}")
         return sorted(set(values))
+
+    def rows_per_batch(self) -> int:
+        """The batch size to start from: the given one, or for ``auto`` the device's default."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        from safestress.models import resolve_device
+
+        return AUTO_BATCH["cuda" if resolve_device(self.device).startswith("cuda") else "cpu"]
 
     def datasets(self) -> list[str | dict[str, Any]]:
         return self.dataset if isinstance(self.dataset, list) else [self.dataset]

@@ -169,7 +169,7 @@ class RaySource:
 
         cfg = plan.config
         ray = _ray()
-        shard = cfg.batch_size * SHARD_BATCHES
+        shard = cfg.rows_per_batch() * SHARD_BATCHES
         workers = min(cfg.workers, sum(math.ceil(len(g) / shard) for g in groups))
         started = _init(ray, cfg.ray_address, workers)
         actors: list[Any] = []

@@ -1,9 +1,11 @@
 """Batched, seeded generation that is independent of batch size, composition and order.
 
-* Prompts are tokenised once, sorted by length (less padding), left-padded and generated in
-  batches with ``model.generate`` and the KV cache; stops at EOS or ``max_new_tokens``.
+* Prompts are tokenised once, sorted by length (less padding) with equal prompts side by side,
+  left-padded and generated in batches with the KV cache (:mod:`safestress.decoding`); a row
+  stops at EOS, at ``max_new_tokens``, or early when ``stop`` says its verdicts are settled.
 * With no perturbation the tokens equal those of a plain ``model.generate`` call on the same
-  batch: safestress only adds hooks and, for sampling, a logits processor.
+  batch (tested on every supported architecture): safestress only adds hooks and, for sampling,
+  the Gumbel draw.
 * Sampling draws with the Gumbel-max trick from the counter-based generator keyed by row key and
   step, so a sampled row is reproducible whatever batch it lands in (torch's global RNG is not).
 * Each row's key defaults to a hash of (prompt, seed); perturbations draw their noise from it.
@@ -11,15 +13,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from safestress.decoding import ScoreFn, decode_batch
+from safestress.errors import SafestressError
 from safestress.models import LoadedModel
 from safestress.perturb import rng
 from safestress.perturb.base import active_context
+
+log = logging.getLogger(__name__)
 
 
 class GenerationSettings(BaseModel):
@@ -40,6 +47,7 @@ class Generation:
     text: str
     n_tokens: int
     stopped: bool  # True when the model emitted an end token before max_new_tokens
+    settled: bool = False  # True when it stopped early: every judge's verdict was settled by its text
 
 
 def row_key(prompt: str, seed: int) -> int:
@@ -47,17 +55,11 @@ def row_key(prompt: str, seed: int) -> int:
     return rng.key_from_text("row", prompt, seed)
 
 
-class _GumbelSampler:
-    """Turns greedy decoding into exact categorical sampling: argmax(logits + Gumbel)."""
-
-    def __init__(self, keys: torch.Tensor, start: int) -> None:
-        self.keys = keys
-        self.start = start
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        step = torch.full((scores.shape[0],), input_ids.shape[1] - self.start, dtype=torch.int64, device=scores.device)
-        gumbel = rng.standard_gumbel(self.keys.to(scores.device), step, scores.shape[-1])
-        return scores.float() + gumbel
+def _gumbel(keys: torch.Tensor, step: int, scores: torch.Tensor) -> torch.Tensor:
+    """Turns greedy decoding into exact categorical sampling: argmax(logits + Gumbel), the Gumbel
+    noise keyed by each row's key and the number of tokens it has generated."""
+    steps = torch.full((scores.shape[0],), step, dtype=torch.int64, device=scores.device)
+    return scores.float() + rng.standard_gumbel(keys.to(scores.device), steps, scores.shape[-1])
 
 
 def _eos_ids(lm: LoadedModel) -> list[int]:
@@ -66,6 +68,32 @@ def _eos_ids(lm: LoadedModel) -> list[int]:
         eos = lm.tokenizer.eos_token_id
     ids = eos if isinstance(eos, list) else [eos]
     return [int(i) for i in ids if i is not None]
+
+
+def _warp(settings: GenerationSettings, keys: torch.Tensor) -> ScoreFn | None:
+    """The sampling step as a score function (``None`` for greedy decoding)."""
+    if not settings.do_sample:
+        return None
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers: list = []
+    if settings.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(settings.temperature))
+    if settings.top_k:
+        warpers.append(TopKLogitsWarper(settings.top_k))
+    if settings.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(settings.top_p))
+
+    def scores(logits: torch.Tensor, step: int, alive: torch.Tensor) -> torch.Tensor:
+        for w in warpers:
+            logits = w(None, logits)
+        return _gumbel(keys[alive.to(keys.device)], step, logits)
+
+    return scores
 
 
 def iter_generate(
@@ -77,19 +105,17 @@ def iter_generate(
     batch_size: int = 16,
     keys: Sequence[int] | None = None,
     row_params: dict[str, Sequence[float]] | None = None,
+    shared_prefill: Sequence[bool] | None = None,
+    stop: Callable[[Sequence[int], Sequence[str]], Sequence[bool]] | None = None,
 ) -> Iterator[tuple[list[int], list[Generation]]]:
     """Yield ``(indices, generations)`` batch by batch (indices into ``prompts``).
 
     ``row_params`` gives per-row values of a perturbation's row parameters (e.g. ``sigma``).
     Inside ``with perturbed(...)`` the active perturbation sees each batch's keys and parameters.
+    ``shared_prefill`` marks the rows whose prompt forward the perturbation leaves untouched: rows
+    with equal prompts among them share one (:mod:`safestress.decoding`). ``stop(indices, texts)``
+    says which rows' verdicts are already settled by their text so far; those stop early.
     """
-    from transformers import GenerationConfig, LogitsProcessorList
-    from transformers.generation.logits_process import (
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
-
     settings = settings or GenerationSettings()
     n = len(prompts)
     seed_list = [seeds] * n if isinstance(seeds, int) else list(seeds)
@@ -99,48 +125,70 @@ def iter_generate(
     tok = lm.tokenizer
     add_special = lm.template == "raw"
     encoded = [tok(lm.format(p), add_special_tokens=add_special)["input_ids"] for p in prompts]
-    order = sorted(range(n), key=lambda i: (len(encoded[i]), i))
+    # by length (less padding), equal prompts side by side (so they can share a prefill)
+    order = sorted(range(n), key=lambda i: (len(encoded[i]), encoded[i], i))
     eos_ids = _eos_ids(lm)
-    config = GenerationConfig(
-        max_new_tokens=settings.max_new_tokens,
-        min_new_tokens=settings.min_new_tokens or None,
-        do_sample=False,
-        num_beams=1,
-        eos_token_id=eos_ids,
-        pad_token_id=tok.pad_token_id,
-    )
     ctx = active_context(lm.model)
     device = lm.device
 
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    def text(tokens: list[int]) -> str:
+        return tok.decode(tokens, skip_special_tokens=True)
+
+    def run(idx: list[int]) -> list[Generation]:
         batch = tok.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt", padding=True)
-        batch = {k: v.to(device) for k, v in batch.items()}
         key_tensor = rng.split_keys([key_list[i] for i in idx], device)
-        if ctx is not None:
-            params = {
-                name: torch.tensor([float(vals[i]) for i in idx], device=device)
-                for name, vals in (row_params or {}).items()
-            }
-            ctx.reset(key_tensor, params)
-        processors = LogitsProcessorList()
-        if settings.do_sample:
-            if settings.temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(settings.temperature))
-            if settings.top_k:
-                processors.append(TopKLogitsWarper(settings.top_k))
-            if settings.top_p < 1.0:
-                processors.append(TopPLogitsWarper(settings.top_p))
-            processors.append(_GumbelSampler(key_tensor, batch["input_ids"].shape[1]))
+        params = {
+            name: torch.tensor([float(vals[i]) for i in idx], device=device)
+            for name, vals in (row_params or {}).items()
+        }
+        batch_stop = None
+        if stop is not None:
+
+            def batch_stop(rows: Sequence[int], texts: Sequence[str]) -> Sequence[bool]:
+                return stop([idx[r] for r in rows], texts)
+
         with torch.inference_mode():
-            out = lm.model.generate(**batch, generation_config=config, logits_processor=processors)
-        new = out[:, batch["input_ids"].shape[1] :].tolist()
-        gens = []
-        for row in new:
-            cut = next((j for j, t in enumerate(row) if t in eos_ids), None)
-            tokens = row if cut is None else row[:cut]
-            gens.append(Generation(tok.decode(tokens, skip_special_tokens=True), len(tokens), cut is not None))
+            decoded, _ = decode_batch(
+                lm.model,
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                max_new_tokens=settings.max_new_tokens,
+                min_new_tokens=settings.min_new_tokens,
+                eos_ids=eos_ids,
+                keys=key_tensor,
+                row_params=params,
+                ctx=ctx,
+                shared=[bool(shared_prefill[i]) for i in idx] if shared_prefill is not None else None,
+                scores_fn=_warp(settings, key_tensor),
+                stop=batch_stop,
+                decode=text,
+            )
+        return [Generation(text(d.tokens), len(d.tokens), d.reason == "eos", d.reason == "settled") for d in decoded]
+
+    size, start = batch_size, 0
+    while start < n:
+        idx = order[start : start + size]
+        try:
+            gens = run(idx)
+        except torch.OutOfMemoryError:
+            size = _smaller_batch(len(idx), lm)
+            continue
+        start += len(idx)
         yield idx, gens
+
+
+def _smaller_batch(failed: int, lm: LoadedModel) -> int:
+    """Half the batch that ran out of memory (a row's output does not depend on its batch, so the
+    retry gives the same rows); one row that does not fit is a one-line error."""
+    if failed == 1:
+        raise SafestressError(
+            f"{lm.name}: one row does not fit in the device's memory; use fewer --max-new-tokens, "
+            "a smaller --dtype or more devices"
+        )
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    log.warning("out of memory at batch %d; retrying at %d", failed, failed // 2)
+    return failed // 2
 
 
 def generate(
@@ -152,11 +200,21 @@ def generate(
     batch_size: int = 16,
     keys: Sequence[int] | None = None,
     row_params: dict[str, Sequence[float]] | None = None,
+    shared_prefill: Sequence[bool] | None = None,
+    stop: Callable[[Sequence[int], Sequence[str]], Sequence[bool]] | None = None,
 ) -> list[Generation]:
     """Generate a response for every prompt (in input order); see :func:`iter_generate`."""
     results: list[Generation | None] = [None] * len(prompts)
     for idx, gens in iter_generate(
-        lm, prompts, seeds=seeds, settings=settings, batch_size=batch_size, keys=keys, row_params=row_params
+        lm,
+        prompts,
+        seeds=seeds,
+        settings=settings,
+        batch_size=batch_size,
+        keys=keys,
+        row_params=row_params,
+        shared_prefill=shared_prefill,
+        stop=stop,
     ):
         for i, g in zip(idx, gens):
             results[i] = g

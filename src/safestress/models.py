@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,34 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+# share of one GPU's free memory the weights may take before a model is spread over several GPUs:
+# the rest is for the KV cache and activations of a batch
+FIT_SHARE = 0.6
+
+
+def spread_over_gpus(weight_bytes: int, free: Sequence[int]) -> bool:
+    """Whether to place a model across GPUs (``device_map="auto"``): only when there are several
+    and its weights would take more than FIT_SHARE of the first one's free memory. A model that
+    fits stays whole on one GPU, where no layer waits for a transfer."""
+    return len(free) > 1 and weight_bytes > FIT_SHARE * free[0]
+
+
+def _free_gpu_memory() -> list[int]:
+    import torch
+
+    return [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
+
+
+def _weight_bytes(config: Any, dtype: Any) -> int:
+    """The size of a model's weights in ``dtype``, counted on the meta device (nothing allocated)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters()) * torch.tensor([], dtype=dtype).element_size()
+
+
 def resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
@@ -253,13 +282,18 @@ def load_model(
         raise SafestressError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from None
 
     def load_weights() -> Any:
+        spread = dev == "cuda" and spread_over_gpus(_weight_bytes(config, torch_dtype), _free_gpu_memory())
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                source, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code
+                source,
+                revision=revision,
+                dtype=torch_dtype,
+                trust_remote_code=trust_remote_code,
+                **({"device_map": "auto"} if spread else {}),
             )
         except Exception as exc:  # transformers and safetensors raise many types for unreadable weights
             raise SafestressError(f"cannot load the weights of model '{spec}': {_first_line(exc)}") from None
-        return model.to(dev).eval()
+        return (model if spread else model.to(dev)).eval()
 
     _prepare_tokenizer(tokenizer, spec, template, chat_template)
     identity["dtype"] = str(torch_dtype).removeprefix("torch.")

@@ -5,7 +5,9 @@ content, template, perturbation and parameters, resolved sites, decoding setting
 seed), so re-running a sweep finds its rows and skips them, a crash loses at most the batch in
 flight (each batch is one transaction), and a row can never be stored twice (``INSERT OR
 IGNORE`` on the key). Verdicts live in their own table keyed by (generation, judge@version): a
-new judge re-judges stored text and never regenerates.
+new judge re-judges stored text and never regenerates — except a row that stopped early
+(``early_stops``: its judges had settled their verdicts on the text so far): a new judge that cannot
+settle on that text has it regenerated to full length, and the row and its verdicts are replaced.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,12 @@ CREATE TABLE IF NOT EXISTS verdicts (
     loop_cut INTEGER,
     PRIMARY KEY (key, judge)
 );
+CREATE TABLE IF NOT EXISTS early_stops (
+    key TEXT PRIMARY KEY REFERENCES generations(key),
+    token INTEGER NOT NULL,
+    judges TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS metrics (
     config_hash TEXT NOT NULL REFERENCES configs(config_hash),
     name TEXT NOT NULL,
@@ -88,6 +96,7 @@ class GenerationRow:
     response: str
     n_tokens: int
     stopped: bool
+    settled_by: str | None = None  # judge keys that settled the verdicts when it stopped early
 
 
 LEASE_SECONDS = 900.0  # a lease held by a process on another host lapses after this long without renewal
@@ -118,6 +127,16 @@ def _stored_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
     return found
 
 
+def _early_stopped(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
+    """Those of ``keys`` whose stored generation stopped early (none in a store from before early exit)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='early_stops'").fetchone():
+        return set()
+    found: set[str] = set()
+    for chunk, marks in _chunks(keys):
+        found.update(r[0] for r in conn.execute(f"SELECT key FROM early_stops WHERE key IN ({marks})", chunk))
+    return found
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -144,9 +163,12 @@ class Lease:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
 
-    def claim(self, conn: sqlite3.Connection, keys: Sequence[str]) -> tuple[list[str], set[str]]:
-        """Claim those of ``keys`` that are neither stored nor claimed by a live process. Returns
-        (claimed, held by others). One immediate transaction, so two processes never both win."""
+    def claim(
+        self, conn: sqlite3.Connection, keys: Sequence[str], redo: Collection[str] = ()
+    ) -> tuple[list[str], set[str]]:
+        """Claim those of ``keys`` that are neither stored nor claimed by a live process; of
+        ``redo``, those stored but stopped early count as not stored (they are to be regenerated).
+        Returns (claimed, held by others). One immediate transaction, so two processes never both win."""
         now = time.time()
         with conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -156,6 +178,8 @@ class Lease:
                     conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
             conn.execute("DELETE FROM leases WHERE expires < ?", (now,))  # a pid reused, or another host's
             stored, others = _stored_keys(conn, keys), set()
+            if redo:
+                stored -= _early_stopped(conn, [k for k in keys if k in redo])
             for chunk, marks in _chunks(keys):
                 others.update(
                     r[0]
@@ -314,6 +338,7 @@ class Store:
         now = time.time()
         with self.conn:
             self._put_configs(configs)
+            self._replace_early_stops(rows)
             self.conn.executemany(
                 "INSERT OR IGNORE INTO generations VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -333,9 +358,31 @@ class Store:
                     for r in rows
                 ],
             )
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO early_stops VALUES (?,?,?,?)",
+                [(r.key, r.n_tokens, r.settled_by, now) for r in rows if r.settled_by],
+            )
             self._put_verdicts(verdicts, now)
             if lease is not None:
                 lease.release_in(self.conn, [r.key for r in rows])
+
+    def _replace_early_stops(self, rows: Sequence[GenerationRow]) -> None:
+        """Rows that are stored but stopped early are regenerations: drop the old generation, its
+        verdicts (given on the shorter text) and its early-stop record, inside the caller's transaction."""
+        old = _early_stopped(self.conn, [r.key for r in rows])
+        for chunk, marks in _chunks(sorted(old)):
+            for table in ("verdicts", "early_stops", "generations"):
+                self.conn.execute(f"DELETE FROM {table} WHERE key IN ({marks})", chunk)
+
+    def early_stopped(self, keys: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(key, prompt, response) of stored generations among ``keys`` that stopped early."""
+        found = _early_stopped(self.conn, keys)
+        out = []
+        for chunk, marks in _chunks(sorted(found)):
+            out.extend(
+                self.conn.execute(f"SELECT key, prompt, response FROM generations WHERE key IN ({marks})", chunk)
+            )
+        return out
 
     def put_verdicts(self, verdicts: Sequence[tuple[str, str, Any]]) -> None:
         with self.conn:
@@ -393,11 +440,16 @@ class Store:
         the store returns only what it holds."""
         import pandas as pd
 
+        early = bool(
+            self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='early_stops'").fetchone()
+        )
         query = (
             "SELECT g.key, g.config_hash, g.model, g.dataset, g.item_id, g.seed, g.prompt, g.response, "
             "g.n_tokens, g.stopped, v.judge, v.score, v.label, v.harmful, "
-            f"{'v.loop_cut' if self._has_loop_cut_column() else 'NULL'} AS loop_cut "
+            f"{'v.loop_cut' if self._has_loop_cut_column() else 'NULL'} AS loop_cut, "
+            f"{'e.token' if early else 'NULL'} AS early_stop "
             "FROM generations g LEFT JOIN verdicts v ON v.key = g.key"
+            + (" LEFT JOIN early_stops e ON e.key = g.key" if early else "")
         )
         params: list[Any] = []
         if config_hashes is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -223,20 +223,33 @@ def generate_group(plan: SweepPlan, tasks: list[Task]) -> Iterator[list[Generati
     noise is keyed by each row's (prompt, seed), so a row's text does not depend on which worker
     or batch produced it.
     """
-    head = tasks[0].condition
+    # the clean run may ride in a noise group's batches as σ = 0 rows (:func:`pending_groups`)
+    head = next((t.condition for t in tasks if not t.condition.clean), tasks[0].condition)
     lm = head.lm
     lm.ensure_weights()
     strength_param = head.perturbation.row_params[0] if head.perturbation.row_params else None
     row_params = {strength_param: [t.condition.strength for t in tasks]} if strength_param else None
+    shared = [
+        head.perturbation.leaves_prompt({strength_param: t.condition.strength} if strength_param else {}) for t in tasks
+    ]
+    settled_by = ",".join(j.key for j in plan.judges)
+    stop = None
+    if plan.config.early_exit and plan.judges:
+
+        def stop(rows: Sequence[int], texts: Sequence[str]) -> list[bool]:
+            return settled_by_all(plan.judges, [tasks[i].prompt for i in rows], texts)
+
     with perturbed(lm, head.perturbation, head.sites):
         stream = iter_generate(
             lm,
             [t.prompt for t in tasks],
             seeds=[t.seed for t in tasks],
             settings=plan.settings,
-            batch_size=plan.config.batch_size,
+            batch_size=plan.config.rows_per_batch(),
             keys=[row_key(t.prompt, t.seed) for t in tasks],
             row_params=row_params,
+            shared_prefill=shared,
+            stop=stop,
         )
         for idx, gens in stream:
             rows = []
@@ -254,9 +267,25 @@ def generate_group(plan: SweepPlan, tasks: list[Task]) -> Iterator[list[Generati
                         g.text,
                         g.n_tokens,
                         g.stopped,
+                        settled_by if g.settled else None,
                     )
                 )
             yield rows
+
+
+def settled_by_all(judges: Sequence[Judge], prompts: Sequence[str], texts: Sequence[str]) -> list[bool]:
+    """Rows whose verdicts every judge has settled on the text so far (early exit). Each judge is
+    asked only about the rows the judges before it settled."""
+    todo = list(range(len(prompts)))
+    for judge in judges:
+        if not todo:
+            break
+        verdicts = judge.settled([prompts[i] for i in todo], [texts[i] for i in todo])
+        todo = [i for i, ok in zip(todo, verdicts) if ok]
+    out = [False] * len(prompts)
+    for i in todo:
+        out[i] = True
+    return out
 
 
 def judge_and_store(plan: SweepPlan, store: Store, rows: list[GenerationRow], lease: Lease | None = None) -> None:
@@ -276,16 +305,48 @@ def judge_and_store(plan: SweepPlan, store: Store, rows: list[GenerationRow], le
     store.put_batch(rows, verdicts, configs, lease)
 
 
+def to_regenerate(plan: SweepPlan, store: Store) -> set[str]:
+    """Keys of this plan's stored rows that stopped early on text one of its judges cannot settle
+    on (a judge added since): they are regenerated to full length, never judged on the prefix."""
+    early = store.early_stopped([t.key for t in plan.tasks])
+    if not early:
+        return set()
+    keys = [k for k, _, _ in early]
+    ok = settled_by_all(plan.judges, [p for _, p, _ in early], [r for _, _, r in early])
+    return {k for k, settled in zip(keys, ok) if not settled}
+
+
 def pending_groups(plan: SweepPlan, store: Store) -> tuple[list[list[Task]], int]:
-    """The tasks not yet stored, by model and condition group, and how many are stored. Writes
-    nothing: configurations are stored with their first rows (:meth:`Store.put_batch`)."""
-    done = store.existing_keys(t.key for t in plan.tasks)
+    """The tasks not yet stored (or to be regenerated, :func:`to_regenerate`), by model and
+    condition group, and how many are stored. Writes nothing: configurations are stored with their
+    first rows (:meth:`Store.put_batch`).
+
+    A model's clean run joins its first noise group whose perturbation is exact identity at
+    strength 0, as σ = 0 rows: the clean rows then share batches, and with noise on generated
+    positions only, prompt forwards too (:mod:`safestress.decoding`)."""
+    done = store.existing_keys(t.key for t in plan.tasks) - to_regenerate(plan, store)
     by_group: dict[str, list[Task]] = defaultdict(list)
     for t in plan.tasks:
         if t.key not in done:
             by_group[t.condition.group()].append(t)
-    groups = [g for lm in plan.models for g in by_group.values() if g[0].condition.lm is lm]
+    groups = []
+    for lm in plan.models:
+        mine = [g for g in by_group.values() if g[0].condition.lm is lm]
+        clean = next((g for g in mine if g[0].condition.clean), None)
+        host = next((g for g in mine if _takes_clean_rows(g[0].condition)), None)
+        if clean is not None and host is not None:
+            host.extend(clean)
+            mine.remove(clean)
+        groups.extend(mine)
     return groups, len(done)
+
+
+def _takes_clean_rows(cond: Condition) -> bool:
+    """A condition whose batches can carry clean rows as rows at strength 0 (exactly unperturbed)."""
+    p = cond.perturbation
+    if cond.clean or not p.row_params or p.row_params[0] != p.strength_param():
+        return False
+    return type(p).at_strength(0.0, p.params.model_dump()).is_identity()
 
 
 def load_pending_weights(groups: list[list[Task]]) -> None:
@@ -297,7 +358,7 @@ def load_pending_weights(groups: list[list[Task]]) -> None:
 
 
 def claimed_shards(
-    store: Store, groups: list[list[Task]], lease: Lease, shard: int, poll: float = 1.0
+    store: Store, groups: list[list[Task]], lease: Lease, shard: int, poll: float = 1.0, redo: Collection[str] = ()
 ) -> Iterator[list[Task]]:
     """Shards of at most ``shard`` tasks of one condition group that this process has claimed.
 
@@ -309,7 +370,7 @@ def claimed_shards(
     for group in groups:
         for start in range(0, len(group), shard):
             tasks = group[start : start + shard]
-            claimed, others = lease.claim(store.conn, [t.key for t in tasks])
+            claimed, others = lease.claim(store.conn, [t.key for t in tasks], redo)
             waiting.update((t.key, t) for t in tasks if t.key in others)
             mine = set(claimed)
             if mine:
@@ -317,7 +378,7 @@ def claimed_shards(
     while waiting:
         time.sleep(poll)
         lease.renew(store.conn)
-        claimed, others = lease.claim(store.conn, list(waiting))
+        claimed, others = lease.claim(store.conn, list(waiting), redo)
         mine = set(claimed)
         taken = [waiting.pop(k) for k in list(waiting) if k not in others]  # ours now, or stored by the other
         by_group: dict[str, list[Task]] = defaultdict(list)
@@ -379,7 +440,8 @@ def drive(plan: SweepPlan, store: Store, source: BatchSource, progress: Progress
         return finish(plan, store, 0, stored_before)
     lease = Lease()
     generated = 0
-    shards = claimed_shards(store, groups, lease, plan.config.batch_size * SHARD_BATCHES)
+    redo = {t.key for g in groups for t in g} & store.existing_keys(t.key for g in groups for t in g)
+    shards = claimed_shards(store, groups, lease, plan.config.rows_per_batch() * SHARD_BATCHES, redo=redo)
     try:
         with source.batches(plan, groups, shards) as batches:
             for rows in batches:

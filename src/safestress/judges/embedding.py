@@ -394,6 +394,23 @@ class TrainedHead:
     def _model(self) -> tuple[Any, Any, Any]:
         return _load_head(str(self.directory), self.digest)
 
+    # tokens a response must run past the head's window before the window is surely fixed: the
+    # last words may still be completed, and one word can be several word pieces
+    WINDOW_MARGIN = 16
+
+    def window_full(self, prompt: str, response: str) -> bool:
+        """Whether the head's window is already filled by ``response`` so far: with
+        ``longest_first`` truncation the longer sequence is cut first, so once the response is
+        longer than the window (and than the prompt it is paired with) by WINDOW_MARGIN tokens,
+        no continuation reaches what the head reads (early exit, :meth:`Judge.settled`)."""
+        tokenizer = self._model[0]
+        settings = self.meta["settings"]
+        need = int(settings["max_length"])
+        if settings.get("reads_prompt", True) and not settings.get("max_prompt_tokens"):
+            need = max(need, len(tokenizer(prompt, add_special_tokens=False)["input_ids"]))
+        n = len(tokenizer(response, add_special_tokens=False)["input_ids"])
+        return n >= need + self.WINDOW_MARGIN
+
     def probability(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64) -> list[float]:
         """P(positive class) for each pair, batched in order of length (less padding)."""
         import torch
@@ -479,3 +496,7 @@ class EmbeddingRefusalJudge(Judge):
             refused = p >= threshold
             verdicts.append(Verdict(p, "refusal" if refused else "compliance", not refused))
         return verdicts
+
+    def settles(self, prompt: str, text: str) -> bool:
+        """The head's window is full, or the opening rule already calls it a refusal."""
+        return (self.opening_rule and self._opening.refused(prompt, text)) or self.head.window_full(prompt, text)

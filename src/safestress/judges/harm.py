@@ -92,6 +92,10 @@ class HarmJudge(Judge):
         """P(harmful) for each (request, answer) pair."""
         return self.head.probability(prompts, responses, self.batch_size)
 
+    def settles(self, prompt: str, text: str) -> bool:
+        """The head reads a window of the answer's first tokens: settled once it is full."""
+        return self.head.window_full(prompt, text)
+
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         threshold = float(self.meta.get("threshold", 0.5))
         return [

@@ -98,6 +98,13 @@ class Perturbation:
         """True when this perturbation changes nothing (e.g. σ = 0); the runner then treats it as clean."""
         return False
 
+    def leaves_prompt(self, row_values: dict[str, float]) -> bool:
+        """True when a row with these row parameters runs the prompt forward unperturbed, so that
+        rows with the same prompt can share it (:mod:`safestress.decoding`). Only a perturbation
+        that changes nothing can say so by default; noise says so at σ = 0 or on generated
+        positions only."""
+        return self.is_identity() and not any(row_values.values())
+
     def prepare(self, lm: Any, sites: list[str]) -> None:
         """Calibrate against the loaded model before hooks go in (called by :func:`perturbed` when
         it is given a :class:`~safestress.models.LoadedModel`); calibrating perturbations cache

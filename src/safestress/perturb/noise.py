@@ -63,6 +63,9 @@ class GaussianNoise(Perturbation):
     def is_identity(self) -> bool:
         return self.params.sigma == 0.0
 
+    def leaves_prompt(self, row_values: dict[str, float]) -> bool:
+        return self.params.positions == "generated" or row_values.get("sigma", self.params.sigma) == 0.0
+
     @contextmanager
     def install(self, model: nn.Module, sites: list[str], ctx: RowContext) -> Iterator[None]:
         site_ids = {s: rng.name_hash32(s) for s in sites}
