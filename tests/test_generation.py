@@ -217,7 +217,8 @@ def test_stop_ends_rows_early_and_keeps_the_rest_identical(tiny_llama):
     )
     for i, (a, b) in enumerate(zip(full, early)):
         if b.settled:
-            assert i % 3 == 0 and b.n_tokens == STOP_EVERY and a.text.startswith(b.text)
+            # a byte-level prefix can end inside a character, decoded as U+FFFD
+            assert i % 3 == 0 and b.n_tokens == STOP_EVERY and a.text.startswith(b.text.rstrip("\ufffd"))
         else:
             assert (a.text, a.n_tokens, a.stopped) == (b.text, b.n_tokens, b.stopped)
     assert sum(g.settled for g in early) >= 3 and asked

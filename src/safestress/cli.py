@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from safestress.cli_options import FORMAT, MARGIN, parse_params
+from safestress.cli_options import FORMAT, MARGIN, batch_size_option, parse_params
 from safestress.config import default_of, margin_share, split_values
 from safestress.consoles import err, out, stdout_is_terminal, wrote
 from safestress.errors import SafestressError
@@ -55,7 +55,9 @@ def run(
     seeds: int | None = typer.Option(None, help=f"number of seeds {default_of('seeds')}"),
     max_new_tokens: int | None = typer.Option(None, help=default_of("max_new_tokens")),
     batch_size: str | None = typer.Option(
-        None, help=f"rows per batch, or auto (halved on out-of-memory) {default_of('batch_size')}"
+        None,
+        help=f"rows per batch, or auto (halved on out-of-memory) {default_of('batch_size')}",
+        callback=batch_size_option,
     ),
     do_sample: bool | None = typer.Option(None, "--sample/--greedy", help="decoding (default: greedy)"),
     early_exit: bool | None = typer.Option(
@@ -106,7 +108,7 @@ def run(
         sites=sites,
         seeds=seeds,
         max_new_tokens=max_new_tokens,
-        batch_size=int(batch_size) if batch_size and batch_size.isdigit() else batch_size,
+        batch_size=batch_size,
         do_sample=do_sample,
         early_exit=early_exit,
         temperature=temperature,

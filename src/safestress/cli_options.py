@@ -43,3 +43,12 @@ def parse_params(items: list[str] | None) -> dict[str, str] | None:
             raise SafestressError(f"--param expects KEY=VALUE, got '{item}'")
         out[key.strip()] = value.strip()
     return out
+
+
+def batch_size_option(value: str | None) -> int | str | None:
+    """``--batch-size``: a number of rows or ``auto``; anything else is a usage error."""
+    if value is None or value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise typer.BadParameter(f"'{value}' is not a number of rows (1 or more) or 'auto'")
