@@ -57,6 +57,7 @@ def run(
     with ss.Store(store) as st:
         counts = ss.execute(plan, st)
         frame = labelled(plan.frame(st), st)
+    frame = frame[frame["judge"].isin({j.key for j in plan.judges})]  # today's judges, not older versions
     print(f"# {Path(model).name} {dataset} {tokens} tokens: {counts['generated']} generated", file=sys.stderr)
     for strength, part in frame.groupby("strength"):
         first = part[part["judge"] == part["judge"].iloc[0]]
