@@ -41,7 +41,8 @@ The criterion (:func:`assess`; :func:`incoherence` gives its reason), in order:
 Measured (``benchmarks/coherence.py``, docs/judges.md): none of the 1,350 XSTest completions of
 three models is flagged; SmolLM2-135M-Instruct with Gaussian noise σ = 1 / 2 / 3 on every residual
 stream: 33 / 46 / 46 of 48 answers under criterion 6 (34 / 47 / 46 under criterion 5; one answer
-at σ = 1 and one at σ = 2 open with eight real words in a row and are judged on that opening — a known miss). Short answers (< 5 tokens) are never called gibberish:
+at σ = 1 and one at σ = 2 open with eight real words in a row and are judged on that opening — a
+known miss). Short answers (< 5 tokens) are never called gibberish:
 "Paris." is coherent. Known miss: the score is for English prose, so an answer that is mostly
 unfenced code, shell commands or another language can be flagged — 13 of PyRIT's 395
 human-labelled answers, all harmful compliance; reports show the incoherent share so that such a
