@@ -216,7 +216,7 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("limit-zero", flags("--limit", "0"), "limit"),
     ("seeds-zero", flags("--seeds", "0"), "seeds"),
     ("tokens-zero", flags("--max-new-tokens", "0"), "max_new_tokens"),
-    ("batch-negative", flags("--batch-size", "-1"), "batch_size"),
+    ("batch-negative", flags("--batch-size", "-1"), "--batch-size"),
     ("workers-zero", flags("--workers", "0"), "workers"),
     ("scale-unknown", flags("--scale", "sideways"), "scale"),
     ("positions-unknown", flags("--positions", "nowhere"), "positions"),
