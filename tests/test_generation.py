@@ -160,7 +160,7 @@ def test_every_architecture_decodes_as_model_generate():
             cut = next((j for j, t in enumerate(row) if t in eos), len(row))
             plain.append(row[:cut])
         with torch.inference_mode():
-            ours, _ = decode_batch(
+            ours = decode_batch(
                 lm.model,
                 batch["input_ids"],
                 batch["attention_mask"],

@@ -92,9 +92,8 @@ def decode_batch(
     scores_fn: ScoreFn | None = None,
     stop: StopFn | None = None,
     decode: Callable[[list[int]], str] | None = None,
-) -> tuple[list[Decoded], int]:
-    """Generate for one left-padded batch; returns each row's tokens and why it ended, and the
-    number of prompt forwards saved by sharing (rows that copied another row's prefill)."""
+) -> list[Decoded]:
+    """Generate for one left-padded batch; returns each row's tokens and why it ended."""
     from transformers import DynamicCache
 
     n = ids.shape[0]
@@ -152,4 +151,4 @@ def decode_batch(
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         pos = mask.long().sum(-1, keepdim=True) - 1
         logits = _forward(model, nxt[:, None], mask, pos, cache)
-    return [Decoded(t, r) for t, r in zip(tokens, reasons)], n - len(sources)
+    return [Decoded(t, r) for t, r in zip(tokens, reasons)]

@@ -148,7 +148,7 @@ def iter_generate(
                 return stop([idx[r] for r in rows], texts)
 
         with torch.inference_mode():
-            decoded, _ = decode_batch(
+            decoded = decode_batch(
                 lm.model,
                 batch["input_ids"].to(device),
                 batch["attention_mask"].to(device),

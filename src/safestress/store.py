@@ -127,9 +127,14 @@ def _stored_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
     return found
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the store has table ``name`` (stores written before it existed do not)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+
 def _early_stopped(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
     """Those of ``keys`` whose stored generation stopped early (none in a store from before early exit)."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='early_stops'").fetchone():
+    if not _has_table(conn, "early_stops"):
         return set()
     found: set[str] = set()
     for chunk, marks in _chunks(keys):
@@ -209,8 +214,7 @@ class Lease:
 
     def release_all(self, conn: sqlite3.Connection) -> None:
         """Drop every claim of this lease (a run that ends, finished or failed)."""
-        has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='leases'").fetchone()
-        if has_table:
+        if _has_table(conn, "leases"):
             with conn:
                 conn.execute("DELETE FROM leases WHERE owner = ?", (self.owner,))
 
@@ -440,9 +444,7 @@ class Store:
         the store returns only what it holds."""
         import pandas as pd
 
-        early = bool(
-            self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='early_stops'").fetchone()
-        )
+        early = _has_table(self.conn, "early_stops")
         query = (
             "SELECT g.key, g.config_hash, g.model, g.dataset, g.item_id, g.seed, g.prompt, g.response, "
             "g.n_tokens, g.stopped, v.judge, v.score, v.label, v.harmful, "

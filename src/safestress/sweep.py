@@ -440,7 +440,9 @@ def drive(plan: SweepPlan, store: Store, source: BatchSource, progress: Progress
         return finish(plan, store, 0, stored_before)
     lease = Lease()
     generated = 0
-    redo = {t.key for g in groups for t in g} & store.existing_keys(t.key for g in groups for t in g)
+    # pending rows that are stored are the ones to_regenerate chose; the claim takes only those
+    # still marked as stopped early, so passing every pending key needs no second query
+    redo = {t.key for g in groups for t in g}
     shards = claimed_shards(store, groups, lease, plan.config.rows_per_batch() * SHARD_BATCHES, redo=redo)
     try:
         with source.batches(plan, groups, shards) as batches:
