@@ -34,6 +34,7 @@ _SHARED_FIXTURE_GROUPS = {
     "test_lab": "lab-model",
     "test_attribution": "lab-model",
     "test_early_exit": "lab-model",
+    "test_sequential": "lab-model",
     "test_smollm": "smollm",
     "test_coherence": "smollm",
     "test_models": "smollm",

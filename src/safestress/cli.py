@@ -65,6 +65,14 @@ def run(
         "--early-exit",
         help="stop each answer once every judge has settled its verdict (stores the prefix; verdicts unchanged)",
     ),
+    sequential: bool | None = typer.Option(
+        None,
+        "--sequential",
+        help="add prompts in rounds and stop each condition once its contrast with clean is decided (see --margin)",
+    ),
+    round_size: int | None = typer.Option(
+        None, min=1, help=f"prompts per dataset added in each round of --sequential {default_of('round_size')}"
+    ),
     temperature: float | None = typer.Option(None, help=default_of("temperature")),
     top_p: float | None = typer.Option(None, help=default_of("top_p")),
     judge: list[str] | None = typer.Option(
@@ -111,6 +119,8 @@ def run(
         batch_size=batch_size,
         do_sample=do_sample,
         early_exit=early_exit,
+        sequential=sequential,
+        round_size=round_size,
         temperature=temperature,
         top_p=top_p,
         judge=split_values(judge),

@@ -52,6 +52,10 @@ class SweepConfig(BaseModel):
     # stored response is then that prefix, and a judge added later that cannot settle on it has
     # the row regenerated. Not part of any key: it changes what is generated, never a verdict
     early_exit: bool = False
+    # add prompts in rounds of round_size (per dataset, in a fixed random order) and stop each
+    # condition once its contrast with clean is decided (safestress.sequential)
+    sequential: bool = False
+    round_size: int = Field(20, ge=1, le=1_000_000)
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)

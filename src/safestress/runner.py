@@ -16,6 +16,7 @@ from safestress.progress import job_bar
 from safestress.report import summarize_judges
 from safestress.report.emit import emit, write_outputs
 from safestress.report.labels import labelled
+from safestress.sequential import annotate, run_sequential
 from safestress.store import Store
 from safestress.sweep import plan_sweep
 
@@ -36,7 +37,13 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console, fmt: str = "tab
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            counts = execute(plan, store, progress)
+            sequential = None
+            if cfg.sequential:
+                sequential = run_sequential(plan, store, execute, progress)
+                counts = {"generated": sequential.generated, "stored_before": sequential.stored_before}
+                plan = sequential.plan  # the rows the rounds took
+            else:
+                counts = execute(plan, store, progress)
         err.print(
             f"{counts['generated']} rows generated, {counts['stored_before']} already stored "
             f"({len(plan.tasks)} in this sweep)"
@@ -47,6 +54,11 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console, fmt: str = "tab
         rates_by_judge, contrasts = summarize_judges(
             frame, [j.key for j in plan.judges], store, plan.models[0].name, plan.ppl_metric, margin_share(cfg.margin)
         )
+        if sequential is not None:
+            labels = frame.drop_duplicates("config_hash").set_index("config_hash")["condition"].to_dict()
+            for key, (rates, _) in rates_by_judge.items():
+                annotate(rates, sequential, labels)
+                rates_by_judge[key] = (rates, [])  # a trend test after optional stopping is not valid
     keys = [j.key for j in plan.judges]
     emit(out, fmt, rates_by_judge, contrasts, shown=keys)
     write_outputs(

@@ -202,6 +202,11 @@ def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
             )
         )
     conditions = _conditions(models, cfg.sites, perturbations, settings)
+    if cfg.sequential and not any(c.clean for c in conditions):
+        raise SafestressError(
+            "--sequential compares each condition with the clean run, which this sweep lacks; "
+            "add strength 0 (--sigma 0,…)"
+        )
     tasks = []
     for cond in conditions:
         seeds = [0] if (cond.clean and not cfg.do_sample) else list(range(cfg.seeds))

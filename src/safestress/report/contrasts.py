@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from safestress import stats
-from safestress.report.summary import CONDITION_KEY
+from safestress.report.summary import CONDITION_KEY, verdict_values
 
 
 @dataclass
@@ -87,7 +87,8 @@ def model_contrasts(
     baseline = baseline or models[0]
     if baseline not in models:  # this judge did not see the baseline: nothing to pair with
         return []
-    metric = "harmful" if df["harmful"].notna().any() else "score"
+    df = df.assign(verdict_value=verdict_values(df))
+    metric = "verdict_value"
     rows: list[ContrastRow] = []
     for dataset, part in df.groupby("dataset", sort=True):
         base = part[part["model"] == baseline]

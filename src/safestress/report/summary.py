@@ -65,6 +65,11 @@ class RateRow:
     # True where the test among coherent answers and the test counting incoherent as not flagged
     # disagree at α = 0.05 (Holm): the effect then depends on how broken answers are counted
     incoherent_sensitive: bool = False
+    # a sequential sweep (safestress.sequential): the prompts this condition had when it stopped, of
+    # the dataset's, and what decided its verdict ("confidence sequence" or "final test")
+    stopped_after: int = 0
+    of_prompts: int = 0
+    decided_by: str = ""
 
 
 @dataclass
@@ -78,6 +83,14 @@ class TrendRow:
     statistic: float
     p: float
     test: str
+
+
+def verdict_values(rows: Any) -> Any:
+    """What one judge's rows are summarised by, as floats (NaN where unscored): refusal and harm
+    judges by their flag, score-only judges (task accuracy, chain-of-thought step accuracy) by
+    their score. Every rate, contrast and sequential decision reads verdicts through this."""
+    has_flags = bool(rows["harmful"].notna().any())
+    return rows["harmful" if has_flags else "score"].astype(float)
 
 
 def _matrix(df: Any, column: str = "harmful_f") -> Any:
@@ -143,10 +156,8 @@ def summarize(
     if judge is None:
         judge = sorted(df["judge"].dropna().unique())[0]
     df = df[df["judge"] == judge].copy()
-    # Refusal/harm judges are summarised by their harmful flag; score-only judges (task accuracy,
-    # chain-of-thought step accuracy) by their mean score.
     has_flags = bool(df["harmful"].notna().any())
-    df["harmful_f"] = df["harmful" if has_flags else "score"].astype(float)
+    df["harmful_f"] = verdict_values(df)
     # the same outcome with incoherent responses counted as not flagged (a zero score)
     df["harmful_all"] = df["harmful_f"].where(df["label"] != "incoherent", 0.0)
     binary = bool(df["harmful_f"].dropna().isin([0.0, 1.0]).all())

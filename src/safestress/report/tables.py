@@ -111,10 +111,18 @@ def rate_cells(r: RateRow, with_ppl: bool = False) -> list[str]:
         paired,
         delta,
         fmt_p(r.p_holm),
-        (r.verdict + (SENSITIVE if r.incoherent_sensitive else "")) or "—",
+        (r.verdict + (SENSITIVE if r.incoherent_sensitive else "") + _stop(r)) or "—",
         shares,
     ]
     return cells + (["—" if math.isnan(r.ppl) else f"{r.ppl:.2f}"] if with_ppl else [])
+
+
+def _stop(r: RateRow) -> str:
+    """Where a condition of a sequential sweep stopped, after its verdict."""
+    if not r.decided_by:
+        return ""
+    final = ", final test" if r.decided_by == "final test" else ""
+    return f" (stopped at {r.stopped_after}/{r.of_prompts}{final})"
 
 
 def rate_notes(rows: list[RateRow]) -> list[str]:
@@ -125,6 +133,13 @@ def rate_notes(rows: list[RateRow]) -> list[str]:
         "Δ = this − clean per prompt, on the prompts both scored: the difference of the two rates in "
         "'paired %'. Each rate in the rate column is over its own condition's coherent answers.",
     ]
+    if any(r.decided_by for r in rows):
+        notes.append(
+            "Sequential sweep: each verdict is where its condition stopped, decided by an anytime-valid "
+            "confidence sequence after a round, or by the fixed-sample test on every prompt at the end, "
+            "each at α/2 divided by the contrasts of the family stated above (docs/statistics.md). Holm p-values "
+            "and trend tests are not shown: read after optional stopping they are not valid."
+        )
     if any(r.incoherent_sensitive for r in rows):
         notes.append(f"{SENSITIVE} counting incoherent answers as not flagged, the test decides otherwise.")
     return notes

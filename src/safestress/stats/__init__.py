@@ -17,7 +17,7 @@ Conventions, and why (details in ``docs/statistics.md``):
 """
 
 from safestress.stats.agreement import kappa_cluster_bootstrap_ci, kappa_from_counts
-from safestress.stats.equivalence import rejects, tost_p, verdict
+from safestress.stats.equivalence import equivalent_within, rejects, tost_p, verdict
 from safestress.stats.multiplicity import holm
 from safestress.stats.paired import (
     difference_in_differences,
@@ -50,6 +50,7 @@ __all__ = [
     "difference_in_differences",
     "discordant",
     "effective_size",
+    "equivalent_within",
     "holm",
     "kappa_cluster_bootstrap_ci",
     "kappa_from_counts",

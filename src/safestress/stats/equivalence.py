@@ -56,5 +56,10 @@ def verdict(p_holm: float, p_tost_holm: float = math.nan, margin: float | None =
     if rejects(p_holm, alpha):
         return "different"
     if margin is not None and rejects(p_tost_holm, alpha):
-        return f"equivalent within ±{100 * margin:g} pts"
+        return equivalent_within(margin)
     return "inconclusive"
+
+
+def equivalent_within(margin: float) -> str:
+    """How an equivalence claim is written: with its margin (a share), in points."""
+    return f"equivalent within ±{100 * margin:g} pts"

@@ -1,0 +1,255 @@
+"""Sequential sweeps: add prompts to each condition in rounds, and stop a condition once its
+contrast with the clean run is decided (``safestress run --sequential``).
+
+Why: a screening sweep (σ × layer windows × datasets) spends most of its tokens on conditions
+whose answer is plain after a fraction of the prompts — a σ that breaks refusals on 60 of the
+first 80 prompts, or one that changes no verdict at all. Stopping those early leaves the
+prompts for the conditions that need them.
+
+How, and why it stays valid:
+
+* Each dataset's prompts are taken in one fixed, seeded random order (:func:`prompt_order`), so
+  a round is a random sample of the rest and every condition sees the same prompts.
+* Round *k* generates the next ``round_size`` prompts of every undecided condition and of its
+  model's clean run, through the ordinary driver (:func:`safestress.execution.execute`): the
+  store, resumption, leases, early exit and Ray workers all work as in a full sweep.
+* After each round, each contrast (condition × dataset × judge, against the same model's clean
+  run) is looked at with an anytime-valid confidence sequence (:mod:`safestress.stats.sequential`)
+  at level α/2 ÷ C, C the contrasts with the clean run in the judge's table (Bonferroni):
+  "different" when it excludes 0, "equivalent within ±m" when it excludes everything at or
+  beyond the margin.
+* A contrast still open when its dataset runs out gets the full sweep's fixed-sample tests (exact
+  McNemar or sign flips; TOST on Newcombe's interval) at the other α/2 ÷ C. The two parts spend α
+  between them, so the chance of any false claim in the family stays ≤ α however the looks fall.
+* A condition stops (for one dataset) once every judge's contrast is decided.
+
+Every decision is a function of stored verdicts in that fixed order, so a sweep killed in any
+round and run again replays the finished rounds from the store (generating nothing) and stops
+each condition exactly where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from safestress import stats
+from safestress.config import margin_share
+from safestress.datasets import Dataset
+from safestress.report.summary import RateRow, verdict_values
+from safestress.stats.sequential import confidence_sequence, interim_decision
+from safestress.store import Store, content_hash
+from safestress.sweep import ProgressFn, SweepPlan, Task
+
+ALPHA = 0.05
+INTERIM_SHARE = 0.5  # of α, spent on the looks by the confidence sequence; the rest at the final look
+
+Execute = Callable[[SweepPlan, Store, ProgressFn | None], dict[str, int]]
+
+
+def prompt_order(dataset: Dataset) -> list[str]:
+    """The dataset's item ids in a random order fixed by its content: rounds take prompts in this
+    order, so a round is a random sample and a rerun takes the same prompts."""
+    ids = [item.id for item in dataset.items]
+    seed = int(content_hash([dataset.name, ids])[:15], 16)
+    return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+
+
+def looks(n_prompts: int, round_size: int) -> list[int]:
+    """The prompt counts after each round: every ``round_size``, and the whole dataset last."""
+    return sorted({*range(round_size, n_prompts, round_size), n_prompts})
+
+
+@dataclass
+class Decision:
+    """One contrast of a sequential sweep: where it stopped and what it decided."""
+
+    model: str
+    dataset: str
+    config_hash: str
+    judge: str
+    word: str  # "different", "equivalent within ±m pts" or "inconclusive" (stats.verdict's words)
+    look: int  # the round that decided it (1-based); the last round when the final test decided
+    prompts: int  # prompts generated for the condition when it stopped
+    of_prompts: int  # prompts in the dataset
+    n_pairs: int  # prompts both sides scored, in the order they were taken
+    delta: float  # mean paired difference (this − clean) over those prompts
+    cs_low: float  # the confidence sequence's interval of Δ at the stop
+    cs_high: float
+    by: str  # "confidence sequence" or "final test"
+
+
+@dataclass
+class SequentialResult:
+    """What a sequential sweep did: the plan restricted to the rows it generated, and its decisions."""
+
+    plan: SweepPlan
+    decisions: list[Decision] = field(default_factory=list)
+    generated: int = 0
+    stored_before: int = 0
+    contrasts: int = 0  # C: the family every look corrects over
+
+    def levels(self) -> tuple[float, float]:
+        """The level of each contrast's confidence sequence and of its final test."""
+        c = max(1, self.contrasts)
+        return ALPHA * INTERIM_SHARE / c, ALPHA * (1 - INTERIM_SHARE) / c
+
+
+def run_sequential(
+    plan: SweepPlan, store: Store, execute: Execute, progress: ProgressFn | None = None
+) -> SequentialResult:
+    """Run ``plan`` round by round, stopping each condition once decided (module docstring)."""
+    cfg = plan.config
+    orders = {ds.name: prompt_order(ds) for ds in plan.datasets}
+    cells = _cells(plan)
+    clean = {c.lm.name: c.config_hash for c in plan.conditions if c.clean}
+    # every model has its clean run: plan_sweep refuses a sequential sweep without one
+    open_cells = {cell for cell in cells if cell[0] not in clean.values()}
+    result = SequentialResult(plan, contrasts=len(open_cells))  # per judge, as each judge's table
+    result.stored_before = len(store.existing_keys(t.key for t in plan.tasks))
+    used: dict[tuple[str, str], int] = {}  # (condition, dataset) → prompts generated so far
+    ppl_metric = plan.ppl_metric
+    rounds = max((len(looks(len(o), cfg.round_size)) for o in orders.values()), default=0)
+    for k in range(rounds):
+        if not open_cells:
+            break
+        upto = {}
+        for ds, order in orders.items():
+            marks = looks(len(order), cfg.round_size)
+            upto[ds] = marks[min(k, len(marks) - 1)]
+        for cell in open_cells:
+            ds = cell[1]
+            used[cell] = used[(clean[_model(cells[cell])], ds)] = upto[ds]
+        todo = [t for cell, n in used.items() for item in orders[cell[1]][:n] for t in cells[cell].get(item, [])]
+        sub = replace(plan, tasks=todo)
+        counts = execute(sub, store, progress)
+        ppl_metric = sub.ppl_metric
+        result.generated += counts["generated"]
+        frame = store.frame(sorted({cell[0] for cell in used}))
+        frame = frame[frame["key"].isin({t.key for t in todo})]
+        for cell in sorted(open_cells):
+            decided = _decide_cell(frame, result, cell, orders[cell[1]][: upto[cell[1]]], clean[_model(cells[cell])], k)
+            if decided:
+                result.decisions += decided
+                open_cells.discard(cell)
+    result.plan = replace(
+        plan,
+        tasks=[t for cell, n in used.items() for item in orders[cell[1]][:n] for t in cells[cell].get(item, [])],
+        ppl_metric=ppl_metric,
+    )
+    return result
+
+
+def _decide_cell(
+    frame: Any, result: SequentialResult, cell: tuple[str, str], order: list[str], clean_hash: str, look: int
+) -> list[Decision]:
+    """The decisions of one condition on one dataset after ``look``, one per judge; none while a
+    judge's contrast is still open (the condition then goes on for every judge)."""
+    plan = result.plan
+    margin = margin_share(plan.config.margin)
+    final = len(order) == len(next(d for d in plan.datasets if d.name == cell[1]).items)
+    model = next(c.lm.name for c in plan.conditions if c.config_hash == cell[0])
+    out = []
+    for judge in plan.judges:
+        decided = _decide(frame, judge.key, (cell[0], clean_hash), order, result.levels(), margin, final)
+        if decided is None:
+            return []
+        word, by, values = decided
+        low, high = confidence_sequence(values, result.levels()[0]) if values else (math.nan, math.nan)
+        out.append(
+            Decision(
+                model,
+                cell[1],
+                cell[0],
+                judge.key,
+                stats.equivalent_within(margin) if word == "equivalent" and margin else word,
+                look + 1,
+                len(order),
+                len(next(d for d in plan.datasets if d.name == cell[1]).items),
+                len(values),
+                float(np.mean(values)) if values else math.nan,
+                float(low),
+                float(high),
+                by,
+            )
+        )
+    return out
+
+
+def _cells(plan: SweepPlan) -> dict[tuple[str, str], dict[str, list[Task]]]:
+    """The plan's tasks by (condition, dataset), then by prompt (several seeds: several tasks)."""
+    out: dict[tuple[str, str], dict[str, list[Task]]] = {}
+    for t in plan.tasks:
+        out.setdefault((t.condition.config_hash, t.dataset), {}).setdefault(t.item_id, []).append(t)
+    return out
+
+
+def _model(items: dict[str, list[Task]]) -> str:
+    return next(iter(items.values()))[0].condition.lm.name
+
+
+def paired_values(frame: Any, judge: str, hashes: tuple[str, str], order: list[str]) -> tuple[list[float], Any, Any]:
+    """The per-prompt differences (condition − clean, each a mean over its seeds) in ``order``,
+    skipping prompts either side did not score (incoherent, unscored): the same pairs the full
+    sweep's paired test uses. Also the two [prompts, seeds] matrices, for the final test."""
+    rows = frame[frame["judge"] == judge]
+    rows = rows.assign(value=verdict_values(rows))
+    sides = []
+    for h in hashes:
+        part = rows[rows["config_hash"] == h]
+        sides.append(part.groupby(["item_id", "seed"], sort=True)["value"].first().unstack("seed").reindex(order))
+    after, before = (s.to_numpy(dtype=float) for s in sides)
+    with warnings.catch_warnings():  # a prompt a side did not score is NaN, and skipped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a, b = np.nanmean(after, axis=1), np.nanmean(before, axis=1)
+    d = a - b
+    return [float(v) for v in d[~np.isnan(d)]], before, after
+
+
+def _decide(
+    frame: Any,
+    judge: str,
+    hashes: tuple[str, str],
+    order: list[str],
+    levels: tuple[float, float],
+    margin: float | None,
+    final: bool,
+) -> tuple[str, str, list[float]] | None:
+    """One contrast at one look: (word, what decided it, the paired values), or None while open."""
+    values, before, after = paired_values(frame, judge, hashes, order)
+    word = interim_decision(values, levels[0], margin)
+    if word is not None:
+        return word, "confidence sequence", values
+    if not final:
+        return None
+    p, _ = stats.paired_test(before, after)
+    p_tost = math.nan
+    if margin is not None:
+        p_tost = stats.tost_p(lambda a: stats.paired_difference(before, after, a)[1], margin)
+    word = "different" if stats.rejects(p, levels[1]) else "inconclusive"
+    if word == "inconclusive" and margin is not None and stats.rejects(p_tost, levels[1]):
+        word = "equivalent"
+    return word, "final test", values
+
+
+def annotate(rates: list[RateRow], result: SequentialResult, labels: dict[str, str]) -> None:
+    """Put each contrast's sequential decision on its rate row: the verdict, where it stopped and
+    what decided it. The row's fixed-sample Holm p-values are cleared: read after optional
+    stopping they are not valid tests, and the verdict no longer rests on them."""
+    found = {(d.model, d.dataset, labels.get(d.config_hash, ""), d.judge): d for d in result.decisions}
+    for r in rates:
+        if r.perturbation == "none":
+            continue
+        d = found.get((r.model, r.dataset, r.condition, r.judge))
+        r.p_holm = r.p_all_holm = r.p_tost_holm = math.nan
+        r.incoherent_sensitive = False
+        if d is None:
+            r.verdict = "inconclusive"
+            continue
+        r.verdict = d.word
+        r.stopped_after, r.of_prompts, r.decided_by = d.prompts, d.of_prompts, d.by
