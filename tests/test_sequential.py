@@ -167,6 +167,9 @@ def test_sequential_run_reports_where_each_condition_stopped(lab_path, tmp_path,
     assert proc.returncode == 0, proc.stderr
     row = [line for line in proc.stdout.splitlines() if "gaussian" in line]
     assert row and "equivalent within ±30 pts" in row[0] and "confidence sequence" in row[0]
+    # `results` reads the store with fixed-sample tests, and says why they do not hold here
+    shown = run_cli("results", "--store", str(store), "--format", "csv")
+    assert shown.returncode == 0 and "sequential sweep stopped 1 condition" in shown.stderr
     # without the clean run there is nothing to stop against: refused before a store exists
     bad = [a if a != "0,0.05" else "0.05" for a in args[:-1]] + [str(tmp_path / "t.db")]
     proc = run_cli(*bad)

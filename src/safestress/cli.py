@@ -181,6 +181,7 @@ def results(
     from safestress.judges.base import latest_keys
     from safestress.report import summarize_judges
     from safestress.report.labels import labelled
+    from safestress.report.summary import STOP_METRIC
     from safestress.store import Store
 
     if (labels is None) != (positive is None):
@@ -215,6 +216,12 @@ def results(
         summaries, all_versus = summarize_judges(frame, keys, st, baseline, margin=margin_share(margin))
         methods = arm_rows(frame, judge, arms) if arms else []
         specs = st.configs()
+        stopped = {h for h, _ in st.metrics(STOP_METRIC)} & set(frame["config_hash"])
+    if stopped:
+        err.print(
+            f"note: a sequential sweep stopped {len(stopped)} condition(s) of this store early; p-values read after "
+            "optional stopping are not valid. Its decisions: run it again with --sequential (nothing is regenerated)"
+        )
     audits = {}
     if truth is not None:
         from safestress.judges.audit import audit_store, auditable_judges

@@ -41,7 +41,7 @@ import numpy as np
 from safestress import stats
 from safestress.config import margin_share
 from safestress.datasets import Dataset
-from safestress.report.summary import RateRow, verdict_values
+from safestress.report.summary import STOP_METRIC, RateRow, verdict_values
 from safestress.stats.sequential import confidence_sequence, interim_decision
 from safestress.store import Store, content_hash
 from safestress.sweep import ProgressFn, SweepPlan, Task
@@ -58,6 +58,12 @@ def prompt_order(dataset: Dataset) -> list[str]:
     ids = [item.id for item in dataset.items]
     seed = int(content_hash([dataset.name, ids])[:15], 16)
     return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+
+
+def stop_metric(dataset: str, judge: str) -> str:
+    """The stored metric that records where a sequential sweep stopped a condition (its value:
+    the prompts it had)."""
+    return f"{STOP_METRIC}{dataset}:{judge}"
 
 
 def looks(n_prompts: int, round_size: int) -> list[int]:
@@ -137,6 +143,8 @@ def run_sequential(
             if decided:
                 result.decisions += decided
                 open_cells.discard(cell)
+                for d in decided:  # marks the condition, so `results` warns of p-values after stopping
+                    store.put_metric(d.config_hash, stop_metric(d.dataset, d.judge), d.prompts)
     result.plan = replace(
         plan,
         tasks=[t for cell, n in used.items() for item in orders[cell[1]][:n] for t in cells[cell].get(item, [])],
@@ -152,11 +160,11 @@ def _decide_cell(
     judge's contrast is still open (the condition then goes on for every judge)."""
     plan = result.plan
     margin = margin_share(plan.config.margin)
-    final = len(order) == len(next(d for d in plan.datasets if d.name == cell[1]).items)
+    total = len(next(d for d in plan.datasets if d.name == cell[1]).items)
     model = next(c.lm.name for c in plan.conditions if c.config_hash == cell[0])
     out = []
     for judge in plan.judges:
-        decided = _decide(frame, judge.key, (cell[0], clean_hash), order, result.levels(), margin, final)
+        decided = _decide(frame, judge.key, (cell[0], clean_hash), order, result.levels(), margin, len(order) == total)
         if decided is None:
             return []
         word, by, values = decided
@@ -170,7 +178,7 @@ def _decide_cell(
                 stats.equivalent_within(margin) if word == "equivalent" and margin else word,
                 look + 1,
                 len(order),
-                len(next(d for d in plan.datasets if d.name == cell[1]).items),
+                total,
                 len(values),
                 float(np.mean(values)) if values else math.nan,
                 float(low),
@@ -220,21 +228,34 @@ def _decide(
     margin: float | None,
     final: bool,
 ) -> tuple[str, str, list[float]] | None:
-    """One contrast at one look: (word, what decided it, the paired values), or None while open."""
+    """One contrast at one look, from stored verdicts: (word, what decided it, the paired values),
+    or None while open."""
     values, before, after = paired_values(frame, judge, hashes, order)
+    decided = decide(values, before, after, levels, margin, final)
+    return None if decided is None else (*decided, values)
+
+
+def decide(
+    values: list[float], before: Any, after: Any, levels: tuple[float, float], margin: float | None, final: bool
+) -> tuple[str, str] | None:
+    """The rule of one look, on arrays: ``values`` are the paired differences in the order taken,
+    ``before``/``after`` the clean and perturbed [prompts, seeds] verdicts. The confidence sequence
+    at ``levels[0]`` decides at any look; at the ``final`` look (every prompt taken), the full
+    sweep's fixed-sample tests decide at ``levels[1]``. Returns (word, what decided it), or None
+    while open. ``benchmarks/bench_sequential.py`` simulates this rule's error rates."""
     word = interim_decision(values, levels[0], margin)
     if word is not None:
-        return word, "confidence sequence", values
+        return word, "confidence sequence"
     if not final:
         return None
     p, _ = stats.paired_test(before, after)
-    p_tost = math.nan
+    if stats.rejects(p, levels[1]):
+        return "different", "final test"
     if margin is not None:
         p_tost = stats.tost_p(lambda a: stats.paired_difference(before, after, a)[1], margin)
-    word = "different" if stats.rejects(p, levels[1]) else "inconclusive"
-    if word == "inconclusive" and margin is not None and stats.rejects(p_tost, levels[1]):
-        word = "equivalent"
-    return word, "final test", values
+        if stats.rejects(p_tost, levels[1]):
+            return "equivalent", "final test"
+    return "inconclusive", "final test"
 
 
 def annotate(rates: list[RateRow], result: SequentialResult, labels: dict[str, str]) -> None:

@@ -306,6 +306,11 @@ def _trends(part: Any, clean: Any, model_rows: list[RateRow], judge: str, binary
     return trends
 
 
+# the stored metric a sequential sweep writes for each condition it stopped (safestress.sequential):
+# its rows are then too few, and chosen too adaptively, for the fixed-sample tests of this module
+STOP_METRIC = "sequential-stop:"
+
+
 def condition_perplexity(frame: Any, store: Any, metric: str | None = None) -> dict[str, float]:
     """Each configuration's perplexity (by config hash) from the store's metric ``metric``
     (default: the one stored last, for summaries of a whole store)."""

@@ -91,8 +91,9 @@ def interim_decision(values: Sequence[float], alpha: float, margin: float | None
         return "different"
     if margin is None:
         return None
-    outside = GRID[np.abs(GRID) >= margin - 1e-12]
-    edges = np.array([-margin, margin])  # the margins themselves, wherever the grid falls
-    if rejected(values, np.concatenate([outside, edges]), alpha).all():
+    edges = [-margin, margin]  # the margins themselves, wherever the grid falls
+    if not rejected(values, edges, alpha).all():
+        return None
+    if rejected(values, GRID[np.abs(GRID) >= margin], alpha).all():  # and everything beyond them
         return "equivalent"
     return None
