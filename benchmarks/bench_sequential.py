@@ -14,6 +14,7 @@
 Usage:
   python benchmarks/bench_sequential.py --simulate [--families 1000]
   python benchmarks/bench_sequential.py --model GGUF [--limit 260] [--out DIR]
+  python benchmarks/bench_sequential.py --lab 520 [--out DIR]       # the lab model, 520 held-out prompts
 """
 
 from __future__ import annotations
@@ -144,13 +145,35 @@ def tokens(frame) -> int:
     return int(frame.drop_duplicates("key")["n_tokens"].sum())
 
 
+def lab_screen(args, work: Path) -> None:
+    """Point ``args`` at the lab model (``safestress lab``'s default, trained on first use) and a
+    file of ``args.lab`` held-out harmful lab prompts (lab-harmful is their first 120)."""
+    import csv
+
+    from safestress.lab import language as L
+    from safestress.lab.data import HELD_OUT_SEED
+    from safestress.lab.model import LabSettings, lab_model_path
+
+    path = work / f"lab-harmful-{args.lab}.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt"])
+        writer.writerows([e.prompt] for e in L.split("held-out", args.lab, True, HELD_OUT_SEED))
+    args.model = str(lab_model_path(LabSettings(), log=lambda m: None))
+    args.dataset, args.limit, args.judge = f"csv:{path}:prompt", None, "lab"
+    args.sites = ["blocks.0.resid_post", "blocks.1.resid_post", "blocks.2.resid_post", "blocks.*.resid_post"]
+
+
 def run_screen(args) -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-seq-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.lab:
+        lab_screen(args, work)
     seq_store, full_store = work / "sequential.db", work / "full.db"
     cfg = config(args, seq_store, True)
     plan = ss.plan_sweep(cfg)
-    print(f"(b) screening sweep: {len(plan.conditions) - 1} conditions + clean, {args.limit} prompts of {args.dataset}")
+    n = sum(len(d.items) for d in plan.datasets)
+    print(f"(b) screening sweep of {plan.models[0].name}: {len(plan.conditions) - 1} conditions + clean, {n} prompts")
     t = time.perf_counter()
     with ss.Store(seq_store) as st:
         result = run_sequential(plan, st, execute)
@@ -198,6 +221,7 @@ def main() -> None:
     ap.add_argument("--families", type=int, default=1000)
     ap.add_argument("--contrasts", type=int, default=20)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--lab", type=int, default=0, help="screen the lab model on this many held-out harmful prompts")
     ap.add_argument("--data-dir", default=str(SHARED / "data"))
     ap.add_argument("--dataset", default="advbench")
     ap.add_argument("--limit", type=int, default=260)
@@ -217,7 +241,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.simulate:
         run_simulation(args.families, args.contrasts, args.limit, args.round_size, margin_share(args.margin))
-    if args.model:
+    if args.model or args.lab:
         run_screen(args)
 
 

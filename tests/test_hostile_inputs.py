@@ -218,6 +218,8 @@ CASES: list[tuple[str, Callable[[Ctx], list[str]], str]] = [
     ("tokens-zero", flags("--max-new-tokens", "0"), "max_new_tokens"),
     ("batch-negative", flags("--batch-size", "-1"), "--batch-size"),
     ("workers-zero", flags("--workers", "0"), "workers"),
+    ("round-size-zero", flags("--sequential", "--round-size", "0"), "--round-size"),
+    ("sequential-without-clean", flags("--sequential", "--sigma", "0.1"), "lacks; add strength 0"),
     ("scale-unknown", flags("--scale", "sideways"), "scale"),
     ("positions-unknown", flags("--positions", "nowhere"), "positions"),
     ("template-mode-unknown", flags("--template", "weird"), "template"),
