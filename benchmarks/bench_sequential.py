@@ -33,48 +33,41 @@ from safestress.config import margin_share
 from safestress.execution import execute
 from safestress.report.labels import labelled
 from safestress.report.summary import summarize
-from safestress.sequential import ALPHA, INTERIM_SHARE, decide, looks, run_sequential
+from safestress.sequential import ALPHA, decide, family_levels, looks, run_sequential
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
 
 
+def simulate_contrast(rng, n: int, round_size: int, p_up: float, p_down: float, levels, margin) -> tuple[str, int]:
+    """One contrast over ``n`` prompts taken in rounds, decided by the sweep's rule: its word and
+    the prompts it took."""
+    u = rng.random(n)
+    after = (u < p_up).astype(float)  # +1 pairs: clean 0 → 1; −1 pairs: clean 1 → 0
+    before = ((u >= p_up) & (u < p_up + p_down)).astype(float)
+    for mark in looks(n, round_size):
+        decided = decide(
+            list(after[:mark] - before[:mark]), before[:mark, None], after[:mark, None], levels, margin, mark == n
+        )
+        if decided:
+            return decided[0], mark
+    raise AssertionError("the last look always decides")
+
+
 def simulate_family(rng, contrasts: int, n: int, round_size: int, p_up: float, p_down: float, margin: float | None):
     """Decisions of one family of ``contrasts`` independent contrasts, each over ``n`` prompts."""
-    levels = (ALPHA * INTERIM_SHARE / contrasts, ALPHA * (1 - INTERIM_SHARE) / contrasts)
-    words = []
-    for _ in range(contrasts):
-        u = rng.random(n)
-        after = (u < p_up).astype(float)  # +1 pairs: clean 0 → 1; −1 pairs: clean 1 → 0
-        before = ((u >= p_up) & (u < p_up + p_down)).astype(float)
-        values = after - before
-        for mark in looks(n, round_size):
-            decided = decide(list(values[:mark]), before[:mark, None], after[:mark, None], levels, margin, mark == n)
-            if decided:
-                words.append(decided[0])
-                break
-    return words
+    levels = family_levels(contrasts)
+    return [simulate_contrast(rng, n, round_size, p_up, p_down, levels, margin)[0] for _ in range(contrasts)]
 
 
 def prompts_to_decide(
     rng, contrasts: int, n: int, round_size: int, p_up: float, p_down: float, margin: float, runs: int
 ):
     """Median prompts a contrast takes to be decided (n when it runs to the end), and its words."""
-    levels = (ALPHA * INTERIM_SHARE / contrasts, ALPHA * (1 - INTERIM_SHARE) / contrasts)
-    taken, words = [], []
-    for _ in range(runs):
-        u = rng.random(n)
-        after = (u < p_up).astype(float)
-        before = ((u >= p_up) & (u < p_up + p_down)).astype(float)
-        for mark in looks(n, round_size):
-            decided = decide(
-                list(after[:mark] - before[:mark]), before[:mark, None], after[:mark, None], levels, margin, mark == n
-            )
-            if decided:
-                taken.append(mark)
-                words.append(decided[0])
-                break
-    return float(np.median(taken)), {w: words.count(w) for w in sorted(set(words))}
+    levels = family_levels(contrasts)
+    done = [simulate_contrast(rng, n, round_size, p_up, p_down, levels, margin) for _ in range(runs)]
+    words = [w for w, _ in done]
+    return float(np.median([m for _, m in done])), {w: words.count(w) for w in sorted(set(words))}
 
 
 def binomial_band(p: float, runs: int) -> float:

@@ -101,9 +101,14 @@ class SequentialResult:
     contrasts: int = 0  # C: the family every look corrects over
 
     def levels(self) -> tuple[float, float]:
-        """The level of each contrast's confidence sequence and of its final test."""
-        c = max(1, self.contrasts)
-        return ALPHA * INTERIM_SHARE / c, ALPHA * (1 - INTERIM_SHARE) / c
+        return family_levels(self.contrasts)
+
+
+def family_levels(contrasts: int) -> tuple[float, float]:
+    """The level of each contrast's confidence sequence and of its final test, in a family of
+    ``contrasts``: α split between the two parts, then Bonferroni."""
+    c = max(1, contrasts)
+    return ALPHA * INTERIM_SHARE / c, ALPHA * (1 - INTERIM_SHARE) / c
 
 
 def run_sequential(
