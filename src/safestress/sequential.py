@@ -41,7 +41,7 @@ import numpy as np
 from safestress import stats
 from safestress.config import margin_share
 from safestress.datasets import Dataset
-from safestress.report.summary import STOP_METRIC, RateRow, verdict_values
+from safestress.report.summary import STOP_METRIC, RateRow, verdict_matrix, verdict_values
 from safestress.stats.sequential import confidence_sequence, interim_decision
 from safestress.store import Store, content_hash
 from safestress.sweep import ProgressFn, SweepPlan, Task
@@ -118,6 +118,7 @@ def run_sequential(
     cfg = plan.config
     orders = {ds.name: prompt_order(ds) for ds in plan.datasets}
     cells = _cells(plan)
+    model_of = {c.config_hash: c.lm.name for c in plan.conditions}
     clean = {c.lm.name: c.config_hash for c in plan.conditions if c.clean}
     # every model has its clean run: plan_sweep refuses a sequential sweep without one
     open_cells = {cell for cell in cells if cell[0] not in clean.values()}
@@ -135,8 +136,8 @@ def run_sequential(
             upto[ds] = marks[min(k, len(marks) - 1)]
         for cell in open_cells:
             ds = cell[1]
-            used[cell] = used[(clean[_model(cells[cell])], ds)] = upto[ds]
-        todo = [t for cell, n in used.items() for item in orders[cell[1]][:n] for t in cells[cell].get(item, [])]
+            used[cell] = used[(clean[model_of[cell[0]]], ds)] = upto[ds]
+        todo = _taken(used, orders, cells)
         sub = replace(plan, tasks=todo)
         counts = execute(sub, store, progress)
         ppl_metric = sub.ppl_metric
@@ -144,29 +145,32 @@ def run_sequential(
         frame = store.frame(sorted({cell[0] for cell in used}))
         frame = frame[frame["key"].isin({t.key for t in todo})]
         for cell in sorted(open_cells):
-            decided = _decide_cell(frame, result, cell, orders[cell[1]][: upto[cell[1]]], clean[_model(cells[cell])], k)
+            model, order = model_of[cell[0]], orders[cell[1]]
+            decided = _decide_cell(frame, result, cell, (order[: upto[cell[1]]], len(order)), (model, clean[model]), k)
             if decided:
                 result.decisions += decided
                 open_cells.discard(cell)
                 for d in decided:  # marks the condition, so `results` warns of p-values after stopping
                     store.put_metric(d.config_hash, stop_metric(d.dataset, d.judge), d.prompts)
-    result.plan = replace(
-        plan,
-        tasks=[t for cell, n in used.items() for item in orders[cell[1]][:n] for t in cells[cell].get(item, [])],
-        ppl_metric=ppl_metric,
-    )
+    result.plan = replace(plan, tasks=_taken(used, orders, cells), ppl_metric=ppl_metric)
     return result
 
 
 def _decide_cell(
-    frame: Any, result: SequentialResult, cell: tuple[str, str], order: list[str], clean_hash: str, look: int
+    frame: Any,
+    result: SequentialResult,
+    cell: tuple[str, str],
+    taken: tuple[list[str], int],
+    models: tuple[str, str],
+    look: int,
 ) -> list[Decision]:
     """The decisions of one condition on one dataset after ``look``, one per judge; none while a
-    judge's contrast is still open (the condition then goes on for every judge)."""
+    judge's contrast is still open (the condition then goes on for every judge). ``taken``: the
+    prompts taken so far, in order, and the dataset's size; ``models``: the condition's model and
+    the configuration hash of its clean run."""
     plan = result.plan
     margin = margin_share(plan.config.margin)
-    total = len(next(d for d in plan.datasets if d.name == cell[1]).items)
-    model = next(c.lm.name for c in plan.conditions if c.config_hash == cell[0])
+    (order, total), (model, clean_hash) = taken, models
     out = []
     for judge in plan.judges:
         decided = _decide(frame, judge.key, (cell[0], clean_hash), order, result.levels(), margin, len(order) == total)
@@ -202,8 +206,11 @@ def _cells(plan: SweepPlan) -> dict[tuple[str, str], dict[str, list[Task]]]:
     return out
 
 
-def _model(items: dict[str, list[Task]]) -> str:
-    return next(iter(items.values()))[0].condition.lm.name
+def _taken(
+    used: dict[tuple[str, str], int], orders: dict[str, list[str]], cells: dict[tuple[str, str], dict[str, list[Task]]]
+) -> list[Task]:
+    """The tasks of the first ``used[cell]`` prompts (in their dataset's order) of every cell."""
+    return [t for cell, n in used.items() for item in orders[cell[1]][:n] for t in cells[cell].get(item, [])]
 
 
 def paired_values(frame: Any, judge: str, hashes: tuple[str, str], order: list[str]) -> tuple[list[float], Any, Any]:
@@ -212,11 +219,9 @@ def paired_values(frame: Any, judge: str, hashes: tuple[str, str], order: list[s
     sweep's paired test uses. Also the two [prompts, seeds] matrices, for the final test."""
     rows = frame[frame["judge"] == judge]
     rows = rows.assign(value=verdict_values(rows))
-    sides = []
-    for h in hashes:
-        part = rows[rows["config_hash"] == h]
-        sides.append(part.groupby(["item_id", "seed"], sort=True)["value"].first().unstack("seed").reindex(order))
-    after, before = (s.to_numpy(dtype=float) for s in sides)
+    after, before = (
+        verdict_matrix(rows[rows["config_hash"] == h], "value").reindex(order).to_numpy(dtype=float) for h in hashes
+    )
     with warnings.catch_warnings():  # a prompt a side did not score is NaN, and skipped below
         warnings.simplefilter("ignore", RuntimeWarning)
         a, b = np.nanmean(after, axis=1), np.nanmean(before, axis=1)

@@ -93,7 +93,7 @@ def verdict_values(rows: Any) -> Any:
     return rows["harmful" if has_flags else "score"].astype(float)
 
 
-def _matrix(df: Any, column: str = "harmful_f") -> Any:
+def verdict_matrix(df: Any, column: str = "harmful_f") -> Any:
     """prompts × seeds table of a verdict column (1/0/NaN, or a score); the first row of any
     duplicate (prompt, seed). A grouped unstack: pandas' pivot_table costs 20 ms a call."""
     return df.groupby(["item_id", "seed"], sort=True)[column].first().unstack("seed")
@@ -204,8 +204,8 @@ class _Clean:
         self.rows = rows
         self.empty = rows.empty
         self.has_incoherent = bool((rows["label"] == "incoherent").any())
-        self.matrix = _matrix(rows) if not self.empty else None
-        self.matrix_all = _matrix(rows, "harmful_all") if self.has_incoherent else self.matrix
+        self.matrix = verdict_matrix(rows) if not self.empty else None
+        self.matrix_all = verdict_matrix(rows, "harmful_all") if self.has_incoherent else self.matrix
 
 
 def _condition_row(
@@ -218,7 +218,7 @@ def _condition_row(
 ) -> RateRow:
     """One condition's rate, its three outcomes, and its paired contrast with the clean run."""
     cond, pert, sites, strength = key
-    m = _matrix(cpart)
+    m = verdict_matrix(cpart)
     obs = m.to_numpy(dtype=float)
     n = int((~np.isnan(obs)).sum())
     seeds = m.shape[1]
@@ -267,7 +267,7 @@ def _condition_row(
     if not (is_incoherent.any() or clean.has_incoherent):
         row.delta_all, row.p_all = row.delta, row.p  # nothing incoherent: the same test
         return row
-    after_all = _matrix(cpart, "harmful_all").reindex(items).to_numpy(dtype=float)
+    after_all = verdict_matrix(cpart, "harmful_all").reindex(items).to_numpy(dtype=float)
     before_all = clean.matrix_all.reindex(items).to_numpy(dtype=float)
     row.delta_all = stats.paired_difference(before_all, after_all)[0]
     row.p_all = stats.paired_test(before_all, after_all)[0]

@@ -12,7 +12,7 @@ in [−1, 1] (a per-prompt paired difference of verdicts or of mean scores) and 
 variance; their averaged capital is a nonnegative martingale when the mean is μ, so μ is
 rejected once the capital reaches 1/α. It needs no normal approximation and no planned sample
 size, it adapts to the variance (a paired difference is mostly zeros), and it is exact at any
-sample size, which the simulation in ``benchmarks/stat_calibration.py`` checks.
+sample size, which the simulation in ``benchmarks/bench_sequential.py --simulate`` checks.
 """
 
 from __future__ import annotations
