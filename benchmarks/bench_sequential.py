@@ -20,11 +20,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +35,7 @@ from safestress.config import margin_share
 from safestress.execution import execute
 from safestress.report.labels import labelled
 from safestress.report.summary import summarize
-from safestress.sequential import ALPHA, decide, family_levels, looks, run_sequential
+from safestress.sequential import ALPHA, decide, family_levels, looks, prompt_order, run_sequential
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -141,8 +143,6 @@ def tokens(frame) -> int:
 def lab_screen(args, work: Path) -> None:
     """Point ``args`` at the lab model (``safestress lab``'s default, trained on first use) and a
     file of ``args.lab`` held-out harmful lab prompts (lab-harmful is their first 120)."""
-    import csv
-
     from safestress.lab import language as L
     from safestress.lab.data import HELD_OUT_SEED
     from safestress.lab.model import LabSettings, lab_model_path
@@ -200,12 +200,21 @@ def run_screen(args) -> None:
     rest = counts["generated"]
     print(f"    wall time: sequential {seq_s:.0f} s; the rest of the full sweep {full_s:.0f} s ({rest} rows)")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        cols = ["key", "model", "dataset", "item_id", "seed", "condition", "judge", "label", "harmful", "n_tokens"]
-        full_frame[cols].to_csv(out / "full_rows.csv", index=False)
-        seq_frame[cols].to_csv(out / "sequential_rows.csv", index=False)
-        print(f"    wrote {out / 'full_rows.csv'} and {out / 'sequential_rows.csv'}")
+        write_rows(Path(args.out), (seq_store, seq_frame), (full_store, full_frame), plan)
+
+
+def write_rows(out: Path, sequential: tuple[Path, Any], full: tuple[Path, Any], plan: Any) -> None:
+    """The per-prompt files a documented table is regenerated from (report/doc_tables.py, kind
+    ``sequential``): both runs' exports and each dataset's prompt order."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (path, frame) in (("sequential", sequential), ("full", full)):
+        with ss.Store(path) as st:
+            st.export(out / f"{name}.parquet", frame)
+    with (out / "order.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "item_id"])
+        writer.writerows([ds.name, item] for ds in plan.datasets for item in prompt_order(ds))
+    print(f"    wrote {out}/sequential.parquet, full.parquet and order.csv")
 
 
 def main() -> None:

@@ -54,3 +54,21 @@ def test_a_block_naming_a_missing_file_is_one_line(doc: Path):
     doc.write_text("<!-- safestress-table rates export=gone.parquet judge=j@1 -->\n<!-- /safestress-table -->\n")
     proc = cli("refresh-tables", str(doc), "--check")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_a_sequential_block_replays_the_rows_it_names(doc: Path):
+    """A sequential block needs the full sweep's export and the prompt order; with them it replays
+    the decisions from the rows (here: 10 prompts in one round, decided by the final test)."""
+    doc.write_text("<!-- safestress-table sequential export=rows.parquet judge=j@1 -->\n<!-- /safestress-table -->\n")
+    proc = cli("refresh-tables", str(doc), "--check")
+    assert proc.returncode != 0 and "needs full=" in proc.stderr and proc.stderr.count("\n") == 1
+    rows = pd.read_parquet(doc.parent / "rows.parquet")
+    rows.assign(n_tokens=5).to_parquet(doc.parent / "rows.parquet", index=False)
+    ids = sorted(rows["item_id"].unique())
+    pd.DataFrame({"dataset": rows["dataset"].iloc[0], "item_id": ids}).to_csv(doc.parent / "order.csv", index=False)
+    spec = "sequential export=rows.parquet full=rows.parquet order=order.csv round=10 judge=j@1"
+    doc.write_text(f"<!-- safestress-table {spec} -->\n<!-- /safestress-table -->\n")
+    assert refresh(doc) == [spec]
+    text = doc.read_text()
+    assert "| 10/10, final test |" in text and "Same decision as the full sweep: **1 of 1**" in text
+    assert "(**0.0% fewer**)" in text

@@ -10,7 +10,8 @@ import pytest
 
 import safestress as ss
 from safestress.execution import execute
-from safestress.sequential import looks, prompt_order, run_sequential
+from safestress.report.doc_tables import read_export
+from safestress.sequential import looks, prompt_order, replay, run_sequential
 from safestress.stats.sequential import (
     PRIOR_MEAN,
     PRIOR_VARIANCE,
@@ -81,6 +82,40 @@ def test_interim_decisions_and_interval():
         log_capital([2.0], [0.0], 0.05)
 
 
+def test_a_stopped_row_shows_the_interval_behind_its_word():
+    """After a data-chosen stop a fixed-sample interval undercovers: a row the confidence sequence
+    decided shows the sequence's 95% interval (wider, and agreeing with the word); a row the final
+    test decided keeps the fixed-sample interval of that test."""
+    from safestress.report.summary import RateRow
+    from safestress.report.tables import rate_cells
+    from safestress.sequential import Decision, SequentialResult, annotate
+
+    values = [1.0] * 14 + [0.0] * 6  # 20 pairs, 14 changed upwards
+    low, high = confidence_sequence(values, 0.05)
+    assert 0 < low < 0.7 < high <= 1 and interim_decision(values, 0.05 / 2 / 2) == "different"
+
+    def row(condition):
+        return RateRow(
+            model="m", dataset="d", judge="j", metric="complied", condition=condition, perturbation="gaussian",
+            sites="s", strength=1.0, n=20, n_prompts=20, seeds=1, value=0.8, ci_low=0.6, ci_high=0.9,
+            incoherent=0.0, unscored=0.0, delta=0.7, p=1e-4, p_holm=1e-4, test="x", delta_ci_low=0.45,
+            delta_ci_high=0.83,
+        )  # fmt: skip
+
+    rows = [row("a"), row("b")]
+    decided = [
+        Decision("m", "d", "ha", "j", "different", 1, 20, 100, 20, 0.7, low, high, "confidence sequence"),
+        Decision("m", "d", "hb", "j", "different", 5, 100, 100, 20, 0.7, low, high, "final test"),
+    ]
+    annotate(rows, SequentialResult(plan=None, decisions=decided, contrasts=2), {"ha": "a", "hb": "b"})
+    by_cs, by_final = rows
+    assert (by_cs.delta_ci_low, by_cs.delta_ci_high) == (low, high) and low < 0.45
+    assert (by_final.delta_ci_low, by_final.delta_ci_high) == (0.45, 0.83)
+    cells = rate_cells(by_cs)
+    assert cells[5] == f"+70.0 [{100 * low:+.1f}–{100 * high:+.1f}]" and "stopped at 20/100" in cells[7]
+    assert math.isnan(by_cs.p_holm) and math.isnan(by_final.p_holm)
+
+
 def test_rounds_take_a_fixed_random_order():
     ds = ss.load_dataset("lab-harmful", limit=30)
     order = prompt_order(ds)
@@ -133,6 +168,14 @@ def test_sequential_sweep_stops_early_and_resumes_where_it_would_have_stopped(la
     ], stops
     assert sorted(p for _, _, p, _ in stops.values())[0] < 60
     assert full.generated == len(full_keys) < 3 * 60
+    # the stored rows alone, through an export (what a documented table reads), give the same stops
+    plan = ss.plan_sweep(_config(lab_path, tmp_path / "a.db"))
+    with ss.Store(tmp_path / "a.db") as st:
+        st.export(tmp_path / "rows.csv", full.plan.frame(st))
+    rows = read_export(tmp_path / "rows.csv")
+    order = {ds.name: prompt_order(ds) for ds in plan.datasets}
+    replayed = replay(rows, order, 10, 30)
+    assert {(d.config_hash, d.judge): (d.word, d.look, d.prompts, d.by) for d in replayed} == stops
 
     # killed in the second round: the rerun replays round one from the store and stops alike
     calls = {"n": 0}

@@ -432,3 +432,41 @@ def test_a_classified_set_that_beats_five_random_draws_has_p_one_sixth():
     assert stats.rank_p(0.575, [0.26, 0.31, 0.44, 0.35, 0.40]) == (1, pytest.approx(1 / 6))
     assert stats.rank_p(0.30, [0.26, 0.31, 0.44, 0.35, 0.40]) == (5, pytest.approx(5 / 6))
     assert stats.rank_p(0.1, [0.2, 0.3], higher_is_better=False) == (1, pytest.approx(1 / 3))
+
+
+def test_lab_calibration_simulates_from_a_pool_with_its_own_truth(tmp_path, monkeypatch, capsys):
+    """benchmarks/lab_calibration.py draws sweeps from a pool of real verdicts, whose rates and Δ
+    are the truth the intervals must cover. A greedy clean run is stored once (seed 0) and stands
+    for every seed; unscored answers stay out of Δ, as in the rate table."""
+    import csv
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    rng = np.random.default_rng(3)
+    pool = tmp_path / "pool.csv"
+    rates = rng.uniform(0, 0.6, 40)
+    with pool.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "seed", "sigma", "flagged"])
+        for i, r in enumerate(rates):
+            w.writerow([f"p{i}", 0, "0", int(r > 0.3)])
+            for s in range(12):
+                w.writerow([f"p{i}", s, "0.5", "" if s == 0 and i % 5 == 0 else int(rng.random() < r + 0.3)])
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "lab_calibration.py"
+    out = tmp_path / "lab.json"
+    argv = [str(script), "simulate", str(pool), "--reps", "40", "--prompts", "30", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    data = json.loads(out.read_text())
+    assert len(data["figures"]) == 10 and all(0 <= f["ci"][0] <= f["rate"] <= f["ci"][1] <= 1 for f in data["figures"])
+    # the truth: per prompt, the noise seeds' mean over the scored ones, minus the single clean verdict
+    noise = {}
+    with pool.open() as f:
+        for row in csv.DictReader(f):
+            if row["sigma"] == "0.5" and row["flagged"]:
+                noise.setdefault(row["item_id"], []).append(float(row["flagged"]))
+    truth = np.mean([np.mean(noise[f"p{i}"]) - float(r > 0.3) for i, r in enumerate(rates)])
+    assert f"true Δ {100 * truth:+.1f} pts" in data["population"] and "40 held-out" in data["population"]
+    assert "| coverage | MOVER paired Δ, 5 seeds" in capsys.readouterr().out

@@ -85,7 +85,10 @@ class Decision:
     of_prompts: int  # prompts in the dataset
     n_pairs: int  # prompts both sides scored, in the order they were taken
     delta: float  # mean paired difference (this − clean) over those prompts
-    cs_low: float  # the confidence sequence's interval of Δ at the stop
+    # the 95% confidence sequence's interval of Δ at the stop: valid however the stop fell, so the
+    # rate table shows it for a contrast the sequence decided (its decision used the smaller
+    # family level, so this interval agrees with the word)
+    cs_low: float
     cs_high: float
     by: str  # "confidence sequence" or "final test"
 
@@ -146,7 +149,8 @@ def run_sequential(
         frame = frame[frame["key"].isin({t.key for t in todo})]
         for cell in sorted(open_cells):
             model, order = model_of[cell[0]], orders[cell[1]]
-            decided = _decide_cell(frame, result, cell, (order[: upto[cell[1]]], len(order)), (model, clean[model]), k)
+            taken = (order[: upto[cell[1]]], len(order))
+            decided = _decide_cell(frame, _rule(plan, result.levels()), cell, taken, (model, clean[model]), k)
             if decided:
                 result.decisions += decided
                 open_cells.discard(cell)
@@ -156,9 +160,23 @@ def run_sequential(
     return result
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What every look applies: the judges whose contrasts must all be decided, the levels of the
+    confidence sequence and of the final test, and the equivalence margin (a share, or None)."""
+
+    judges: tuple[str, ...]
+    levels: tuple[float, float]
+    margin: float | None
+
+
+def _rule(plan: SweepPlan, levels: tuple[float, float]) -> Rule:
+    return Rule(tuple(j.key for j in plan.judges), levels, margin_share(plan.config.margin))
+
+
 def _decide_cell(
     frame: Any,
-    result: SequentialResult,
+    rule: Rule,
     cell: tuple[str, str],
     taken: tuple[list[str], int],
     models: tuple[str, str],
@@ -168,23 +186,21 @@ def _decide_cell(
     judge's contrast is still open (the condition then goes on for every judge). ``taken``: the
     prompts taken so far, in order, and the dataset's size; ``models``: the condition's model and
     the configuration hash of its clean run."""
-    plan = result.plan
-    margin = margin_share(plan.config.margin)
     (order, total), (model, clean_hash) = taken, models
     out = []
-    for judge in plan.judges:
-        decided = _decide(frame, judge.key, (cell[0], clean_hash), order, result.levels(), margin, len(order) == total)
+    for judge in rule.judges:
+        decided = _decide(frame, judge, (cell[0], clean_hash), order, rule.levels, rule.margin, len(order) == total)
         if decided is None:
             return []
         word, by, values = decided
-        low, high = confidence_sequence(values, result.levels()[0]) if values else (math.nan, math.nan)
+        low, high = confidence_sequence(values, ALPHA) if values else (math.nan, math.nan)
         out.append(
             Decision(
                 model,
                 cell[1],
                 cell[0],
-                judge.key,
-                stats.equivalent_within(margin) if word == "equivalent" and margin else word,
+                judge,
+                stats.equivalent_within(rule.margin) if word == "equivalent" and rule.margin else word,
                 look + 1,
                 len(order),
                 total,
@@ -196,6 +212,32 @@ def _decide_cell(
             )
         )
     return out
+
+
+def replay(frame: Any, orders: dict[str, list[str]], round_size: int, margin_points: float | None) -> list[Decision]:
+    """The decisions a sequential sweep reached, recomputed from its stored rows alone (a store's
+    frame or a ``safestress export``): each condition is looked at after every round, in each
+    dataset's prompt ``orders``, by the rule :func:`run_sequential` applies, until every judge in
+    ``frame`` has decided. Committed exports can so regenerate a documented table
+    (report/doc_tables.py)."""
+    judges = tuple(sorted(frame["judge"].dropna().unique()))
+    conditions = frame.drop_duplicates("config_hash").set_index("config_hash")
+    clean = {m: h for h, m in conditions.loc[conditions["perturbation"] == "none", "model"].items()}
+    cells = sorted(
+        (h, str(ds))
+        for h, ds in frame[["config_hash", "dataset"]].drop_duplicates().itertuples(index=False)
+        if conditions.at[h, "perturbation"] != "none" and conditions.at[h, "model"] in clean
+    )
+    rule = Rule(judges, family_levels(len(cells)), margin_share(margin_points))
+    decisions = []
+    for cell in cells:
+        model, order = str(conditions.at[cell[0], "model"]), orders[cell[1]]
+        for k, upto in enumerate(looks(len(order), round_size)):
+            decided = _decide_cell(frame, rule, cell, (order[:upto], len(order)), (model, clean[model]), k)
+            if decided:
+                decisions += decided
+                break
+    return decisions
 
 
 def _cells(plan: SweepPlan) -> dict[tuple[str, str], dict[str, list[Task]]]:
@@ -271,7 +313,10 @@ def decide(
 def annotate(rates: list[RateRow], result: SequentialResult, labels: dict[str, str]) -> None:
     """Put each contrast's sequential decision on its rate row: the verdict, where it stopped and
     what decided it. The row's fixed-sample Holm p-values are cleared: read after optional
-    stopping they are not valid tests, and the verdict no longer rests on them."""
+    stopping they are not valid tests, and the verdict no longer rests on them. A contrast the
+    confidence sequence decided shows the sequence's 95% interval of Δ, which holds at a
+    data-chosen stop; the fixed-sample interval does not. One the final test decided keeps the
+    fixed-sample interval of the test that decided it, on every prompt."""
     found = {(d.model, d.dataset, labels.get(d.config_hash, ""), d.judge): d for d in result.decisions}
     for r in rates:
         if r.perturbation == "none":
@@ -284,3 +329,5 @@ def annotate(rates: list[RateRow], result: SequentialResult, labels: dict[str, s
             continue
         r.verdict = d.word
         r.stopped_after, r.of_prompts, r.decided_by = d.prompts, d.of_prompts, d.by
+        if d.by == "confidence sequence":
+            r.delta_ci_low, r.delta_ci_high = d.cs_low, d.cs_high

@@ -16,7 +16,12 @@ The opening comment names the kind of table and its source, a path relative to t
 * ``contrasts``: the model-against-baseline table (``baseline=NAME``, optional ``margin``);
 * ``runs``: training methods at the run level (``arms="NAME=MODEL,MODEL;NAME=…"``, the first
   arm the baseline; report/runs.py);
-* ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE``.
+* ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
+  ``benchmarks/lab_calibration.py``);
+* ``sequential``: a sequential sweep against the full sweep of the same conditions
+  (``full=FILE`` the full sweep's export, ``order=FILE`` the prompts in the order rounds took
+  them, ``round=N``, ``margin=POINTS``): each condition's word from both, where it stopped, and
+  the rows and tokens each generated (``benchmarks/bench_sequential.py --out DIR`` writes the files).
 
 ``safestress refresh-tables DOC.md …`` rewrites the blocks; ``--check`` changes nothing and
 fails when a block differs from its recomputation (the test suite runs it on ``docs/``).
@@ -34,7 +39,8 @@ from typing import Any
 from safestress.errors import SafestressError
 
 _BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
-KINDS = ("rates", "contrasts", "runs", "calibration")
+KINDS = ("rates", "contrasts", "runs", "calibration", "sequential")
+_FILE_OPTIONS = ("full", "order")  # options that name a further file, relative to the document
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ def parse_spec(text: str, base: Path) -> TableSpec:
         key, sep, value = item.partition("=")
         if not sep:
             raise SafestressError(f"table option '{item}' is not KEY=VALUE")
-        options[key] = value
+        options[key] = str((base / value).resolve()) if key in _FILE_OPTIONS else value
     source = options.pop("export", None) or options.pop("file", None)
     if source is None:
         raise SafestressError(f"a '{kind}' table needs export=FILE or file=FILE")
@@ -89,6 +95,8 @@ def render(spec: TableSpec) -> str:
     if judge not in set(frame["judge"].dropna()):
         raise SafestressError(f"judge '{judge}' has no verdicts in {spec.source.name}")
     margin = float(spec.options["margin"]) / 100 if "margin" in spec.options else None
+    if spec.kind == "sequential":
+        return sequential_table(frame, spec, judge)
     if spec.kind == "rates":
         rows = summarize(frame, judge, margin)[0]
         attach_perplexity(rows, frame)  # where the export carries a ppl column
@@ -99,8 +107,10 @@ def render(spec: TableSpec) -> str:
 
 
 def calibration_table(data: dict[str, Any]) -> str:
-    """The calibration figures as a Markdown table: measured rate with its Wilson interval."""
-    lines = [
+    """The calibration figures as a Markdown table: measured rate with its Wilson interval, after
+    the population the sweeps were drawn from when it was real data (``benchmarks/lab_calibration.py``)."""
+    lines = [f"Population: {data['population']}.", ""] if data.get("population") else []
+    lines += [
         f"{data['reps']} simulated sweeps of {data['prompts']} prompts per row, α = {data['alpha']}:",
         "",
         "| kind | test or interval | goal | measured [95% CI] |",
@@ -109,6 +119,52 @@ def calibration_table(data: dict[str, Any]) -> str:
     for f in data["figures"]:
         lo, hi = (100 * x for x in f["ci"])
         lines.append(f"| {f['kind']} | {f['name']} | {f['goal']} | {100 * f['rate']:.1f}% [{lo:.1f}, {hi:.1f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def sequential_table(frame: Any, spec: TableSpec, judge: str) -> str:
+    """A sequential sweep (``frame``, its export) beside the full sweep of the same conditions: the
+    decisions are replayed from the rows (sequential.replay), the full sweep's words are its rate
+    table's, and generated rows and tokens are counted once per generation."""
+    from safestress.report.summary import summarize
+    from safestress.report.tables import condition_name
+    from safestress.sequential import replay
+
+    for option in ("full", "order", "round"):
+        if option not in spec.options:
+            raise SafestressError(f"a 'sequential' table needs {option}=…")
+    margin_points = float(spec.options["margin"]) if "margin" in spec.options else None
+    full, order_rows = read_export(Path(spec.options["full"])), read_export(Path(spec.options["order"]))
+    orders = {str(ds): [str(i) for i in part["item_id"]] for ds, part in order_rows.groupby("dataset", sort=False)}
+    decisions = [d for d in replay(frame, orders, int(spec.options["round"]), margin_points) if d.judge == judge]
+    margin = None if margin_points is None else margin_points / 100
+    full_rows = [r for r in summarize(full, judge, margin)[0] if r.perturbation != "none"]
+    full_words = {(r.model, r.dataset, condition_name(r)): r.verdict for r in full_rows}
+    shown = {r.config_hash: r for r in frame.drop_duplicates("config_hash").itertuples()}
+    lines = ["| condition | full sweep | sequential | stopped at |", "|---|---|---|---|"]
+    same = 0
+    for d in sorted(decisions, key=lambda d: (d.model, d.dataset, shown[d.config_hash].condition)):
+        row = shown[d.config_hash]
+        name = condition_name(row)
+        word = full_words.get((d.model, d.dataset, name), "—")
+        same += word == d.word
+        by = ", final test" if d.by == "final test" else ""
+        lines.append(f"| {name} | {word} | {d.word} | {d.prompts}/{d.of_prompts}{by} |")
+
+    def generated(rows: Any) -> tuple[int, int]:
+        if "n_tokens" not in rows.columns:
+            raise SafestressError("a 'sequential' table needs exports with an n_tokens column (safestress export)")
+        once = rows.drop_duplicates("key")
+        return len(once), int(once["n_tokens"].sum())
+
+    (seq_rows, seq_tokens), (full_n, full_tokens) = generated(frame), generated(full)
+    saved = 1 - seq_tokens / full_tokens if full_tokens else float("nan")
+    lines += [
+        "",
+        f"Same decision as the full sweep: **{same} of {len(decisions)}**. Rows generated: {seq_rows:,} "
+        f"sequential, {full_n:,} full. Tokens generated: {seq_tokens:,} sequential, {full_tokens:,} full "
+        f"(**{saved:.1%} fewer**).",
+    ]
     return "\n".join(lines) + "\n"
 
 

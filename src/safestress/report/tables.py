@@ -138,7 +138,9 @@ def rate_notes(rows: list[RateRow]) -> list[str]:
             "Sequential sweep: each verdict is where its condition stopped, decided by an anytime-valid "
             "confidence sequence after a round, or by the fixed-sample test on every prompt at the end, "
             "each at α/2 divided by the contrasts of the family stated above (docs/statistics.md). Holm p-values "
-            "and trend tests are not shown: read after optional stopping they are not valid."
+            "and trend tests are not shown: read after optional stopping they are not valid. Δ's interval is the "
+            "95% confidence sequence at the stop where the sequence decided (wider than a fixed-sample interval, "
+            "and valid however the stop fell), and the fixed-sample interval where the final test decided."
         )
     if any(r.incoherent_sensitive for r in rows):
         notes.append(f"{SENSITIVE} counting incoherent answers as not flagged, the test decides otherwise.")
