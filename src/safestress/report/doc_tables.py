@@ -128,7 +128,7 @@ def sequential_table(frame: Any, spec: TableSpec, judge: str) -> str:
     table's, and generated rows and tokens are counted once per generation."""
     from safestress.report.summary import summarize
     from safestress.report.tables import condition_name
-    from safestress.sequential import replay
+    from safestress.report.stopping import replay
 
     for option in ("full", "order", "round"):
         if option not in spec.options:
