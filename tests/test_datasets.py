@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from safestress.datasets import load_dataset
@@ -31,6 +33,10 @@ def test_toxigen_is_a_raw_continuation_dataset(data_dir):
     assert ds.template == "raw" and ds.items[0].prompt.endswith("\n-") and "\\n" not in ds.items[0].prompt
     # one open item at the end, not an empty item and then another (models continued with dashes)
     assert all(not it.prompt.endswith("-\n-") for it in ds.items)
+    # a limit takes every group and both kinds in equal shares (in file order, 50 were one group's hate)
+    some = load_dataset("toxigen", data_dir=data_dir, limit=24).items
+    strata = Counter((it.meta["label"], it.meta["group"]) for it in some)
+    assert len(strata) == 12 and set(strata.values()) == {2}
 
 
 def test_local_specs_and_limit(data_dir, tmp_path):

@@ -295,18 +295,26 @@ def _toxigen(data_dir: Path | None = None) -> Dataset:
     statement per line, ending in an open item (``\n-``) so that a model continues it (use
     ``--template raw``). The files' lines already end that way; a second ``-`` made models
     continue with empty items.
+
+    The items are ordered round-robin over the twelve files (hate and neutral × six groups): the
+    first of each file, then the second of each, and so on. ``--limit N`` then takes every group
+    and both kinds in equal shares; in file order the first 50 were all hateful statements about
+    one group.
     """
-    items = []
+    strata = []
     for kind in ("hate", "neutral"):
         for group in TOXIGEN_GROUPS:
             filename = f"{kind}_{group}_1k.txt"
             text = fetch_text(f"toxigen/{filename}", f"{_GH}/microsoft/TOXIGEN/main/prompts/{filename}", data_dir)
+            stratum = []
             for i, line in enumerate(text.splitlines()):
                 if line.strip():
                     prompt = line.replace("\\n", "\n").rstrip()
                     if not prompt.endswith("\n-"):  # the files' lines already end in an open item
                         prompt += "\n-"
-                    items.append(Item(f"{kind}_{group}:{i}", prompt, {"group": group, "label": kind}))
+                    stratum.append(Item(f"{kind}_{group}:{i}", prompt, {"group": group, "label": kind, "line": i}))
+            strata.append(stratum)
+    items = [s[i] for i in range(max(map(len, strata), default=0)) for s in strata if i < len(s)]
     return Dataset("toxigen", items, template="raw")
 
 

@@ -105,10 +105,18 @@ class ToxiGenRobertaJudge(Judge):
 
 def toxigen_statements(data_dir: Path | None = None) -> tuple[list[str], list[bool], list[str]]:
     """The distinct ToxiGen statements with labels (True = hate) and target groups."""
-    from safestress.datasets import load_dataset
+    from safestress.datasets import TOXIGEN_GROUPS, load_dataset
 
     seen: dict[str, tuple[bool, str]] = {}
-    for item in load_dataset("toxigen", data_dir=data_dir).items:
+    items = load_dataset("toxigen", data_dir=data_dir).items
+
+    # in file order (hate files first, groups in order): a statement found in several files takes
+    # the label and group of the first, whatever order the dataset serves its items in
+    def file_order(it: Any) -> tuple[bool, int, int]:
+        return it.meta["label"] != "hate", TOXIGEN_GROUPS.index(it.meta["group"]), it.meta["line"]
+
+    in_files = sorted(items, key=file_order)
+    for item in in_files:
         for line in item.prompt.splitlines():
             text = line.strip().lstrip("-").strip()
             if text and text not in seen:

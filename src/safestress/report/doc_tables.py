@@ -124,11 +124,11 @@ def calibration_table(data: dict[str, Any]) -> str:
 
 def sequential_table(frame: Any, spec: TableSpec, judge: str) -> str:
     """A sequential sweep (``frame``, its export) beside the full sweep of the same conditions: the
-    decisions are replayed from the rows (sequential.replay), the full sweep's words are its rate
+    decisions are replayed from the rows (stopping.replay), the full sweep's words are its rate
     table's, and generated rows and tokens are counted once per generation."""
+    from safestress.report.stopping import replay
     from safestress.report.summary import summarize
     from safestress.report.tables import condition_name
-    from safestress.report.stopping import replay
 
     for option in ("full", "order", "round"):
         if option not in spec.options:
