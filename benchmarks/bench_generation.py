@@ -188,6 +188,38 @@ def bench_sweep(model_path: str, lm, data_dir: Path, naive_sample: int, batch_si
         f"    naive loop: {naive_sample} of {len(calls)} calls took {naive_sample_s:.1f} s → {naive_est:.0f} s for all"
     )
     print(f"    speed-up vs naive: full length {naive_est / full_s:.1f}×, early exit {naive_est / early_s:.1f}×")
+    prompt_n, gen_n, flops, floor_s = compute_floor(lm, rows(early), {p: len(prompt_ids(lm, p)) for p in prompts})
+    print(
+        f"    compute floor of the early-exit sweep: {prompt_n:,} prompt and {gen_n:,} generated tokens, "
+        f"{flops / 1e12:.2f} TFLOP, {floor_s:.1f} s at this machine's fp32 GEMM rate "
+        f"→ at most {naive_est / floor_s:.1f}× the naive loop"
+    )
+
+
+def prompt_ids(lm, prompt: str) -> list[int]:
+    """The prompt as the chat template and tokenizer give it to the model (what naive_call feeds)."""
+    text = lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    return lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def compute_floor(lm, generated, prompt_tokens: dict[str, int]) -> tuple[int, int, float, float]:
+    """(prompt tokens, generated tokens, FLOPs, seconds at the GEMM limit) of the sweep's rows:
+    every stored row's prompt forward (no LM head: only its last position's logits are needed)
+    and every generated token, at the FLOPs per token ``bench_throughput.flops_per_token`` counts.
+    No batching, cache or kernel goes below it on this machine, so the naive loop's time over it
+    bounds the speed-up."""
+    from bench_throughput import flops_per_token, gemm_limit  # the same counts as the throughput figure
+
+    model = lm.model
+    head = model.get_output_embeddings().weight.numel()
+    prompt_n = int(generated["prompt"].map(prompt_tokens).sum())
+    gen_n = int(generated["n_tokens"].sum())
+    context = prompt_n / max(1, len(generated)) + gen_n / max(1, 2 * len(generated))
+    per_token = flops_per_token(model, context)
+    flops = prompt_n * (per_token - 2 * head) + gen_n * per_token
+    return prompt_n, gen_n, flops, flops / gemm_limit()
 
 
 def bench_tokens_per_verdict(
