@@ -135,6 +135,20 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert "unit\\_class=scu" in page
     record = json.loads(next(out.glob("steps/units-*/done.json")).read_text())["record"]
     assert set(record["models"]) == {"tiny-llama", "tiny-qwen"}
+    # the fine-tuning steps: every arm trained twice per model, then compared over runs
+    attack = json.loads(next(out.glob("steps/attack-*/done.json")).read_text())["record"]
+    assert attack["dataset"] == "advbench" and attack["pairs"] == 4
+    assert {arm: len(runs) for arm, runs in attack["models"]["tiny-qwen"].items()} == {
+        "none": 2, "scu": 2, "scu-cu": 2, "random": 2
+    }  # fmt: skip
+    run = json.loads((Path(attack["models"]["tiny-llama"]["scu-cu"][1]) / "finetune.json").read_text())
+    assert run["settings"]["seed"] == 1 and run["classes"] == ["scu", "cu"] and run["frozen"]["units"]["mlp"] > 0
+    none = json.loads((Path(attack["models"]["tiny-llama"]["none"][0]) / "finetune.json").read_text())
+    assert none["frozen"] is None and none["unit_map"] is None
+    assert "The arms of `tiny-llama` against `none`, tested over runs" in page and "| scu-cu | jbb | clean |" in page
+    assert "smallest possible value is 0.333 (2 vs 2 runs)" in page
+    code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
+    assert code == 0, text
 
 
 def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path):
@@ -257,7 +271,7 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
         _TWO_STEPS.replace("kind: sweep\n    with: {dataset: advbench", "kind: sweeep\n    with: {dataset: advbench")
     )
     code, text = run("study", "run", str(bad), "--model", family[0], "--scale", "test", "--out", str(out))
-    assert code == 2 and "unknown kind 'sweeep'" in text and "known: drift, sweep, units" in text
+    assert code == 2 and "unknown kind 'sweeep'" in text and "known: drift, finetune, sweep, units" in text
 
     bare = tmp_path / "bare"
     shutil.copytree(family[0], bare)

@@ -27,7 +27,7 @@ import numpy as np
 
 from safestress import stats
 from safestress.errors import SafestressError
-from safestress.report.summary import CONDITION_KEY
+from safestress.report.summary import CONDITION_KEY, verdict_values
 
 
 @dataclass
@@ -89,7 +89,7 @@ def arm_rows(frame: Any, judge: str, arms: dict[str, list[str]]) -> list[ArmRow]
     if missing:
         known = ", ".join(sorted(stored))
         raise SafestressError(f"no verdicts of {judge} for model(s) {', '.join(missing)}; stored: {known}")
-    df["value"] = df["harmful" if df["harmful"].notna().any() else "score"].astype(float)
+    df["value"] = verdict_values(df)
     baseline = next(iter(arms))
     rows: list[ArmRow] = []
     for dataset, part in df.groupby("dataset", sort=True):

@@ -449,12 +449,18 @@ def arm_cells(r: ArmRow) -> list[str]:
 
 def arm_notes(rows: list[ArmRow]) -> list[str]:
     """How to read the run-level table: the unit, the families, the permutation test's floor."""
+    from safestress.stats import runs_permutation_p
+
     runs = sorted({len(r.run_rates) for r in rows})
+    sizes = {r.arm: len(r.run_rates) for r in rows}
+    pairs = sorted({(sizes[r.arm], sizes[r.baseline]) for r in rows if r.arm != r.baseline and r.baseline in sizes})
+    # the smallest p each pair of run counts allows: every run of one arm above every run of the other
+    floors = ", ".join(f"{runs_permutation_p([1.0] * a, [0.0] * b):.3g} ({a} vs {b} runs)" for a, b in pairs)
     return [
         f"The unit is the training run ({'/'.join(map(str, runs))} per arm): Welch's test on the runs' rates, "
         "prompts held fixed. Holm families: the Δ tests, and separately the Δ-effect tests.",
-        "The exact permutation p over runs assumes nothing about the runs' spread; with 3 runs per arm it "
-        "cannot fall below 0.1.",
+        "The exact permutation p over runs assumes nothing about the runs' spread; its smallest possible "
+        f"value is {floors or 'set by the run counts'}.",
     ]
 
 

@@ -23,6 +23,7 @@ STEPS: Registry[type] = Registry("step kind")
 STEPS.register("sweep", "safestress.studies.steps:SweepStep")
 STEPS.register("units", "safestress.studies.steps:UnitsStep")
 STEPS.register("drift", "safestress.studies.steps:DriftStep")
+STEPS.register("finetune", "safestress.studies.train_steps:FinetuneStep")
 
 
 def load_study(name: str) -> StudySpec:

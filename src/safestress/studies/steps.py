@@ -109,10 +109,22 @@ def _with_variant(settings: dict[str, Any], variant: dict[str, Any]) -> dict[str
     return {**base, **top, "params": {**base.get("params", {}), **params}}
 
 
+def trained_models(ctx: StepContext, step: str) -> dict[str, dict[str, list[str]]]:
+    """The runs an earlier finetune step published: base model → arm → folders."""
+    if step not in ctx.needs:
+        raise SafestressError(f"step '{ctx.step.name}': models_from '{step}' must be one of its needs")
+    listing = ctx.needs[step] / "models.json"
+    if not listing.is_file():
+        raise SafestressError(f"step '{ctx.step.name}': models_from '{step}' is not a finetune step (no models.json)")
+    return json.loads(listing.read_text())
+
+
 class SweepStep:
     """Sweeps, one per model (and per variant), into the study's store."""
 
-    _OWN = ("windows", "site", "window_share", "variants")
+    # ``models_from: STEP``: evaluate the runs an earlier finetune step trained instead of the
+    # study's models; the page then compares that step's arms over runs
+    _OWN = ("windows", "site", "window_share", "variants", "models_from")
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from safestress.config import build_config
@@ -126,7 +138,15 @@ class SweepStep:
         keys: list[str] = []
         judges: list[str] = []
         ppl_metric = None
-        for model in ctx.models:
+        models, arms = ctx.models, None
+        if own.get("models_from"):
+            trained = trained_models(ctx, own["models_from"])
+            arms = {
+                base: {arm: [Path(f).name for f in runs] for arm, runs in by_arm.items()}
+                for base, by_arm in trained.items()
+            }
+            models = [f for by_arm in trained.values() for runs in by_arm.values() for f in runs]
+        for model in models:
             sites = s.get("sites")
             if own.get("windows"):
                 n = load_model(model, weights=False).n_layers
@@ -148,7 +168,8 @@ class SweepStep:
                 judges += [j.key for j in plan.judges if j.key not in judges]
                 ppl_metric = plan.ppl_metric or ppl_metric
         (ctx.folder / "rows.json").write_text(json.dumps(sorted(set(keys))) + "\n")
-        return {"judges": judges, "rows": len(set(keys)), "ppl_metric": ppl_metric, "margin": s.get("margin")}
+        record = {"judges": judges, "rows": len(set(keys)), "ppl_metric": ppl_metric, "margin": s.get("margin")}
+        return {**record, "arms": arms} if arms else record
 
     def report(self, ctx: ReportContext) -> str:
         from safestress.config import margin_share
@@ -190,6 +211,15 @@ class SweepStep:
         for judge in judges:
             opening = f"rates export={rel} judge={judge}{extra}"
             parts.append(f"Judge `{judge}`:\n\n{_block(opening, render(_spec(opening, ctx.page_dir)))}")
+            for base, by_arm in (ctx.record.get("arms") or {}).items():
+                if len(by_arm) < 2:  # one arm: nothing to compare over runs
+                    continue
+                spec = ";".join(f"{arm}={','.join(runs)}" for arm, runs in by_arm.items())
+                opening = f"runs export={rel} judge={judge} arms={shlex.quote(spec)}"
+                parts.append(
+                    f"The arms of `{base}` against `{next(iter(by_arm))}`, tested over runs, judge `{judge}`:\n\n"
+                    + _block(opening, render(_spec(opening, ctx.page_dir)))
+                )
             if baseline and len(models) > 1:
                 opening = f"contrasts export={rel} judge={judge} baseline={shlex.quote(baseline)}{extra}"
                 parts.append(
@@ -210,7 +240,7 @@ def _block(opening: str, body: str) -> str:
     return f"<!-- safestress-table {opening} -->\n{body}<!-- /safestress-table -->\n"
 
 
-def _option_defaults(command: Callable[..., Any]) -> dict[str, Any]:
+def option_defaults(command: Callable[..., Any]) -> dict[str, Any]:
     """A typer command's declared option defaults, so a step that calls the command's function
     gets the same defaults as the command line instead of a restated copy of them."""
     import inspect
@@ -225,7 +255,7 @@ class UnitsStep:
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from safestress.attribution.cli import units
 
-        declared = _option_defaults(units)
+        declared = option_defaults(units)
         known = [k for k in declared if k not in ("model", "out", "data_dir")]  # the study gives these
         unknown = sorted(set(ctx.step.settings) - set(known))
         if unknown:
