@@ -469,4 +469,4 @@ def test_lab_calibration_simulates_from_a_pool_with_its_own_truth(tmp_path, monk
                 noise.setdefault(row["item_id"], []).append(float(row["flagged"]))
     truth = np.mean([np.mean(noise[f"p{i}"]) - float(r > 0.3) for i, r in enumerate(rates)])
     assert f"true Δ {100 * truth:+.1f} pts" in data["population"] and "40 held-out" in data["population"]
-    assert "| coverage | MOVER paired Δ, 5 seeds" in capsys.readouterr().out
+    assert "| coverage | MOVER paired Δ among coherent, 5 seeds" in capsys.readouterr().out
