@@ -113,6 +113,7 @@ def run_sequential(
     # every model has its clean run: plan_sweep refuses a sequential sweep without one
     open_cells = {cell for cell in cells if cell[0] not in clean.values()}
     result = SequentialResult(plan, contrasts=len(open_cells))  # per judge, as each judge's table
+    rule = Rule(tuple(j.key for j in plan.judges), result.levels(), margin_share(cfg.margin))
     result.stored_before = len(store.existing_keys(t.key for t in plan.tasks))
     used: dict[tuple[str, str], int] = {}  # (condition, dataset) → prompts generated so far
     ppl_metric = plan.ppl_metric
@@ -137,7 +138,7 @@ def run_sequential(
         for cell in sorted(open_cells):
             model, order = model_of[cell[0]], orders[cell[1]]
             taken = (order[: upto[cell[1]]], len(order))
-            decided = decide_cell(frame, _rule(plan, result.levels()), cell, taken, (model, clean[model]), k)
+            decided = decide_cell(frame, rule, cell, taken, (model, clean[model]), k)
             if decided:
                 result.decisions += decided
                 open_cells.discard(cell)
@@ -145,10 +146,6 @@ def run_sequential(
                     store.put_metric(d.config_hash, stop_metric(d.dataset, d.judge), d.prompts)
     result.plan = replace(plan, tasks=_taken(used, orders, cells), ppl_metric=ppl_metric)
     return result
-
-
-def _rule(plan: SweepPlan, levels: tuple[float, float]) -> Rule:
-    return Rule(tuple(j.key for j in plan.judges), levels, margin_share(plan.config.margin))
 
 
 def _cells(plan: SweepPlan) -> dict[tuple[str, str], dict[str, list[Task]]]:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safestress.config import margin_share
 from safestress.errors import SafestressError
 
 _BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
@@ -94,7 +95,7 @@ def render(spec: TableSpec) -> str:
         raise SafestressError(f"a '{spec.kind}' table needs judge=KEY")
     if judge not in set(frame["judge"].dropna()):
         raise SafestressError(f"judge '{judge}' has no verdicts in {spec.source.name}")
-    margin = float(spec.options["margin"]) / 100 if "margin" in spec.options else None
+    margin = margin_share(float(spec.options["margin"])) if "margin" in spec.options else None
     if spec.kind == "sequential":
         return sequential_table(frame, spec, judge)
     if spec.kind == "rates":
@@ -128,7 +129,7 @@ def sequential_table(frame: Any, spec: TableSpec, judge: str) -> str:
     table's, and generated rows and tokens are counted once per generation."""
     from safestress.report.stopping import replay
     from safestress.report.summary import summarize
-    from safestress.report.tables import condition_name
+    from safestress.report.tables import condition_name, stop_text
 
     for option in ("full", "order", "round"):
         if option not in spec.options:
@@ -137,8 +138,7 @@ def sequential_table(frame: Any, spec: TableSpec, judge: str) -> str:
     full, order_rows = read_export(Path(spec.options["full"])), read_export(Path(spec.options["order"]))
     orders = {str(ds): [str(i) for i in part["item_id"]] for ds, part in order_rows.groupby("dataset", sort=False)}
     decisions = [d for d in replay(frame, orders, int(spec.options["round"]), margin_points) if d.judge == judge]
-    margin = None if margin_points is None else margin_points / 100
-    full_rows = [r for r in summarize(full, judge, margin)[0] if r.perturbation != "none"]
+    full_rows = [r for r in summarize(full, judge, margin_share(margin_points))[0] if r.perturbation != "none"]
     full_words = {(r.model, r.dataset, condition_name(r)): r.verdict for r in full_rows}
     shown = {r.config_hash: r for r in frame.drop_duplicates("config_hash").itertuples()}
     lines = ["| condition | full sweep | sequential | stopped at |", "|---|---|---|---|"]
@@ -148,8 +148,7 @@ def sequential_table(frame: Any, spec: TableSpec, judge: str) -> str:
         name = condition_name(row)
         word = full_words.get((d.model, d.dataset, name), "—")
         same += word == d.word
-        by = ", final test" if d.by == "final test" else ""
-        lines.append(f"| {name} | {word} | {d.word} | {d.prompts}/{d.of_prompts}{by} |")
+        lines.append(f"| {name} | {word} | {d.word} | {stop_text(d.prompts, d.of_prompts, d.by)} |")
 
     def generated(rows: Any) -> tuple[int, int]:
         if "n_tokens" not in rows.columns:

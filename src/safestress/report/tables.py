@@ -117,12 +117,15 @@ def rate_cells(r: RateRow, with_ppl: bool = False) -> list[str]:
     return cells + (["—" if math.isnan(r.ppl) else f"{r.ppl:.2f}"] if with_ppl else [])
 
 
+def stop_text(prompts: int, of_prompts: int, decided_by: str) -> str:
+    """Where a condition of a sequential sweep stopped: "140/520", and ", final test" when the
+    final fixed-sample test decided it (the rate table and the documented sequential table)."""
+    return f"{prompts}/{of_prompts}" + (", final test" if decided_by == "final test" else "")
+
+
 def _stop(r: RateRow) -> str:
     """Where a condition of a sequential sweep stopped, after its verdict."""
-    if not r.decided_by:
-        return ""
-    final = ", final test" if r.decided_by == "final test" else ""
-    return f" (stopped at {r.stopped_after}/{r.of_prompts}{final})"
+    return f" (stopped at {stop_text(r.stopped_after, r.of_prompts, r.decided_by)})" if r.decided_by else ""
 
 
 def rate_notes(rows: list[RateRow]) -> list[str]:
