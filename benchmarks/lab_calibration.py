@@ -31,19 +31,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from stat_calibration import ALPHA, Figure, Maker, coverage, print_figures, rate, write_figures  # benchmarks/
 
 from safestress import stats
-
-ALPHA = 0.05
-Figure = tuple[float, float, float]  # rate and its Wilson interval over the simulated sweeps
 
 
 def make_pool(args: argparse.Namespace) -> None:
@@ -139,11 +135,6 @@ def draw(rng: np.random.Generator, pools: tuple[np.ndarray, ...], n: int, seeds:
     return [pool[p][:, :1] if pool.shape[1] == 1 else pool[p[:, None], s] for pool in pools]
 
 
-def rate(hits: int, reps: int) -> Figure:
-    lo, hi = stats.wilson_ci(hits, reps)
-    return hits / reps, lo, hi
-
-
 def same_condition(pool: np.ndarray, reps: int, n: int, seeds: int, rng: np.random.Generator) -> Figure:
     """Null: two disjoint seed sets of one condition, compared by the rate table's paired test."""
     hits = 0
@@ -167,16 +158,6 @@ def tost_at_truth(
     return rate(hits, reps)
 
 
-def coverage(
-    reps: int, rng: np.random.Generator, make: Callable[[np.random.Generator], tuple[float, float]], true: float
-) -> Figure:
-    hits = 0
-    for _ in range(reps):
-        lo, hi = make(rng)
-        hits += lo <= true <= hi
-    return rate(hits, reps)
-
-
 def simulate(args: argparse.Namespace) -> None:
     clean, noise, sigmas = load_pool(args.pool)
     rng = np.random.default_rng(args.seed)
@@ -189,11 +170,11 @@ def simulate(args: argparse.Namespace) -> None:
     incoherent = [float(np.isnan(v).mean()) for v in among]
     started = time.perf_counter()
 
-    def rate_ci(seeds: int) -> Callable[[np.random.Generator], tuple[float, float]]:
-        return lambda g: stats.cluster_wilson_ci(draw(g, over_all[1:], n, seeds)[0])
+    def rate_ci(seeds: int) -> Maker:  # (the truth, one simulated sweep's interval)
+        return lambda g: (share, stats.cluster_wilson_ci(draw(g, over_all[1:], n, seeds)[0]))
 
-    def delta_ci(pools: tuple[np.ndarray, ...], seeds: int) -> Callable[[np.random.Generator], tuple[float, float]]:
-        return lambda g: stats.paired_difference(*draw(g, pools, n, seeds))[1]
+    def delta_ci(pools: tuple[np.ndarray, ...], seeds: int, truth: float) -> Maker:
+        return lambda g: (truth, stats.paired_difference(*draw(g, pools, n, seeds))[1])
 
     edge = f"±{100 * abs(delta_all):.1f} pts at the true Δ"
     fp, cov = "false positives", "coverage"
@@ -202,13 +183,13 @@ def simulate(args: argparse.Namespace) -> None:
         (fp, "sign flips, 5 seeds vs 5 others, same condition", "5%", same_condition(noise, reps, n, 5, rng)),
         (fp, f"TOST {edge} over all answers, 1 seed", "≤ 5%", tost_at_truth(over_all, reps, n, 1, rng)),
         (fp, f"TOST {edge} over all answers, 5 seeds", "≤ 5%", tost_at_truth(over_all, reps, n, 5, rng)),
-        (cov, "Wilson, share over all answers, 1 seed", "95 ± 2%", coverage(reps, rng, rate_ci(1), share)),
-        (cov, "Wilson on effective size, over all answers, 5 seeds", "95 ± 2%", coverage(reps, rng, rate_ci(5), share)),
+        (cov, "Wilson, share over all answers, 1 seed", "95 ± 2%", coverage(reps, rng, rate_ci(1))),
+        (cov, "Wilson on effective size, over all answers, 5 seeds", "95 ± 2%", coverage(reps, rng, rate_ci(5))),
     ]
     for pools, truth, where in ((over_all, delta_all, "over all answers"), (among, delta, "among coherent")):
         for seeds, method in ((1, "Newcombe"), (5, "MOVER")):
             name = f"{method} paired Δ {where}, {seeds} seed{'s' * (seeds > 1)}, Δ = {100 * truth:+.1f}"
-            rows.append((cov, name, "95 ± 2%", coverage(reps, rng, delta_ci(pools, seeds), truth)))
+            rows.append((cov, name, "95 ± 2%", coverage(reps, rng, delta_ci(pools, seeds, truth))))
     elapsed = time.perf_counter() - started
     about = (
         f"{args.pool.name}: {clean.shape[0]} held-out harmful lab prompts × {noise.shape[1]} seeds, "
@@ -218,13 +199,11 @@ def simulate(args: argparse.Namespace) -> None:
         f"among coherent and {100 * delta_all:+.1f} over all answers"
     )
     print(f"{about}\n{reps} simulated sweeps of {n} prompts per row, α = {ALPHA}; {elapsed:.0f} s\n")
-    print("| kind | test or interval | goal | measured [95% CI] |\n|---|---|---|---|")
-    for kind, name, goal, r in rows:
-        print(f"| {kind} | {name} | {goal} | {100 * r[0]:.1f}% [{100 * r[1]:.1f}, {100 * r[2]:.1f}] |")
+    print_figures(rows)
     if args.out:
-        figures = [{"kind": k, "name": m, "goal": g, "rate": r[0], "ci": [r[1], r[2]]} for k, m, g, r in rows]
-        meta = {"reps": reps, "prompts": n, "seed": args.seed, "alpha": ALPHA, "population": about}
-        args.out.write_text(json.dumps({**meta, "figures": figures}, indent=1) + "\n")
+        write_figures(
+            args.out, rows, {"reps": reps, "prompts": n, "seed": args.seed, "alpha": ALPHA, "population": about}
+        )
 
 
 def main() -> None:

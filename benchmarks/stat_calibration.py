@@ -209,17 +209,27 @@ def main() -> None:
     ]
     elapsed = time.perf_counter() - started
     print(f"{reps} simulated sweeps of {n} prompts per row, α = {ALPHA}; {elapsed:.0f} s\n")
+    print_figures(rows)
+    if args.out:
+        write_figures(args.out, rows, {"reps": reps, "prompts": n, "seed": args.seed, "alpha": ALPHA})
+
+
+Row = tuple[str, str, str, "Figure | None"]  # kind, test or interval, goal, measured (None: not run)
+
+
+def print_figures(rows: list[Row]) -> None:
+    """The figures as the Markdown table docs/statistics.md shows (regenerated there from the JSON)."""
     print("| kind | test or interval | goal | measured [95% CI] |\n|---|---|---|---|")
     for kind, name, goal, r in rows:
         print(f"| {kind} | {name} | {goal} | {'not run (no labels file)' if r is None else fmt(r)} |")
-    if args.out:
-        figures = [
-            {"kind": k, "name": name, "goal": g, "rate": r[0], "ci": [r[1], r[2]]}
-            for k, name, g, r in rows
-            if r is not None
-        ]
-        meta = {"reps": reps, "prompts": n, "seed": args.seed, "alpha": ALPHA}
-        args.out.write_text(json.dumps({**meta, "figures": figures}, indent=1) + "\n")
+
+
+def write_figures(path: Path, rows: list[Row], meta: dict) -> None:
+    """The figures and what they were measured on, as the JSON a ``calibration`` doc table reads."""
+    figures = [
+        {"kind": k, "name": m, "goal": g, "rate": r[0], "ci": [r[1], r[2]]} for k, m, g, r in rows if r is not None
+    ]
+    path.write_text(json.dumps({**meta, "figures": figures}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

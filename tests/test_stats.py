@@ -458,6 +458,7 @@ def test_lab_calibration_simulates_from_a_pool_with_its_own_truth(tmp_path, monk
     out = tmp_path / "lab.json"
     argv = [str(script), "simulate", str(pool), "--reps", "40", "--prompts", "30", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.syspath_prepend(str(script.parent))  # as `python benchmarks/…` runs it: its siblings import
     runpy.run_path(str(script), run_name="__main__")
     data = json.loads(out.read_text())
     assert len(data["figures"]) == 10 and all(0 <= f["ci"][0] <= f["rate"] <= f["ci"][1] <= 1 for f in data["figures"])
