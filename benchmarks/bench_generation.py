@@ -100,10 +100,7 @@ def naive_call(lm, prompt: str, sigma: float, seed: int) -> str:
         for layer in lm.model.model.layers:
             handles.append(layer.register_forward_hook(lambda m, a, out: out + sigma * torch.randn_like(out)))
     try:
-        text = lm.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        ids = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        ids = lm.tokenizer(chat_text(lm, prompt), return_tensors="pt", add_special_tokens=False)
         out = lm.model.generate(**ids, max_new_tokens=64, do_sample=False)
         return lm.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
@@ -196,12 +193,16 @@ def bench_sweep(model_path: str, lm, data_dir: Path, naive_sample: int, batch_si
     )
 
 
-def prompt_ids(lm, prompt: str) -> list[int]:
-    """The prompt as the chat template and tokenizer give it to the model (what naive_call feeds)."""
-    text = lm.tokenizer.apply_chat_template(
+def chat_text(lm, prompt: str) -> str:
+    """One user turn in the model's chat template, ready for the answer (what naive_call feeds)."""
+    return lm.tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )
-    return lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prompt_ids(lm, prompt: str) -> list[int]:
+    """The prompt's tokens as the model receives them."""
+    return lm.tokenizer(chat_text(lm, prompt), add_special_tokens=False)["input_ids"]
 
 
 def compute_floor(lm, generated, prompt_tokens: dict[str, int]) -> tuple[int, int, float, float]:
