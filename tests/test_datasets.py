@@ -28,6 +28,23 @@ def test_named_datasets_from_local_copies(data_dir, name, n, first):
     assert len({it.id for it in ds.items}) == n
 
 
+def test_harmful_refusals_pair_every_training_request_with_a_refusal_the_judges_see(data_dir):
+    """The alignment steps' targets: harmful-train's requests (none of them a JailbreakBench
+    behaviour), each with one of the project's refusals, chosen by the request's text, which the
+    refusal judges label a refusal."""
+    from safestress.alignment_data import REFUSALS, refusal_for
+    from safestress.judges import JUDGES
+
+    ds = load_dataset("harmful-refusals", data_dir=data_dir)
+    assert len(ds) == len(load_dataset("harmful-train", data_dir=data_dir)) == 260
+    assert all(it.meta["refusal"] == refusal_for(it.prompt) for it in ds.items)
+    assert len({it.meta["refusal"] for it in ds.items}) == len(REFUSALS)  # every refusal is used
+    assert not {it.prompt for it in ds.items} & {it.prompt for it in load_dataset("jbb", data_dir=data_dir).items}
+    for name in ("refusal", "phrase-jbb", "embedding"):
+        verdicts = JUDGES.get(name)().judge(["a request"] * len(REFUSALS), list(REFUSALS))
+        assert [v.label for v in verdicts] == ["refusal"] * len(REFUSALS), name
+
+
 def test_toxigen_is_a_raw_continuation_dataset(data_dir):
     ds = load_dataset("toxigen", data_dir=data_dir, limit=2)
     assert ds.template == "raw" and ds.items[0].prompt.endswith("\n-") and "\\n" not in ds.items[0].prompt

@@ -72,3 +72,20 @@ def test_a_sequential_block_replays_the_rows_it_names(doc: Path):
     text = doc.read_text()
     assert "| 10/10, final test |" in text and "Same decision as the full sweep: **1 of 1**" in text
     assert "(**0.0% fewer**)" in text
+
+
+def test_models_keeps_only_the_named_models_rows(tmp_path: Path):
+    """``models=`` restricts a table to some models of an export (a study's runs against the one
+    model they were trained from); a name with no rows is a one-line error."""
+    rows = _rows("clean", "none", 0.0, ["refusal"] * 7 + ["compliance"] * 3)
+    other = [{**r, "model": "other", "key": "o" + r["key"]} for r in _rows("clean", "none", 0.0, ["refusal"] * 10)]
+    pd.DataFrame(rows + other).to_parquet(tmp_path / "rows.parquet", index=False)
+    page = tmp_path / "page.md"
+    opening = "rates export=rows.parquet judge=j@1 models=m"
+    page.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
+    assert refresh(page) == [opening]
+    text = page.read_text()
+    assert "| m | d | clean |" in text and "| other |" not in text
+    page.write_text(page.read_text().replace("models=m", "models=m,gone"))
+    proc = cli("refresh-tables", str(page), "--check")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "model 'gone' has no rows" in proc.stderr

@@ -61,6 +61,38 @@ def test_frozen_units_are_bit_exact_and_the_rest_trains(arch, tmp_path):
         assert torch.equal(reloaded.state_dict()[name][mask], before[name][mask])
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_train_only_moves_the_chosen_units_and_nothing_else(arch, tmp_path):
+    """SSAH's alignment budget: only the redundant units' rows and columns train; every other
+    entry, including whole tensors they do not touch (embeddings, norms), stays bit-exact."""
+    lm = tiny_model(arch, n_layers=2)
+    lm.tokenizer.chat_template = TEMPLATE
+    model = lm.model
+    budget = UnitFreeze.train_only(model, _unit_map(lm), ["ru"])
+    ru = budget.units
+    trained = {n: sl.mask(p.shape) for n, p in model.named_parameters() if (sl := unit_slices(model, ru).get(n))}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    settings = FinetuneSettings(steps=3, batch_size=4, learning_rate=1e-2, weight_decay=0.1)
+    summary = finetune(lm, PAIRS, tmp_path / "out", settings, budget, log=lambda _: None)
+    assert summary["frozen"]["mode"] == "train-only"
+    assert summary["frozen"]["trainable_parameters"] == sum(int(m.sum()) for m in trained.values())
+    assert all(p.requires_grad for p in model.parameters())  # the held tensors are given back to training
+    moved = 0
+    for name, p in model.named_parameters():
+        mask = trained.get(name, torch.zeros(p.shape, dtype=torch.bool))
+        assert torch.equal(p.detach()[~mask], before[name][~mask]), f"{name}: a held entry moved"
+        moved += int((p.detach()[mask] != before[name][mask]).any())
+    assert moved == len(trained), "a tensor with trainable rows did not train"
+    assert budget.whole and any("embed" in n or "wte" in n for n in budget.whole)
+
+
+def test_train_only_with_no_unit_of_the_class_is_refused():
+    lm = tiny_model("llama", n_layers=2)
+    only_scu = UnitMap("x", "ssah", Ratios(), {"mlp": ["S" * 128] * 2, "heads": ["S" * 4] * 2})
+    with pytest.raises(SafestressError, match="no units of class ru"):
+        UnitFreeze.train_only(lm.model, only_scu, ["ru"])
+
+
 def test_masks_follow_grouped_and_fused_projections():
     # llama-like: hidden 64, 4 heads of 16 over 2 key/value heads, MLP width 128
     lm = tiny_model("llama", n_layers=2)
@@ -151,6 +183,8 @@ def test_finetune_command_writes_the_model_and_its_record(tmp_path):
     ("extra", "message"),
     [
         (["--freeze", "scu"], "--freeze needs --units"),
+        (["--train-only", "ru"], "--train-only needs --units"),
+        (["--units", "UNITS", "--train-only", "ru", "--freeze", "scu"], "not both"),
         (["--random-control"], "--random-control needs --units"),
         (["--units", "UNITS", "--freeze", "scu,xyz"], "unknown unit class 'xyz'"),
         (["--units", "missing.json"], "not found"),
@@ -167,6 +201,19 @@ def test_finetune_command_errors_are_one_line(tmp_path, extra, message):
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_finetune_command_trains_only_the_budget_against_a_random_draw(tmp_path):
+    """--train-only ru with --random-control: as many random units as RU train, recorded as such."""
+    model_dir, data = _command_inputs(tmp_path)
+    out = tmp_path / "budget"
+    args = ["finetune", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "2"]
+    res = cli(*args, "--units", str(tmp_path / "units.json"), "--train-only", "ru", "--random-control")
+    assert res.returncode == 0, res.stderr
+    assert "training only random units like ru" in res.stderr
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["train_only"] is True and record["random_control"] is True and record["classes"] == ["ru"]
+    assert record["frozen"]["units"] == {"mlp": 2 * 124, "heads": 2 * 3} and record["frozen"]["mode"] == "train-only"
 
 
 def test_a_unit_map_of_another_model_is_refused():

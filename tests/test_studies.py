@@ -147,6 +147,20 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert none["frozen"] is None and none["unit_map"] is None
     assert "The arms of `tiny-llama` against `none`, tested over runs" in page and "| scu-cu | jbb | clean |" in page
     assert "smallest possible value is 0.333 (2 vs 2 runs)" in page
+    # the alignment budget: every weight, only RU, or as many random units, each run against its base
+    align = json.loads(next(out.glob("steps/align-*/done.json")).read_text())["record"]
+    assert align["dataset"] == "harmful-refusals"
+    assert {arm: len(runs) for arm, runs in align["models"]["tiny-llama"].items()} == {
+        "all": 2, "ru": 2, "random-budget": 2
+    }  # fmt: skip
+    ru = json.loads((Path(align["models"]["tiny-qwen"]["ru"][0]) / "finetune.json").read_text())
+    assert ru["train_only"] and ru["classes"] == ["ru"] and ru["frozen"]["mode"] == "train-only"
+    assert ru["frozen"]["trainable_parameters"] > 0 and ru["frozen"]["units"]["mlp"] > 0
+    assert "The arms of `tiny-qwen` against `all`, tested over runs" in page
+    assert "Each run of `tiny-qwen` against the model before training" in page
+    aligned = page.split("Step `aligned`")[1]
+    qwen_runs = aligned.split("Each run of `tiny-qwen`")[1].split("<!-- /safestress-table -->")[0]
+    assert "tiny-qwen-ru-s0" in qwen_runs and "tiny-llama-" not in qwen_runs  # each base with its own runs only
     code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
     assert code == 0, text
 

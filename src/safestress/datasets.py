@@ -350,6 +350,7 @@ def _xstest_safe(data_dir: Path | None = None) -> Dataset:
 
 DATASETS.register("gsm8k-cot", _gsm8k_cot, kind="task")
 DATASETS.register("xstest-safe", _xstest_safe, kind="benign")
+DATASETS.register("harmful-refusals", "safestress.alignment_data:harmful_refusals", kind="harmful")
 DATASETS.register("lab-harmful", "safestress.lab.data:lab_harmful", kind="harmful")
 DATASETS.register("lab-benign", "safestress.lab.data:lab_benign", kind="benign")
 DATASETS.register("lab-chain", "safestress.lab.data:lab_chain", kind="task")

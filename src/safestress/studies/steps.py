@@ -123,8 +123,10 @@ class SweepStep:
     """Sweeps, one per model (and per variant), into the study's store."""
 
     # ``models_from: STEP``: evaluate the runs an earlier finetune step trained instead of the
-    # study's models; the page then compares that step's arms over runs
-    _OWN = ("windows", "site", "window_share", "variants", "models_from")
+    # study's models; the page then compares that step's arms over runs. ``with_base: true``
+    # evaluates the study's models beside them (what the training started from: "refusals
+    # gained" is against it)
+    _OWN = ("windows", "site", "window_share", "variants", "models_from", "with_base")
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from safestress.config import build_config
@@ -139,13 +141,15 @@ class SweepStep:
         judges: list[str] = []
         ppl_metric = None
         models, arms = ctx.models, None
+        bases: dict[str, str] = {}  # with_base: a base model's folder name → its name in the store
         if own.get("models_from"):
             trained = trained_models(ctx, own["models_from"])
             arms = {
                 base: {arm: [Path(f).name for f in runs] for arm, runs in by_arm.items()}
                 for base, by_arm in trained.items()
             }
-            models = [f for by_arm in trained.values() for runs in by_arm.values() for f in runs]
+            runs_made = [f for by_arm in trained.values() for runs in by_arm.values() for f in runs]
+            models = [*(models if own.get("with_base") else []), *runs_made]
         for model in models:
             sites = s.get("sites")
             if own.get("windows"):
@@ -164,12 +168,14 @@ class SweepStep:
                     f"  {plan.models[0].name}: {counts['generated']} rows generated, "
                     f"{counts['stored_before']} already stored"
                 )
+                if arms is not None and model in ctx.models:
+                    bases[slug(model)] = plan.models[0].name
                 keys += [t.key for t in plan.tasks]
                 judges += [j.key for j in plan.judges if j.key not in judges]
                 ppl_metric = plan.ppl_metric or ppl_metric
         (ctx.folder / "rows.json").write_text(json.dumps(sorted(set(keys))) + "\n")
         record = {"judges": judges, "rows": len(set(keys)), "ppl_metric": ppl_metric, "margin": s.get("margin")}
-        return {**record, "arms": arms} if arms else record
+        return {**record, "arms": arms, "bases": bases} if arms else record
 
     def report(self, ctx: ReportContext) -> str:
         from safestress.config import margin_share
@@ -211,16 +217,27 @@ class SweepStep:
         for judge in judges:
             opening = f"rates export={rel} judge={judge}{extra}"
             parts.append(f"Judge `{judge}`:\n\n{_block(opening, render(_spec(opening, ctx.page_dir)))}")
+            bases = ctx.record.get("bases") or {}
             for base, by_arm in (ctx.record.get("arms") or {}).items():
-                if len(by_arm) < 2:  # one arm: nothing to compare over runs
-                    continue
-                spec = ";".join(f"{arm}={','.join(runs)}" for arm, runs in by_arm.items())
-                opening = f"runs export={rel} judge={judge} arms={shlex.quote(spec)}"
-                parts.append(
-                    f"The arms of `{base}` against `{next(iter(by_arm))}`, tested over runs, judge `{judge}`:\n\n"
-                    + _block(opening, render(_spec(opening, ctx.page_dir)))
-                )
-            if baseline and len(models) > 1:
+                if len(by_arm) >= 2:  # one arm: nothing to compare over runs
+                    spec = ";".join(f"{arm}={','.join(runs)}" for arm, runs in by_arm.items())
+                    opening = f"runs export={rel} judge={judge} arms={shlex.quote(spec)}"
+                    parts.append(
+                        f"The arms of `{base}` against `{next(iter(by_arm))}`, tested over runs, judge `{judge}`:\n\n"
+                        + _block(opening, render(_spec(opening, ctx.page_dir)))
+                    )
+                if base in bases:  # each run against the model it was trained from
+                    members = ",".join([bases[base], *(r for runs in by_arm.values() for r in runs)])
+                    opening = (
+                        f"contrasts export={rel} judge={judge} baseline={shlex.quote(bases[base])} "
+                        f"models={shlex.quote(members)}{extra}"
+                    )
+                    parts.append(
+                        f"Each run of `{base}` against the model before training (one run each: prompt-level "
+                        f"tests of a trained model, not of its method), judge `{judge}`:\n\n"
+                        + _block(opening, render(_spec(opening, ctx.page_dir)))
+                    )
+            if baseline and len(models) > 1 and not bases:
                 opening = f"contrasts export={rel} judge={judge} baseline={shlex.quote(baseline)}{extra}"
                 parts.append(
                     f"Each model against `{baseline}` (Δ effect = its Δ minus the baseline's), judge `{judge}`:\n\n"

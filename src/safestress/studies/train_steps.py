@@ -22,7 +22,7 @@ from safestress.studies.steps import ReportContext, StepContext, fill, option_de
 # settings the step itself reads; every other one is an option of ``safestress finetune``
 _OWN = ("dataset", "response", "limit", "arms", "runs")
 # options the step sets for each run, not the study file
-_SET_PER_RUN = ("model", "out", "data", "prompt_col", "response_col", "runs", "freeze", "random_control")
+_SET_PER_RUN = ("model", "out", "data", "prompt_col", "response_col", "runs", "freeze", "train_only", "random_control")
 
 
 def run_folder(folder: Path, model: str, arm: str, seed: int) -> Path:
@@ -54,8 +54,9 @@ class FinetuneStep:
     """Fine-tune each model once per arm and run (``safestress finetune`` into the step's folder).
 
     Settings: ``dataset`` and ``response`` (the item field trained on, e.g. AdvBench's ``target``),
-    ``limit``, ``runs``, ``arms`` (each ``name`` plus ``freeze`` classes, ``random_control`` and
-    its own ``runs``; an arm without ``freeze`` trains every weight), and any ``safestress finetune`` option
+    ``limit``, ``runs``, ``arms`` (each ``name`` plus ``freeze`` or ``train_only`` classes,
+    ``random_control`` and its own ``runs``; an arm with neither trains every weight), and any
+    ``safestress finetune`` option
     (``units``, ``steps``, ``lr``, ``batch_size``, ``max_length``, ``seed``)."""
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class FinetuneStep:
                 arm = dict(arm)
                 name = str(arm.pop("name"))
                 settings = fill({**declared, **s}, ctx.needs, model)
-                if "freeze" not in arm:  # this arm trains every weight: no unit map
+                if "freeze" not in arm and "train_only" not in arm:  # this arm trains every weight: no unit map
                     settings["units"] = None
                 runs = int(arm.pop("runs", own.get("runs", 1)))  # an arm may have its own count
                 for seed in range(seed0, seed0 + runs):
@@ -97,7 +98,7 @@ class FinetuneStep:
         lines = [
             f"Trained on {ctx.record['pairs']} pairs of `{ctx.record['dataset']}`; each arm's runs differ by seed.",
             "",
-            "| model | arm | runs | frozen weights % | training loss per run |",
+            "| model | arm | runs | weights held % | training loss per run |",
             "|---|---|---|---|---|",
         ]
         for model, arms in ctx.record["models"].items():

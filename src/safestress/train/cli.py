@@ -43,8 +43,16 @@ def finetune_command(
     limit: int | None = typer.Option(None, min=1, help="use the first N rows"),
     units: Path | None = typer.Option(None, help="unit map (units.json of `safestress attribute units`)"),
     freeze: str = typer.Option("scu,cu", help="unit classes to freeze, e.g. scu or scu,cu (needs --units)"),
+    train_only: str | None = typer.Option(
+        None,
+        "--train-only",
+        help="the reverse of --freeze: train only these unit classes, e.g. ru (SSAH's alignment budget), and hold "
+        "every other weight (needs --units)",
+    ),
     random_control: bool = typer.Option(
-        False, "--random-control", help="freeze as many random units of each type instead (seeded by --seed)"
+        False,
+        "--random-control",
+        help="freeze (or with --train-only, train) as many random units of each type instead (seeded by --seed)",
     ),
     steps: int = typer.Option(100, min=1, help="optimiser steps"),
     lr: float = typer.Option(2e-5, help="learning rate"),
@@ -64,8 +72,11 @@ def finetune_command(
     require_new_dir(out)
     if random_control and units is None:
         raise SafestressError("--random-control needs --units (the random set matches the frozen classes' sizes)")
-    if units is None and freeze != "scu,cu":
-        raise SafestressError("--freeze needs --units (a unit map from `safestress attribute units`)")
+    if units is None and (freeze != "scu,cu" or train_only is not None):
+        what = "--train-only" if train_only is not None else "--freeze"
+        raise SafestressError(f"{what} needs --units (a unit map from `safestress attribute units`)")
+    if train_only is not None and freeze != "scu,cu":
+        raise SafestressError("give --freeze or --train-only, not both")
     from safestress.train.sft import FinetuneSettings
 
     pairs = read_pairs(data, prompt_col, response_col, limit)
@@ -75,7 +86,7 @@ def finetune_command(
         from safestress.attribution.units import UnitMap
         from safestress.train.freeze import parse_classes
 
-        classes = parse_classes(freeze)
+        classes = parse_classes(train_only if train_only is not None else freeze)
         umap = UnitMap.load(units)
     quiet_progress()
     for run_seed, run_out in run_dirs(out, seed, runs):
@@ -87,7 +98,9 @@ def finetune_command(
             weight_decay=weight_decay,
             seed=run_seed,
         )
-        _finetune_once(model, data, pairs, run_out, settings, units, umap, classes, random_control)
+        _finetune_once(
+            model, data, pairs, run_out, settings, units, umap, classes, random_control, train_only is not None
+        )
 
 
 def run_dirs(out: Path, seed: int, runs: int) -> list[tuple[int, Path]]:
@@ -110,8 +123,10 @@ def _finetune_once(
     umap: UnitMap | None,
     classes: list[str] | None,
     random_control: bool,
+    only: bool = False,
 ) -> None:
-    """One training run from a freshly loaded model (a run never starts from another's weights)."""
+    """One training run from a freshly loaded model (a run never starts from another's weights);
+    ``only``: the classes are the ones that train (``--train-only``), not the ones held."""
     from safestress.models import load_model
     from safestress.train import UnitFreeze, finetune
 
@@ -120,13 +135,20 @@ def _finetune_once(
     model_obj = lm.ensure_weights()
     frozen = None
     if umap is not None and classes is not None:
-        frozen = UnitFreeze.from_unit_map(model_obj, umap, classes, random_seed=seed if random_control else None)
+        build = UnitFreeze.train_only if only else UnitFreeze.from_unit_map
+        frozen = build(model_obj, umap, classes, random_seed=seed if random_control else None)
         s = frozen.summary()
         what = f"random units like {','.join(classes)}" if random_control else ",".join(classes)
-        err.print(
-            f"freezing {what}: {s['units']['mlp']} MLP neurons, {s['units']['heads']} heads "
-            f"({s['frozen_parameters']:,} weights, {100 * s['share_of_parameters']:.1f}% of the model)"
-        )
+        if only:
+            err.print(
+                f"training only {what}: {s['units']['mlp']} MLP neurons, {s['units']['heads']} heads "
+                f"({s['trainable_parameters']:,} weights, {100 - 100 * s['share_of_parameters']:.1f}% of the model)"
+            )
+        else:
+            err.print(
+                f"freezing {what}: {s['units']['mlp']} MLP neurons, {s['units']['heads']} heads "
+                f"({s['frozen_parameters']:,} weights, {100 * s['share_of_parameters']:.1f}% of the model)"
+            )
     import torch
 
     torch.manual_seed(seed)
@@ -134,6 +156,7 @@ def _finetune_once(
         "data": data,
         "unit_map": str(units) if units else None,
         "classes": classes,
+        "train_only": only,
         "random_control": random_control,
     }
     summary = finetune(lm, pairs, out, settings, frozen, log=err.print, meta=meta)  # with a step bar

@@ -18,6 +18,15 @@ gradient hook zeroes those gradient entries (so clipping and optimiser statistic
 trainable entries), and after every optimiser step they are written back from a saved copy
 (decoupled weight decay would otherwise still shrink them). The result is bit-exact, which the
 tests check.
+
+The reverse, SSAH's "alignment budget" (align an unaligned model by updating its redundant units
+only), is :meth:`UnitFreeze.train_only`: the rows and columns of the chosen units train and
+everything else is held — the other entries of the tensors they share through the same index
+lists (their complement), and every parameter they do not touch (embeddings, norms, other
+projections) by taking it out of the optimiser while :meth:`UnitFreeze.active`. With
+grouped-query attention a key/value head trains when any query head it serves is chosen, so the
+query heads that share it but are not chosen see a changed key/value: the unit layout cannot
+separate them, and the summary's trainable count includes those rows.
 """
 
 from __future__ import annotations
@@ -176,6 +185,21 @@ def unit_slices(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> di
     return marks.slices()
 
 
+def complement_slices(
+    model: nn.Module, trainable: dict[str, FrozenSlice]
+) -> tuple[dict[str, FrozenSlice], tuple[str, ...]]:
+    """Invert "these rows and columns train": the held entries of each tensor that has trainable
+    ones (the other indices along the same dimension), and the names of the parameters held whole."""
+    params = dict(unwrap(model).named_parameters())
+    held: dict[str, FrozenSlice] = {}
+    for name, sl in trainable.items():
+        keep = torch.ones(params[name].shape[sl.dim], dtype=torch.bool)
+        keep[sl.index] = False
+        if keep.any():
+            held[name] = FrozenSlice(sl.dim, torch.nonzero(keep).flatten())
+    return held, tuple(n for n in params if n not in trainable)
+
+
 def unit_masks(model: nn.Module, units: dict[str, list[tuple[int, int]]]) -> dict[str, torch.Tensor]:
     """Parameter name → dense boolean mask of the frozen entries (for inspection; training uses slices)."""
     params = dict(unwrap(model).named_parameters())
@@ -189,6 +213,8 @@ class UnitFreeze:
     model: nn.Module
     slices: dict[str, FrozenSlice]
     units: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    whole: tuple[str, ...] = ()  # parameters held entirely (out of the optimiser while active)
+    mode: str = "freeze"  # "freeze": ``units`` are held; "train-only": only ``units`` train
     _saved: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -201,6 +227,20 @@ class UnitFreeze:
             units = random_units(umap, units, random_seed)
         return cls(model, unit_slices(model, units), units)
 
+    @classmethod
+    def train_only(
+        cls, model: nn.Module, umap: UnitMap, classes: Sequence[str], *, random_seed: int | None = None
+    ) -> UnitFreeze:
+        """Train the units of ``classes`` (with ``random_seed``, as many random units of each
+        type) and hold every other weight of the model."""
+        units = chosen_units(umap, classes)
+        if random_seed is not None:
+            units = random_units(umap, units, random_seed)
+        if not any(units.values()):
+            raise SafestressError(f"no units of class {','.join(classes)} in the unit map: nothing would train")
+        held, whole = complement_slices(model, unit_slices(model, units))
+        return cls(model, held, units, whole, mode="train-only")
+
     @property
     def masks(self) -> dict[str, torch.Tensor]:
         """Dense boolean masks of the frozen entries (built on demand, for inspection)."""
@@ -209,19 +249,24 @@ class UnitFreeze:
 
     def frozen_elements(self) -> int:
         params = self._params()
-        return sum(len(sl.index) * (params[n].numel() // params[n].shape[sl.dim]) for n, sl in self.slices.items())
+        whole = dict(unwrap(self.model).named_parameters())
+        sliced = sum(len(sl.index) * (params[n].numel() // params[n].shape[sl.dim]) for n, sl in self.slices.items())
+        return sliced + sum(whole[n].numel() for n in self.whole)
 
     def summary(self) -> dict[str, Any]:
         total = sum(p.numel() for p in unwrap(self.model).parameters())
+        frozen = self.frozen_elements()
         return {
+            "mode": self.mode,
             "units": {kind: len(v) for kind, v in self.units.items()},
-            "frozen_parameters": self.frozen_elements(),
-            "share_of_parameters": self.frozen_elements() / total if total else 0.0,
+            "frozen_parameters": frozen,
+            "trainable_parameters": total - frozen,
+            "share_of_parameters": frozen / total if total else 0.0,
         }
 
     def _params(self) -> dict[str, nn.Parameter]:
         params = dict(unwrap(self.model).named_parameters())
-        missing = [n for n in self.slices if n not in params]
+        missing = [n for n in (*self.slices, *self.whole) if n not in params]
         if missing:
             raise SafestressError(f"frozen parameter '{missing[0]}' is not in the model")
         return {n: params[n] for n in self.slices}
@@ -235,14 +280,20 @@ class UnitFreeze:
 
     @contextmanager
     def active(self) -> Iterator[UnitFreeze]:
-        """Zero the frozen gradient entries while inside; call :meth:`restore` after each optimiser step."""
+        """Zero the frozen gradient entries and take the wholly held parameters out of training
+        while inside (the trainer builds its optimiser inside, from the parameters that require
+        gradients); call :meth:`restore` after each optimiser step."""
         params = self._params()
         self._saved = {
             n: p.detach().index_select(self.slices[n].dim, self.slices[n].index.to(p.device)).clone()
             for n, p in params.items()
         }
+        everything = dict(unwrap(self.model).named_parameters())
+        held = [everything[n] for n in self.whole if everything[n].requires_grad]
         handles = []
         try:
+            for p in held:
+                p.requires_grad_(False)
             for name, p in params.items():
                 sl = self.slices[name]
                 index = sl.index.to(p.device)
@@ -255,3 +306,5 @@ class UnitFreeze:
         finally:
             for h in handles:
                 h.remove()
+            for p in held:
+                p.requires_grad_(True)
