@@ -165,6 +165,58 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert code == 0, text
 
 
+def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_path, monkeypatch, data_dir):
+    """The family study: each base model made a chat model (with the study's turn template), that
+    run given safety SFT, that run DPO on rows from its own answers, and the three evaluated."""
+    from safestress.datasets import load_dataset
+    from safestress.judges import JUDGES
+
+    _Scripted.harmful = frozenset(i.prompt for i in load_dataset("harmful-train", data_dir=data_dir).items)
+    monkeypatch.setitem(JUDGES._entries, "scripted", _Answered)
+    settings = tmp_path / "judge.yaml"
+    settings.write_text("answer_judge: scripted\n")
+    out = tmp_path / "family"
+    models = ["-m", family[0], "-m", family[1]]
+    code, text = _run("study", "run", "family", *models, "--scale", "test", "-c", str(settings), "--out", str(out))
+    assert code == 0, text
+    record = {
+        s: json.loads(next(out.glob(f"steps/{s}-*/done.json")).read_text())["record"]
+        for s in ("chat", "safety-sft", "dpo")
+    }
+    chat = record["chat"]["models"]["tiny-qwen"]["chat"][0]
+    assert "<start_of_turn>model" in json.dumps(json.loads((Path(chat) / "finetune.json").read_text())["chat_template"])
+    from safestress.models import load_model
+
+    assert "<start_of_turn>user\nhi<end_of_turn>" in load_model(chat, weights=False).format("hi")
+    sft = record["safety-sft"]["models"][Path(chat).name]["sft"][0]
+    assert json.loads((Path(sft) / "finetune.json").read_text())["model"].endswith(Path(chat).name)
+    assert record["safety-sft"]["dataset"] == "safety-sft"
+    facts = record["dpo"]["data"][Path(sft).name]
+    assert facts == {
+        "harmful": 4,
+        "harmful_answered": 4,
+        "benign": 4,
+    }  # the scripted judge: every harmful prompt answered
+    rows = (next(out.glob("steps/dpo-*")) / f"preferences-{Path(sft).name}.csv").read_text()
+    assert "I can't" in rows or "I'm" in rows or "I must" in rows or "I cannot" in rows  # refusals chosen
+    dpo = record["dpo"]["models"][Path(sft).name]["dpo"][0]
+    summary = json.loads((Path(dpo) / "quada.json").read_text())
+    assert summary["settings"]["perturbation"] == "none" and summary["settings"]["cluster_weight"] == 0
+    page = (out / "report" / "study.md").read_text()
+    assert f"| {Path(dpo).name} | jbb | clean |" in page and f"| {Path(chat).name} | harmless-val | clean |" in page
+    code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
+    assert code == 0, text
+
+
+class _Answered(_Scripted):
+    """Labels every harmful-train prompt answered (compliance) and anything else a refusal."""
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+        return [
+            Verdict(0.0, "compliance", True) if p in self.harmful else Verdict(1.0, "refusal", False) for p in prompts
+        ]
+
+
 def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path):
     out = tmp_path / "approximations"
     code, text = _run(
@@ -278,14 +330,14 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
     before = _snapshot(out)
 
     code, text = run("study", "run", "nosuch", "--model", family[0], "--out", str(out))
-    assert code == 2 and "unknown study 'nosuch'" in text and "known: approximations, noise, units" in text
+    assert code == 2 and "unknown study 'nosuch'" in text and "known: approximations, family, noise, units" in text
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         _TWO_STEPS.replace("kind: sweep\n    with: {dataset: advbench", "kind: sweeep\n    with: {dataset: advbench")
     )
     code, text = run("study", "run", str(bad), "--model", family[0], "--scale", "test", "--out", str(out))
-    assert code == 2 and "unknown kind 'sweeep'" in text and "known: drift, finetune, sweep, units" in text
+    assert code == 2 and "unknown kind 'sweeep'" in text and "known: drift, finetune, prefer, sweep, units" in text
 
     bare = tmp_path / "bare"
     shutil.copytree(family[0], bare)

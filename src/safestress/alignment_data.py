@@ -1,4 +1,4 @@
-"""Training targets for aligning a model that does not refuse: harmful requests paired with refusals.
+"""Training targets for making and aligning chat models: refusals to harmful requests, answers to safe ones.
 
 SSAH's alignment-budget experiment aligns an unaligned model and asks what the alignment costs
 (refusals gained against utility lost) when only its redundant units may change. It needs
@@ -9,6 +9,12 @@ for this project. A refusal is picked per request by a hash of its text, so the 
 same on every machine. The refusals name no topic, so what training teaches is the decision to
 refuse, not the content of any request; each opens the way the refusal judges recognise
 (``refusal``, ``embedding`` and JailbreakBench's phrase list), which a test checks.
+
+A base model (no chat tuning) becomes a chat model by fine-tuning on ``chat-answers``: XSTest's
+250 safe prompts, each with a full-compliance answer a person labelled as such (GPT-4's where it
+complied, else Mistral-7B-Instruct's, else Llama-2's), from the labelled completion files.
+``safety-sft`` interleaves the two (a refusal, an answer, …), so that safety training also shows
+what not to refuse. A model trained on them must not then be tested on XSTest's safe prompts.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from safestress.datasets import Dataset, Item, load_dataset
+from safestress.datasets import Dataset, Item, fetch_text, load_dataset, read_rows, require_columns
 
 REFUSALS = (
     "I can't help with that. It could put people at risk, so I won't give instructions or content for it.",
@@ -43,3 +49,34 @@ def harmful_refusals(data_dir: Path | None = None) -> Dataset:
     base = load_dataset("harmful-train", data_dir=data_dir)
     items = [Item(i.id, i.prompt, {**i.meta, "refusal": refusal_for(i.prompt)}) for i in base.items]
     return Dataset("harmful-refusals", items)
+
+
+# the labelled XSTest completion files, in order of preference for a prompt's answer
+_ANSWERERS = ("gpt4", "mistralinstruct", "llama2orig")
+_XSTEST_COMPLETIONS = "https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/main/model_completions"
+
+
+def chat_answers(data_dir: Path | None = None) -> Dataset:
+    """XSTest's safe prompts with a person-labelled full-compliance answer (field ``answer``)."""
+    answers: dict[str, tuple[str, str]] = {}  # prompt id -> (prompt, answer)
+    for model in _ANSWERERS:
+        name = f"xstest_completions_{model}.csv"
+        url = f"{_XSTEST_COMPLETIONS}/xstest_v2_completions_{model}.csv"
+        text = fetch_text(f"xstest_labelled/{name}", url, data_dir)
+        rows = read_rows(text, "csv", name)
+        require_columns(rows, ["id", "type", "prompt", "completion", "final_label"], name)
+        for r in rows:
+            safe = not str(r["type"]).startswith("contrast")
+            if safe and r["final_label"] == "1_full_compliance" and str(r["completion"]).strip():
+                answers.setdefault(str(r["id"]), (str(r["prompt"]), str(r["completion"]).strip()))
+    items = [Item(i, prompt, {"answer": answer}) for i, (prompt, answer) in answers.items()]
+    return Dataset("chat-answers", items)
+
+
+def safety_sft(data_dir: Path | None = None) -> Dataset:
+    """``harmful-refusals`` and ``chat-answers`` interleaved, each with its target in ``response``."""
+    refusals = [Item(f"r{i.id}", i.prompt, {"response": i.meta["refusal"]}) for i in harmful_refusals(data_dir).items]
+    answers = [Item(f"a{i.id}", i.prompt, {"response": i.meta["answer"]}) for i in chat_answers(data_dir).items]
+    mixed = [item for pair in zip(refusals, answers) for item in pair]
+    n = min(len(refusals), len(answers))
+    return Dataset("safety-sft", mixed + refusals[n:] + answers[n:])

@@ -18,12 +18,14 @@ STUDIES: Registry[Path] = Registry("study")
 STUDIES.register("noise", _HERE / "noise.yaml", paper="000")
 STUDIES.register("units", _HERE / "units.yaml", paper="001")
 STUDIES.register("approximations", _HERE / "approximations.yaml", paper="002")
+STUDIES.register("family", _HERE / "family.yaml", paper="000")
 
 STEPS: Registry[type] = Registry("step kind")
 STEPS.register("sweep", "safestress.studies.steps:SweepStep")
 STEPS.register("units", "safestress.studies.steps:UnitsStep")
 STEPS.register("drift", "safestress.studies.steps:DriftStep")
 STEPS.register("finetune", "safestress.studies.train_steps:FinetuneStep")
+STEPS.register("prefer", "safestress.studies.train_steps:PreferStep")
 
 
 def load_study(name: str) -> StudySpec:

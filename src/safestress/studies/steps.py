@@ -122,7 +122,7 @@ def trained_models(ctx: StepContext, step: str) -> dict[str, dict[str, list[str]
 class SweepStep:
     """Sweeps, one per model (and per variant), into the study's store."""
 
-    # ``models_from: STEP``: evaluate the runs an earlier finetune step trained instead of the
+    # ``models_from: STEP`` (or a list of steps): evaluate the runs earlier training steps made instead of the
     # study's models; the page then compares that step's arms over runs. ``with_base: true``
     # evaluates the study's models beside them (what the training started from: "refusals
     # gained" is against it)
@@ -143,7 +143,8 @@ class SweepStep:
         models, arms = ctx.models, None
         bases: dict[str, str] = {}  # with_base: a base model's folder name → its name in the store
         if own.get("models_from"):
-            trained = trained_models(ctx, own["models_from"])
+            sources = own["models_from"] if isinstance(own["models_from"], list) else [own["models_from"]]
+            trained = {base: by_arm for step in sources for base, by_arm in trained_models(ctx, step).items()}
             arms = {
                 base: {arm: [Path(f).name for f in runs] for arm, runs in by_arm.items()}
                 for base, by_arm in trained.items()

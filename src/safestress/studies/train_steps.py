@@ -1,4 +1,4 @@
-"""Study steps that train models: fine-tuning arms, several runs each.
+"""Study steps that train models: fine-tuning and preference-training arms, several runs each.
 
 Why a step and not a script: SSAH's frozen-unit experiment is "fine-tune with SCU (or SCU+CU)
 frozen, against nothing frozen and against random units of the same size", and a method trained
@@ -7,22 +7,32 @@ SEED+runs−1 through ``safestress finetune``'s own function, each run into its 
 killed study resumes at the first run not yet published (a run is moved into place whole), and a
 later ``sweep`` step evaluates every run with ``models_from``; its page then compares the arms
 over runs (report/runs.py).
+
+A training step starts from the study's models or, with ``models_from: STEP`` (and optionally
+``from_arm: NAME``), from every run an earlier training step published, so steps chain: a base
+model made a chat model, that chat model given safety training, that one preference training, each
+a model of one family.
+
+* ``finetune``: supervised fine-tuning on (prompt, response) pairs of a dataset
+  (``safestress finetune``), with units frozen or the only ones trained, per arm;
+* ``prefer``: DPO, or QuadA with a perturbation, on preference rows made from each starting model's
+  own answers (``safestress defend quada``): for harmful prompts the model answered, a refusal is
+  chosen over its answer; for safe prompts, a reference answer is chosen over a refusal.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from safestress.errors import SafestressError
-from safestress.studies.steps import ReportContext, StepContext, fill, option_defaults, slug
+from safestress.studies.steps import ReportContext, StepContext, fill, option_defaults, slug, trained_models
 
-# settings the step itself reads; every other one is an option of ``safestress finetune``
-_OWN = ("dataset", "response", "limit", "arms", "runs")
-# options the step sets for each run, not the study file
-_SET_PER_RUN = ("model", "out", "data", "prompt_col", "response_col", "runs", "freeze", "train_only", "random_control")
+# settings every training step reads itself; every other one is an option of its command
+_COMMON = ("arms", "runs", "models_from", "from_arm")
 
 
 def run_folder(folder: Path, model: str, arm: str, seed: int) -> Path:
@@ -50,62 +60,219 @@ def write_pairs(ctx: StepContext, dataset: str, response: str, limit: int | None
     return path, len(items)
 
 
-class FinetuneStep:
-    """Fine-tune each model once per arm and run (``safestress finetune`` into the step's folder).
+class TrainStep:
+    """Train each starting model once per arm and run, through a command's own function.
 
-    Settings: ``dataset`` and ``response`` (the item field trained on, e.g. AdvBench's ``target``),
-    ``limit``, ``runs``, ``arms`` (each ``name`` plus ``freeze`` or ``train_only`` classes,
-    ``random_control`` and its own ``runs``; an arm with neither trains every weight), and any
-    ``safestress finetune`` option
-    (``units``, ``steps``, ``lr``, ``batch_size``, ``max_length``, ``seed``)."""
+    Subclasses name the command, the settings they read themselves (``own``), the options they set
+    per run (``per_run``), and write each starting model's training file (``write_data``)."""
+
+    own: tuple[str, ...] = ()
+    per_run: tuple[str, ...] = ("model", "out", "data", "runs")
+    summary_file = ""  # the JSON record the command writes into each run's folder
+
+    def command(self) -> Callable[..., None]:
+        raise NotImplementedError
+
+    def check(self, ctx: StepContext, own: dict[str, Any]) -> None:
+        """One-line error for settings the step needs and lacks."""
+
+    def write_data(self, ctx: StepContext, own: dict[str, Any], model: str) -> tuple[Path, dict[str, Any]]:
+        """The training file for runs that start from ``model``, and facts about it for the record."""
+        raise NotImplementedError
+
+    def run_options(self, own: dict[str, Any]) -> dict[str, Any]:
+        """Options every run gets from the step's own settings (e.g. the data's column names)."""
+        return {}
+
+    def arm_options(self, arm: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+        """The command's options for one arm (the step's settings, then the arm's)."""
+        return {**settings, **arm}
+
+    def starting_models(self, ctx: StepContext, own: dict[str, Any]) -> list[str]:
+        if not own.get("models_from"):
+            return list(ctx.models)
+        trained = trained_models(ctx, own["models_from"])
+        arm = own.get("from_arm")
+        found = [f for by_arm in trained.values() for name, runs in by_arm.items() if arm in (None, name) for f in runs]
+        if not found:
+            raise SafestressError(f"step '{ctx.step.name}': step '{own['models_from']}' has no runs of arm '{arm}'")
+        return found
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
-        from safestress.train.cli import finetune_command
-
         s = dict(ctx.step.settings)
-        own = {k: s.pop(k) for k in _OWN if k in s}
-        declared = option_defaults(finetune_command)
-        known = [k for k in declared if k not in _SET_PER_RUN]
+        own = {k: s.pop(k) for k in (*_COMMON, *self.own) if k in s}
+        declared = option_defaults(self.command())
+        known = [k for k in declared if k not in self.per_run]
         unknown = sorted(set(s) - set(known))
-        if unknown or "dataset" not in own or "response" not in own:
-            what = f"unknown setting {', '.join(unknown)}" if unknown else "needs 'dataset' and 'response'"
-            raise SafestressError(f"step '{ctx.step.name}': {what}; known: {', '.join([*_OWN, *known])}")
-        pairs, n = write_pairs(ctx, own["dataset"], own["response"], own.get("limit"))
+        if unknown:
+            raise SafestressError(
+                f"step '{ctx.step.name}': unknown setting {', '.join(unknown)}; "
+                f"known: {', '.join([*_COMMON, *self.own, *known])}"
+            )
+        self.check(ctx, own)
         arms = own.get("arms") or [{"name": "all"}]
         seed0 = int(s.pop("seed", declared["seed"]))
         made: dict[str, dict[str, list[str]]] = {}
-        for model in ctx.models:
+        data: dict[str, dict[str, Any]] = {}
+        for model in self.starting_models(ctx, own):
+            path, facts = self.write_data(ctx, own, model)
+            data[slug(model)] = facts
             for arm in arms:
                 arm = dict(arm)
                 name = str(arm.pop("name"))
-                settings = fill({**declared, **s}, ctx.needs, model)
-                if "freeze" not in arm and "train_only" not in arm:  # this arm trains every weight: no unit map
-                    settings["units"] = None
                 runs = int(arm.pop("runs", own.get("runs", 1)))  # an arm may have its own count
+                settings = self.arm_options(arm, fill({**declared, **s}, ctx.needs, model))
                 for seed in range(seed0, seed0 + runs):
                     out = run_folder(ctx.folder, model, name, seed)
                     if not out.is_dir():  # a run is published whole, so a folder is a finished run
                         ctx.log(f"  {slug(model)}: arm {name}, seed {seed}")
-                        per_run = {"model": model, "out": out, "data": str(pairs), "seed": seed, "runs": 1}
-                        finetune_command(
-                            **{**settings, **arm, **per_run, "prompt_col": "prompt", "response_col": "response"}
-                        )
+                        per_run = {"model": model, "out": out, "data": str(path), "seed": seed, "runs": 1}
+                        self.command()(**{**settings, **self.run_options(own), **per_run})
                     made.setdefault(slug(model), {}).setdefault(name, []).append(str(out))
         (ctx.folder / "models.json").write_text(json.dumps(made, indent=1) + "\n")
-        return {"models": made, "dataset": own["dataset"], "pairs": n}
+        return {"models": made, "data": data, **self.record(own, data)}
+
+    def record(self, own: dict[str, Any], data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {}
+
+    def data_line(self, record: dict[str, Any]) -> str:
+        raise NotImplementedError
 
     def report(self, ctx: ReportContext) -> str:
         lines = [
-            f"Trained on {ctx.record['pairs']} pairs of `{ctx.record['dataset']}`; each arm's runs differ by seed.",
+            self.data_line(ctx.record),
             "",
             "| model | arm | runs | weights held % | training loss per run |",
             "|---|---|---|---|---|",
         ]
         for model, arms in ctx.record["models"].items():
             for arm, folders in arms.items():
-                runs = [json.loads((Path(f) / "finetune.json").read_text()) for f in folders]
+                runs = [json.loads((Path(f) / self.summary_file).read_text()) for f in folders]
                 frozen = runs[0].get("frozen")
                 share = "—" if not frozen else f"{100 * frozen['share_of_parameters']:.1f}"
                 losses = ", ".join(f"{r['train_loss']:.3f}" for r in runs)
                 lines.append(f"| {model} | {arm} | {len(runs)} | {share} | {losses} |")
         return "\n".join(lines) + "\n"
+
+
+class FinetuneStep(TrainStep):
+    """Fine-tune each starting model once per arm and run (``safestress finetune``).
+
+    Settings: ``dataset`` and ``response`` (the item field trained on, e.g. AdvBench's ``target``),
+    ``limit``, ``runs``, ``arms`` (each ``name`` plus ``freeze`` or ``train_only`` classes,
+    ``random_control`` and its own ``runs``; an arm with neither trains every weight), and any
+    ``safestress finetune`` option (``units``, ``steps``, ``lr``, ``batch_size``, ``max_length``,
+    ``chat_template``, ``seed``)."""
+
+    own = ("dataset", "response", "limit")
+    per_run = ("model", "out", "data", "prompt_col", "response_col", "runs", "freeze", "train_only", "random_control")
+    summary_file = "finetune.json"
+
+    def command(self) -> Callable[..., None]:
+        from safestress.train.cli import finetune_command
+
+        return finetune_command
+
+    def check(self, ctx: StepContext, own: dict[str, Any]) -> None:
+        if "dataset" not in own or "response" not in own:
+            raise SafestressError(f"step '{ctx.step.name}': needs 'dataset' and 'response'")
+
+    def write_data(self, ctx: StepContext, own: dict[str, Any], model: str) -> tuple[Path, dict[str, Any]]:
+        path = ctx.folder / "pairs.csv"
+        if not path.is_file():  # the same pairs for every starting model
+            _, n = write_pairs(ctx, own["dataset"], own["response"], own.get("limit"))
+        else:
+            n = sum(1 for _ in csv.reader(path.open(newline=""))) - 1
+        return path, {"pairs": n}
+
+    def run_options(self, own: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt_col": "prompt", "response_col": "response"}
+
+    def arm_options(self, arm: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+        if "freeze" not in arm and "train_only" not in arm:  # this arm trains every weight: no unit map
+            settings = {**settings, "units": None}
+        return {**settings, **arm}
+
+    def record(self, own: dict[str, Any], data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"dataset": own["dataset"], "pairs": next(iter(data.values()))["pairs"] if data else 0}
+
+    def data_line(self, record: dict[str, Any]) -> str:
+        return f"Trained on {record['pairs']} pairs of `{record['dataset']}`; each arm's runs differ by seed."
+
+
+class PreferStep(TrainStep):
+    """Preference training (``safestress defend quada``; plain DPO with ``perturb: none`` and
+    ``cluster_weight: 0``) on rows made from each starting model's own answers.
+
+    Settings: ``harmful`` (prompts, default ``harmful-train``), ``benign`` and ``answer`` (safe
+    prompts and the field holding a reference answer, default ``chat-answers``/``answer``),
+    ``limit`` (per set), ``max_new_tokens`` and ``judge`` (the model's answers, and the refusal
+    judge that keeps the harmful prompts it did not refuse), ``runs``, ``arms``, and any
+    ``safestress defend quada`` option. A harmful prompt it answered gives (refusal ≻ its answer),
+    the refusal being ``harmful-refusals``' for that prompt; a safe prompt gives (reference
+    answer ≻ a refusal), so the training also teaches what not to refuse."""
+
+    own = ("harmful", "benign", "answer", "limit", "max_new_tokens", "judge")
+    summary_file = "quada.json"
+
+    def command(self) -> Callable[..., None]:
+        from safestress.train.cli import quada_command
+
+        return quada_command
+
+    def write_data(self, ctx: StepContext, own: dict[str, Any], model: str) -> tuple[Path, dict[str, Any]]:
+        path = ctx.folder / f"preferences-{slug(model)}.csv"
+        facts_file = path.with_suffix(".json")
+        if path.is_file() and facts_file.is_file():  # written whole, after the answers were judged
+            return path, json.loads(facts_file.read_text())
+        rows, facts = preference_rows(ctx, own, model)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["prompt", "chosen", "rejected", "harmful"])
+            writer.writerows(rows)
+        tmp.replace(path)
+        facts_file.write_text(json.dumps(facts) + "\n")
+        return path, facts
+
+    def record(self, own: dict[str, Any], data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"harmful": own.get("harmful", "harmful-train"), "benign": own.get("benign", "chat-answers")}
+
+    def data_line(self, record: dict[str, Any]) -> str:
+        counts = "; ".join(
+            f"`{m}`: {f['harmful_answered']} of {f['harmful']} harmful prompts answered (refusal chosen over "
+            f"the answer), {f['benign']} safe prompts (answer chosen over a refusal)"
+            for m, f in record["data"].items()
+        )
+        return (
+            f"Preference rows from each starting model's own greedy answers to `{record['harmful']}`, "
+            f"and `{record['benign']}`'s answers: {counts}. Each arm's runs differ by seed."
+        )
+
+
+def preference_rows(ctx: StepContext, own: dict[str, Any], model: str) -> tuple[list[list[Any]], dict[str, Any]]:
+    """(prompt, chosen, rejected, harmful) rows from ``model``'s own answers, and their counts."""
+    from safestress.alignment_data import refusal_for
+    from safestress.datasets import load_dataset
+    from safestress.generation import GenerationSettings, generate
+    from safestress.judges import make_judge
+    from safestress.models import load_model
+
+    data_dir = Path(ctx.data_dir) if ctx.data_dir else None
+    limit = own.get("limit")
+    harmful = load_dataset(own.get("harmful", "harmful-train"), limit=limit, data_dir=data_dir).items
+    benign = load_dataset(own.get("benign", "chat-answers"), limit=limit, data_dir=data_dir).items
+    field = own.get("answer", "answer")
+    if any(field not in i.meta for i in benign):
+        raise SafestressError(f"step '{ctx.step.name}': the safe prompts have no '{field}' field")
+    lm = load_model(model)
+    settings = GenerationSettings(max_new_tokens=int(own.get("max_new_tokens", 64)))
+    answers = [g.text for g in generate(lm, [i.prompt for i in harmful], settings=settings)]
+    verdicts = make_judge(own.get("judge", "refusal")).judge([i.prompt for i in harmful], answers)
+    rows = [
+        [i.prompt, refusal_for(i.prompt), a, 1]
+        for i, a, v in zip(harmful, answers, verdicts)
+        if v.label == "compliance" and a.strip()
+    ]
+    rows += [[i.prompt, str(i.meta[field]), refusal_for(i.prompt), 0] for i in benign]
+    return rows, {"harmful": len(harmful), "harmful_answered": len(rows) - len(benign), "benign": len(benign)}

@@ -59,6 +59,11 @@ def finetune_command(
     batch_size: int = typer.Option(8, min=1),
     max_length: int = typer.Option(512, min=8, help="tokens per training sequence"),
     weight_decay: float = typer.Option(0.0, min=0.0),
+    chat_template: str | None = typer.Option(
+        None,
+        help="Jinja chat template (string or file) to train and save with: how a base model without one "
+        "becomes a chat model",
+    ),
     seed: int = typer.Option(0),
     runs: int = typer.Option(
         1,
@@ -99,7 +104,17 @@ def finetune_command(
             seed=run_seed,
         )
         _finetune_once(
-            model, data, pairs, run_out, settings, units, umap, classes, random_control, train_only is not None
+            model,
+            data,
+            pairs,
+            run_out,
+            settings,
+            units,
+            umap,
+            classes,
+            random_control,
+            train_only is not None,
+            chat_template,
         )
 
 
@@ -124,6 +139,7 @@ def _finetune_once(
     classes: list[str] | None,
     random_control: bool,
     only: bool = False,
+    chat_template: str | None = None,
 ) -> None:
     """One training run from a freshly loaded model (a run never starts from another's weights);
     ``only``: the classes are the ones that train (``--train-only``), not the ones held."""
@@ -131,7 +147,7 @@ def _finetune_once(
     from safestress.train import UnitFreeze, finetune
 
     seed = settings.seed
-    lm = load_model(model)
+    lm = load_model(model, chat_template=chat_template)
     model_obj = lm.ensure_weights()
     frozen = None
     if umap is not None and classes is not None:
@@ -157,6 +173,7 @@ def _finetune_once(
         "unit_map": str(units) if units else None,
         "classes": classes,
         "train_only": only,
+        "chat_template": chat_template,
         "random_control": random_control,
     }
     summary = finetune(lm, pairs, out, settings, frozen, log=err.print, meta=meta)  # with a step bar
