@@ -147,20 +147,6 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert none["frozen"] is None and none["unit_map"] is None
     assert "The arms of `tiny-llama` against `none`, tested over runs" in page and "| scu-cu | jbb | clean |" in page
     assert "smallest possible value is 0.333 (2 vs 2 runs)" in page
-    # the alignment budget: every weight, only RU, or as many random units, each run against its base
-    align = json.loads(next(out.glob("steps/align-*/done.json")).read_text())["record"]
-    assert align["dataset"] == "harmful-refusals"
-    assert {arm: len(runs) for arm, runs in align["models"]["tiny-llama"].items()} == {
-        "all": 2, "ru": 2, "random-budget": 2
-    }  # fmt: skip
-    ru = json.loads((Path(align["models"]["tiny-qwen"]["ru"][0]) / "finetune.json").read_text())
-    assert ru["train_only"] and ru["classes"] == ["ru"] and ru["frozen"]["mode"] == "train-only"
-    assert ru["frozen"]["trainable_parameters"] > 0 and ru["frozen"]["units"]["mlp"] > 0
-    assert "The arms of `tiny-qwen` against `all`, tested over runs" in page
-    assert "Each run of `tiny-qwen` against the model before training" in page
-    aligned = page.split("Step `aligned`")[1]
-    qwen_runs = aligned.split("Each run of `tiny-qwen`")[1].split("<!-- /safestress-table -->")[0]
-    assert "tiny-qwen-ru-s0" in qwen_runs and "tiny-llama-" not in qwen_runs  # each base with its own runs only
     code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
     assert code == 0, text
 
@@ -215,6 +201,45 @@ class _Answered(_Scripted):
         return [
             Verdict(0.0, "compliance", True) if p in self.harmful else Verdict(1.0, "refusal", False) for p in prompts
         ]
+
+
+def test_budget_study_aligns_through_ru_alone_against_every_weight_and_random_units(
+    family, tmp_path, monkeypatch, data_dir
+):
+    """SSAH's alignment budget: units classified from the utility score alone (no refusals to
+    score), then aligned through every weight, only RU, or as many random units, each run set
+    against the model it was trained from."""
+    from safestress.datasets import load_dataset
+    from safestress.judges import JUDGES
+
+    _Scripted.harmful = frozenset(i.prompt for i in load_dataset("harmful-train", data_dir=data_dir).items)
+    monkeypatch.setitem(JUDGES._entries, "scripted", _Scripted)
+    settings = tmp_path / "calib.yaml"
+    settings.write_text("calib_judge: scripted\n")
+    out = tmp_path / "budget"
+    models = ["-m", family[0], "-m", family[1]]
+    code, text = _run("study", "run", "budget", *models, "--scale", "test", "-c", str(settings), "--out", str(out))
+    assert code == 0, text
+    page = (out / "report" / "study.md").read_text()
+    units = json.loads(next(out.glob("steps/units-*/done.json")).read_text())["record"]["models"]["tiny-qwen"]
+    assert units["classified_by"].startswith("utility alone") and units["calibration"]["safety"] is None
+    assert units["units"]["mlp"]["scu"] == 0 and units["units"]["mlp"]["ru"] > 0
+    assert "Unit classes from the utility score alone" in page
+    align = json.loads(next(out.glob("steps/align-*/done.json")).read_text())["record"]
+    assert align["dataset"] == "harmful-refusals"
+    assert {arm: len(runs) for arm, runs in align["models"]["tiny-llama"].items()} == {
+        "all": 2, "ru": 2, "random-budget": 2
+    }  # fmt: skip
+    ru = json.loads((Path(align["models"]["tiny-qwen"]["ru"][0]) / "finetune.json").read_text())
+    assert ru["train_only"] and ru["classes"] == ["ru"] and ru["frozen"]["mode"] == "train-only"
+    assert ru["frozen"]["trainable_parameters"] > 0 and ru["frozen"]["units"]["mlp"] > 0
+    assert "The arms of `tiny-qwen` against `all`, tested over runs" in page
+    assert "Each run of `tiny-qwen` against the model before training" in page
+    aligned = page.split("Step `aligned`")[1]
+    qwen_runs = aligned.split("Each run of `tiny-qwen`")[1].split("<!-- /safestress-table -->")[0]
+    assert "tiny-qwen-ru-s0" in qwen_runs and "tiny-llama-" not in qwen_runs  # each base with its own runs only
+    code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
+    assert code == 0, text
 
 
 def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path):
@@ -330,7 +355,8 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
     before = _snapshot(out)
 
     code, text = run("study", "run", "nosuch", "--model", family[0], "--out", str(out))
-    assert code == 2 and "unknown study 'nosuch'" in text and "known: approximations, family, noise, units" in text
+    known = "known: approximations, budget, family, noise, units"
+    assert code == 2 and "unknown study 'nosuch'" in text and known in text
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(

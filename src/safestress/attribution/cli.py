@@ -92,12 +92,18 @@ def units(
     judge: str = typer.Option("refusal", help="judge that keeps refusals (safety) and answers (utility)"),
     max_new_tokens: int = typer.Option(64, min=1),
     batch_size: int = typer.Option(8, min=1),
+    safety: bool = typer.Option(
+        True,
+        "--safety/--no-safety",
+        help="--no-safety: a model that does not refuse yet (SSAH's alignment budget): classes from the utility "
+        "score alone (RU lowest, UCU highest, no SCU)",
+    ),
     data_dir: Path | None = DATA_DIR,
     out: Path = typer.Option(Path("units"), help="output directory"),
     force: bool = FORCE,
 ) -> None:
     """Score every MLP neuron and attention head on safety and utility data; classify SCU/UCU/CU/RU.
-    Needs at least MIN_CALIBRATION kept refusals and answers (safestress/guards.py)."""
+    Needs at least MIN_CALIBRATION kept refusals (unless --no-safety) and answers (safestress/guards.py)."""
     from safestress.attribution import SCORES
     from safestress.attribution.scores import compute_scores
     from safestress.attribution.units import Ratios, UnitMap
@@ -108,24 +114,24 @@ def units(
     out = _out(out)
     _quiet()
     lm = load_model(model)
-    safety_prompts = _prompts(harmful, limit, data_dir=data_dir)
-    safety = _calibration(lm, "safety", safety_prompts, judge, "refusal", out, max_new_tokens)
+    needed = {}
+    if safety:
+        safety_prompts = _prompts(harmful, limit, data_dir=data_dir)
+        refusals = _calibration(lm, "safety", safety_prompts, judge, "refusal", out, max_new_tokens)
+        needed[f"refusals kept of {len(safety_prompts)} harmful prompts"] = (len(refusals.prompts), MIN_CALIBRATION)
     utility_prompts = _prompts(benign, limit, data_dir=data_dir)
     utility = _calibration(lm, "utility", utility_prompts, judge, "compliance", out, max_new_tokens)
-    mark = require_enough(
-        {
-            f"refusals kept of {len(safety_prompts)} harmful prompts": (len(safety.prompts), MIN_CALIBRATION),
-            f"answers kept of {len(utility_prompts)} benign prompts": (len(utility.prompts), MIN_CALIBRATION),
-        },
-        force,
-    )
+    needed[f"answers kept of {len(utility_prompts)} benign prompts"] = (len(utility.prompts), MIN_CALIBRATION)
+    mark = require_enough(needed, force)
     from safestress.progress import working
 
-    with working(f"scoring units ({score}) on {len(safety.prompts)} refusals", err):
-        s = compute_scores(lm, safety, score, batch_size=batch_size)
+    s = None
+    if safety:
+        with working(f"scoring units ({score}) on {len(refusals.prompts)} refusals", err):
+            s = compute_scores(lm, refusals, score, batch_size=batch_size)
+        s.save(out / f"scores-safety-{score}.safetensors")
     with working(f"scoring units ({score}) on {len(utility.prompts)} answers", err):
         u = compute_scores(lm, utility, score, batch_size=batch_size)
-    s.save(out / f"scores-safety-{score}.safetensors")
     u.save(out / f"scores-utility-{score}.safetensors")
     umap = UnitMap.build(lm.name, s, u, ratios)
     umap.save(out / "units.json")
@@ -139,7 +145,8 @@ def units(
         "model": lm.name,
         "score": score,
         "ratios": ratios.__dict__,
-        "calibration": {"safety": len(safety.prompts), "utility": len(utility.prompts)},
+        "calibration": {"safety": len(refusals.prompts) if safety else None, "utility": len(utility.prompts)},
+        "classified_by": "safety and utility" if safety else "utility alone (--no-safety)",
         "units": totals,
     }
     summary |= mark_field(mark)

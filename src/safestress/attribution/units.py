@@ -10,7 +10,12 @@ the model. With S and U those percentiles, for each type:
 4. **CU** (complex): everything else — important for both.
 
 Ratios are the user's; the defaults (RU 20%, SCU 1.3%, UCU 1.3%) follow the share SSAH reports
-for Llama-2-7B-Chat's SCU. The map is a JSON file with one character per unit (``S``, ``U``,
+for Llama-2-7B-Chat's SCU.
+
+A model that does not refuse yet has no safety behaviour to score; SSAH's alignment budget is the
+redundant units of such a model. Without a safety score (``safety=None``) the classes come from
+U alone: RU the ``ru`` share with the lowest U, UCU the ``ucu`` share with the highest, the rest CU,
+and no SCU. The map is a JSON file with one character per unit (``S``, ``U``,
 ``C``, ``R``) per layer and type, so any later step (pruning, freezing) can load it.
 """
 
@@ -54,8 +59,18 @@ def percentile_ranks(x: torch.Tensor) -> torch.Tensor:
     return (ranks / max(1, flat.numel() - 1)).view_as(x)
 
 
-def classify(safety: torch.Tensor, utility: torch.Tensor, ratios: Ratios) -> torch.Tensor:
-    """Class codes (0 = CU, 1 = SCU, 2 = UCU, 3 = RU) for units with the given scores (same shape)."""
+def classify(safety: torch.Tensor | None, utility: torch.Tensor, ratios: Ratios) -> torch.Tensor:
+    """Class codes (0 = CU, 1 = SCU, 2 = UCU, 3 = RU) for units with the given scores (same shape);
+    with ``safety`` None, from the utility score alone (no SCU)."""
+    if safety is None:
+        u = percentile_ranks(utility).flatten()
+        codes = torch.zeros(u.numel(), dtype=torch.long)
+        order = torch.argsort(u, stable=True)
+        n_ru, n_ucu = round(ratios.ru * u.numel()), round(ratios.ucu * u.numel())
+        codes[order[:n_ru]] = 3
+        if n_ucu:
+            codes[order[-n_ucu:]] = 2
+        return codes.view(utility.shape)
     if safety.shape != utility.shape:
         raise SafestressError("safety and utility scores have different shapes")
     s, u = percentile_ranks(safety).flatten(), percentile_ranks(utility).flatten()
@@ -88,14 +103,15 @@ class UnitMap:
     classes: dict[str, list[str]] = field(default_factory=dict)  # type -> one string per layer
 
     @classmethod
-    def build(cls, model: str, safety: UnitScores, utility: UnitScores, ratios: Ratios) -> UnitMap:
-        if safety.score != utility.score:
+    def build(cls, model: str, safety: UnitScores | None, utility: UnitScores, ratios: Ratios) -> UnitMap:
+        """The map from both scores, or from the utility score alone (``safety`` None)."""
+        if safety is not None and safety.score != utility.score:
             raise SafestressError(f"safety scored by {safety.score}, utility by {utility.score}")
         classes = {}
         for kind in TYPES:
-            codes = classify(getattr(safety, kind), getattr(utility, kind), ratios)
+            codes = classify(None if safety is None else getattr(safety, kind), getattr(utility, kind), ratios)
             classes[kind] = ["".join(_CODE_CHARS[c] for c in row.tolist()) for row in codes]
-        return cls(model, safety.score, ratios, classes)
+        return cls(model, utility.score, ratios, classes)
 
     def units(self, kind: str, cls_name: str) -> list[tuple[int, int]]:
         """(layer, index) of every unit of type ``kind`` in class ``cls_name`` (scu/ucu/cu/ru)."""

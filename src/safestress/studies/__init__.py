@@ -18,6 +18,7 @@ STUDIES: Registry[Path] = Registry("study")
 STUDIES.register("noise", _HERE / "noise.yaml", paper="000")
 STUDIES.register("units", _HERE / "units.yaml", paper="001")
 STUDIES.register("approximations", _HERE / "approximations.yaml", paper="002")
+STUDIES.register("budget", _HERE / "budget.yaml", paper="001")
 STUDIES.register("family", _HERE / "family.yaml", paper="000")
 
 STEPS: Registry[type] = Registry("step kind")

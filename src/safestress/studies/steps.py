@@ -298,12 +298,21 @@ class UnitsStep:
             for kind, counts in summary["units"].items():
                 n = sum(counts.values())
                 shares = " | ".join(f"{counts[c]} ({100 * counts[c] / n:.1f}%)" for c in ("scu", "ucu", "cu", "ru"))
-                lines.append(f"| {name} | {kind} | {shares} | {n} | {cal['safety']} / {cal['utility']} |")
-        ratios = next(iter(ctx.record["models"].values()))["ratios"]
-        head = (
-            f"Unit classes at the thresholds SCU {100 * ratios['scu']:g}%, UCU {100 * ratios['ucu']:g}%, "
-            f"RU {100 * ratios['ru']:g}% of units (CU: the rest, important for both safety and utility):\n\n"
-        )
+                refusals = "—" if cal["safety"] is None else cal["safety"]
+                lines.append(f"| {name} | {kind} | {shares} | {n} | {refusals} / {cal['utility']} |")
+        first = next(iter(ctx.record["models"].values()))
+        ratios = first["ratios"]
+        if first.get("classified_by", "").startswith("utility"):
+            head = (
+                f"Unit classes from the utility score alone (the model is scored as one that does not refuse yet): "
+                f"RU the {100 * ratios['ru']:g}% of units least important for answering, UCU the "
+                f"{100 * ratios['ucu']:g}% most important, CU the rest, no SCU:\n\n"
+            )
+        else:
+            head = (
+                f"Unit classes at the thresholds SCU {100 * ratios['scu']:g}%, UCU {100 * ratios['ucu']:g}%, "
+                f"RU {100 * ratios['ru']:g}% of units (CU: the rest, important for both safety and utility):\n\n"
+            )
         return head + "\n".join(lines) + "\n"
 
 
