@@ -97,6 +97,17 @@ def test_classification_rules():
         Ratios(scu=0.5, ucu=0.5, ru=0.2)
 
 
+def test_classification_from_utility_alone_for_a_model_that_does_not_refuse():
+    """--no-safety: RU the lowest utility, UCU the highest, the rest CU, no SCU."""
+    torch.manual_seed(0)
+    u = torch.rand(4, 50)
+    codes = classify(None, u, Ratios(scu=0.1, ucu=0.1, ru=0.2))
+    assert torch.bincount(codes.flatten(), minlength=4).tolist() == [140, 0, 20, 40]  # CU, SCU, UCU, RU
+    assert u[codes == 3].max() < u[codes != 3].min() and u[codes == 2].min() > u[codes != 2].max()
+    map_ = UnitMap.build("m", None, UnitScores("ssah", "b", u, torch.rand(4, 3)), Ratios(ru=0.25))
+    assert len(map_.units("mlp", "ru")) == 50 and not map_.units("heads", "scu")
+
+
 def _map(lm, tmp_path) -> tuple[UnitMap, str]:
     torch.manual_seed(1)
     d_ff = lm.model.model.layers[0].mlp.down_proj.weight.shape[1]
