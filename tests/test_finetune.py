@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -163,13 +164,20 @@ def _command_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return model_dir, data
 
 
-def test_finetune_command_writes_the_model_and_its_record(tmp_path):
+def _finetune_with_units(tmp_path: Path, name: str, *extra: str) -> tuple[list[str], Any, dict]:
+    """``safestress finetune`` (2 steps) of the saved tiny model with its unit map and ``extra``
+    options into ``tmp_path/name``: the base arguments, the finished process and the run's record."""
     model_dir, data = _command_inputs(tmp_path)
-    out = tmp_path / "ft"
+    out = tmp_path / name
     args = ["finetune", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "2"]
-    res = cli(*args, "--units", str(tmp_path / "units.json"), "--freeze", "scu,cu", "--random-control")
+    res = cli(*args, "--units", str(tmp_path / "units.json"), *extra)
     assert res.returncode == 0, res.stderr
-    record = json.loads((out / "finetune.json").read_text())
+    return args, res, json.loads((out / "finetune.json").read_text())
+
+
+def test_finetune_command_writes_the_model_and_its_record(tmp_path):
+    args, res, record = _finetune_with_units(tmp_path, "ft", "--freeze", "scu,cu", "--random-control")
+    out = tmp_path / "ft"
     assert record["frozen"]["units"] == {"mlp": 8, "heads": 2} and record["random_control"] is True
     assert record["classes"] == ["scu", "cu"] and record["pairs"] == len(PAIRS)
     assert (out / "model.safetensors").is_file() and not (tmp_path / "ft.tmp").exists()
@@ -205,13 +213,8 @@ def test_finetune_command_errors_are_one_line(tmp_path, extra, message):
 
 def test_finetune_command_trains_only_the_budget_against_a_random_draw(tmp_path):
     """--train-only ru with --random-control: as many random units as RU train, recorded as such."""
-    model_dir, data = _command_inputs(tmp_path)
-    out = tmp_path / "budget"
-    args = ["finetune", "--model", str(model_dir), "--data", str(data), "--out", str(out), "--steps", "2"]
-    res = cli(*args, "--units", str(tmp_path / "units.json"), "--train-only", "ru", "--random-control")
-    assert res.returncode == 0, res.stderr
+    _, res, record = _finetune_with_units(tmp_path, "budget", "--train-only", "ru", "--random-control")
     assert "training only random units like ru" in res.stderr
-    record = json.loads((out / "finetune.json").read_text())
     assert record["train_only"] is True and record["random_control"] is True and record["classes"] == ["ru"]
     assert record["frozen"]["units"] == {"mlp": 2 * 124, "heads": 2 * 3} and record["frozen"]["mode"] == "train-only"
 

@@ -104,31 +104,25 @@ class _Scripted(Judge):
         ]
 
 
-def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_path, monkeypatch, data_dir):
+def _scripted_run(study: str, family, tmp_path: Path, monkeypatch, data_dir, judge: type, setting: str) -> Path:
+    """Run a packaged study at the test scale on both tiny models, with ``judge`` (a scripted
+    judge that knows harmful-train's prompts) named by the scale setting ``setting``."""
     from safestress.datasets import load_dataset
     from safestress.judges import JUDGES
 
     _Scripted.harmful = frozenset(i.prompt for i in load_dataset("harmful-train", data_dir=data_dir).items)
-    monkeypatch.setitem(JUDGES._entries, "scripted", _Scripted)
-    settings = tmp_path / "calib.yaml"
-    settings.write_text("calib_judge: scripted\n")
-    out = tmp_path / "units"
-    code, text = _run(
-        "study",
-        "run",
-        "units",
-        "-m",
-        family[0],
-        "-m",
-        family[1],
-        "--scale",
-        "test",
-        "-c",
-        str(settings),
-        "--out",
-        str(out),
-    )
+    monkeypatch.setitem(JUDGES._entries, "scripted", judge)
+    settings = tmp_path / "judge.yaml"
+    settings.write_text(f"{setting}: scripted\n")
+    out = tmp_path / study
+    models = ["-m", family[0], "-m", family[1]]
+    code, text = _run("study", "run", study, *models, "--scale", "test", "-c", str(settings), "--out", str(out))
     assert code == 0, text
+    return out
+
+
+def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_path, monkeypatch, data_dir):
+    out = _scripted_run("units", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge")
     page = (out / "report" / "study.md").read_text()
     assert "| tiny-llama | mlp |" in page and "| tiny-qwen | heads |" in page
     assert page.count("unit\\_class=random") >= 5 * 2  # five random draws per model, in each judge's table
@@ -154,17 +148,7 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
 def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_path, monkeypatch, data_dir):
     """The family study: each base model made a chat model (with the study's turn template), that
     run given safety SFT, that run DPO on rows from its own answers, and the three evaluated."""
-    from safestress.datasets import load_dataset
-    from safestress.judges import JUDGES
-
-    _Scripted.harmful = frozenset(i.prompt for i in load_dataset("harmful-train", data_dir=data_dir).items)
-    monkeypatch.setitem(JUDGES._entries, "scripted", _Answered)
-    settings = tmp_path / "judge.yaml"
-    settings.write_text("answer_judge: scripted\n")
-    out = tmp_path / "family"
-    models = ["-m", family[0], "-m", family[1]]
-    code, text = _run("study", "run", "family", *models, "--scale", "test", "-c", str(settings), "--out", str(out))
-    assert code == 0, text
+    out = _scripted_run("family", family, tmp_path, monkeypatch, data_dir, _Answered, "answer_judge")
     record = {
         s: json.loads(next(out.glob(f"steps/{s}-*/done.json")).read_text())["record"]
         for s in ("chat", "safety-sft", "dpo")
@@ -209,17 +193,7 @@ def test_budget_study_aligns_through_ru_alone_against_every_weight_and_random_un
     """SSAH's alignment budget: units classified from the utility score alone (no refusals to
     score), then aligned through every weight, only RU, or as many random units, each run set
     against the model it was trained from."""
-    from safestress.datasets import load_dataset
-    from safestress.judges import JUDGES
-
-    _Scripted.harmful = frozenset(i.prompt for i in load_dataset("harmful-train", data_dir=data_dir).items)
-    monkeypatch.setitem(JUDGES._entries, "scripted", _Scripted)
-    settings = tmp_path / "calib.yaml"
-    settings.write_text("calib_judge: scripted\n")
-    out = tmp_path / "budget"
-    models = ["-m", family[0], "-m", family[1]]
-    code, text = _run("study", "run", "budget", *models, "--scale", "test", "-c", str(settings), "--out", str(out))
-    assert code == 0, text
+    out = _scripted_run("budget", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge")
     page = (out / "report" / "study.md").read_text()
     units = json.loads(next(out.glob("steps/units-*/done.json")).read_text())["record"]["models"]["tiny-qwen"]
     assert units["classified_by"].startswith("utility alone") and units["calibration"]["safety"] is None
