@@ -147,7 +147,8 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
 
 def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_path, monkeypatch, data_dir):
     """The family study: each base model made a chat model (with the study's turn template), that
-    run given safety SFT, that run DPO on rows from its own answers, and the three evaluated."""
+    run given safety SFT, that run DPO (refusals chosen over the chat model's answers), and the
+    three evaluated."""
     out = _scripted_run("family", family, tmp_path, monkeypatch, data_dir, _Answered, "answer_judge")
     record = {
         s: json.loads(next(out.glob(f"steps/{s}-*/done.json")).read_text())["record"]
@@ -162,11 +163,8 @@ def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_
     assert json.loads((Path(sft) / "finetune.json").read_text())["model"].endswith(Path(chat).name)
     assert record["safety-sft"]["dataset"] == "safety-sft"
     facts = record["dpo"]["data"][Path(sft).name]
-    assert facts == {
-        "harmful": 4,
-        "harmful_answered": 4,
-        "benign": 4,
-    }  # the scripted judge: every harmful prompt answered
+    # the rejected answers are the chat model's (the SFT run's ancestor), every one judged answered
+    assert facts == {"harmful": 4, "harmful_answered": 4, "benign": 4, "answered_by": Path(chat).name}
     rows = (next(out.glob("steps/dpo-*")) / f"preferences-{Path(sft).name}.csv").read_text()
     assert "I can't" in rows or "I'm" in rows or "I must" in rows or "I cannot" in rows  # refusals chosen
     dpo = record["dpo"]["models"][Path(sft).name]["dpo"][0]
@@ -179,12 +177,10 @@ def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_
 
 
 class _Answered(_Scripted):
-    """Labels every harmful-train prompt answered (compliance) and anything else a refusal."""
+    """Labels every answer a compliance (a chat model with no safety training)."""
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
-        return [
-            Verdict(0.0, "compliance", True) if p in self.harmful else Verdict(1.0, "refusal", False) for p in prompts
-        ]
+        return [Verdict(0.0, "compliance", True) for _ in prompts]
 
 
 def test_budget_study_aligns_through_ru_alone_against_every_weight_and_random_units(

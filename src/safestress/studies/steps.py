@@ -109,13 +109,13 @@ def _with_variant(settings: dict[str, Any], variant: dict[str, Any]) -> dict[str
     return {**base, **top, "params": {**base.get("params", {}), **params}}
 
 
-def trained_models(ctx: StepContext, step: str) -> dict[str, dict[str, list[str]]]:
-    """The runs an earlier finetune step published: base model → arm → folders."""
+def trained_models(ctx: StepContext, step: str, setting: str = "models_from") -> dict[str, dict[str, list[str]]]:
+    """The runs an earlier training step published: base model → arm → folders."""
     if step not in ctx.needs:
-        raise SafestressError(f"step '{ctx.step.name}': models_from '{step}' must be one of its needs")
+        raise SafestressError(f"step '{ctx.step.name}': {setting} '{step}' must be one of its needs")
     listing = ctx.needs[step] / "models.json"
     if not listing.is_file():
-        raise SafestressError(f"step '{ctx.step.name}': models_from '{step}' is not a finetune step (no models.json)")
+        raise SafestressError(f"step '{ctx.step.name}': {setting} '{step}' is not a training step (no models.json)")
     return json.loads(listing.read_text())
 
 

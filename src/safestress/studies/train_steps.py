@@ -15,9 +15,12 @@ a model of one family.
 
 * ``finetune``: supervised fine-tuning on (prompt, response) pairs of a dataset
   (``safestress finetune``), with units frozen or the only ones trained, per arm;
-* ``prefer``: DPO, or QuadA with a perturbation, on preference rows made from each starting model's
-  own answers (``safestress defend quada``): for harmful prompts the model answered, a refusal is
-  chosen over its answer; for safe prompts, a reference answer is chosen over a refusal.
+* ``prefer``: DPO, or QuadA with a perturbation, on preference rows made from model answers
+  (``safestress defend quada``): for harmful prompts the answering model complied with, a refusal
+  is chosen over its answer; for safe prompts, a reference answer is chosen over a refusal. The
+  answering model is the starting model, or with ``answers_from: STEP`` its ancestor in that
+  step (a model trained to refuse answers few harmful prompts; the chat model it was made from
+  answers them all).
 """
 
 from __future__ import annotations
@@ -206,13 +209,14 @@ class PreferStep(TrainStep):
 
     Settings: ``harmful`` (prompts, default ``harmful-train``), ``benign`` and ``answer`` (safe
     prompts and the field holding a reference answer, default ``chat-answers``/``answer``),
-    ``limit`` (per set), ``max_new_tokens`` and ``judge`` (the model's answers, and the refusal
-    judge that keeps the harmful prompts it did not refuse), ``runs``, ``arms``, and any
-    ``safestress defend quada`` option. A harmful prompt it answered gives (refusal ≻ its answer),
-    the refusal being ``harmful-refusals``' for that prompt; a safe prompt gives (reference
-    answer ≻ a refusal), so the training also teaches what not to refuse."""
+    ``limit`` (per set), ``max_new_tokens`` and ``judge`` (the answers, and the refusal judge that
+    keeps the harmful prompts not refused), ``answers_from`` (a step whose run is the starting
+    model's ancestor: its answers are the rejected ones), ``runs``, ``arms``, and any ``safestress
+    defend quada`` option. A harmful prompt answered gives (refusal ≻ the answer), the refusal
+    being ``harmful-refusals``' for that prompt; a safe prompt gives (reference answer ≻ a
+    refusal), so the training also teaches what not to refuse."""
 
-    own = ("harmful", "benign", "answer", "limit", "max_new_tokens", "judge")
+    own = ("harmful", "benign", "answer", "limit", "max_new_tokens", "judge", "answers_from")
     summary_file = "quada.json"
 
     def command(self) -> Callable[..., None]:
@@ -225,7 +229,9 @@ class PreferStep(TrainStep):
         facts_file = path.with_suffix(".json")
         if path.is_file() and facts_file.is_file():  # written whole, after the answers were judged
             return path, json.loads(facts_file.read_text())
-        rows, facts = preference_rows(ctx, own, model)
+        answerer = ancestor(ctx, own["answers_from"], model) if own.get("answers_from") else model
+        rows, facts = preference_rows(ctx, own, answerer)
+        facts["answered_by"] = slug(answerer)
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", newline="") as f:
             writer = csv.writer(f)
@@ -240,14 +246,26 @@ class PreferStep(TrainStep):
 
     def data_line(self, record: dict[str, Any]) -> str:
         counts = "; ".join(
-            f"`{m}`: {f['harmful_answered']} of {f['harmful']} harmful prompts answered (refusal chosen over "
-            f"the answer), {f['benign']} safe prompts (answer chosen over a refusal)"
+            f"`{m}`: {f['harmful_answered']} of {f['harmful']} harmful prompts answered by "
+            f"`{f.get('answered_by', m)}` (a refusal chosen over the answer), {f['benign']} safe prompts "
+            f"(the reference answer chosen over a refusal)"
             for m, f in record["data"].items()
         )
         return (
-            f"Preference rows from each starting model's own greedy answers to `{record['harmful']}`, "
-            f"and `{record['benign']}`'s answers: {counts}. Each arm's runs differ by seed."
+            f"Preference rows from greedy answers to `{record['harmful']}` and `{record['benign']}`'s "
+            f"reference answers: {counts}. Each arm's runs differ by seed."
         )
+
+
+def ancestor(ctx: StepContext, step: str, model: str) -> str:
+    """The run of ``step`` that ``model`` descends from: a run's folder name begins with the name
+    of the model it was trained from (``run_folder``), so the longest such prefix is the parent."""
+    made = trained_models(ctx, step, "answers_from")
+    runs = [f for by_arm in made.values() for folders in by_arm.values() for f in folders]
+    found = sorted((f for f in runs if slug(model).startswith(Path(f).name + "-")), key=lambda f: len(Path(f).name))
+    if not found:
+        raise SafestressError(f"step '{ctx.step.name}': {slug(model)} descends from no run of step '{step}'")
+    return found[-1]
 
 
 def preference_rows(ctx: StepContext, own: dict[str, Any], model: str) -> tuple[list[list[Any]], dict[str, Any]]:
