@@ -62,11 +62,10 @@ def percentile_ranks(x: torch.Tensor) -> torch.Tensor:
 def classify(safety: torch.Tensor | None, utility: torch.Tensor, ratios: Ratios) -> torch.Tensor:
     """Class codes (0 = CU, 1 = SCU, 2 = UCU, 3 = RU) for units with the given scores (same shape);
     with ``safety`` None, from the utility score alone (no SCU)."""
-    if safety is None:
-        u = percentile_ranks(utility).flatten()
-        codes = torch.zeros(u.numel(), dtype=torch.long)
-        order = torch.argsort(u, stable=True)
-        n_ru, n_ucu = round(ratios.ru * u.numel()), round(ratios.ucu * u.numel())
+    if safety is None:  # rank order of U alone (ties by position, as percentile_ranks breaks them)
+        order = torch.argsort(utility.flatten(), stable=True)
+        codes = torch.zeros(order.numel(), dtype=torch.long)
+        n_ru, n_ucu = round(ratios.ru * order.numel()), round(ratios.ucu * order.numel())
         codes[order[:n_ru]] = 3
         if n_ucu:
             codes[order[-n_ucu:]] = 2

@@ -181,11 +181,7 @@ class FinetuneStep(TrainStep):
             raise SafestressError(f"step '{ctx.step.name}': needs 'dataset' and 'response'")
 
     def write_data(self, ctx: StepContext, own: dict[str, Any], model: str) -> tuple[Path, dict[str, Any]]:
-        path = ctx.folder / "pairs.csv"
-        if not path.is_file():  # the same pairs for every starting model
-            _, n = write_pairs(ctx, own["dataset"], own["response"], own.get("limit"))
-        else:
-            n = sum(1 for _ in csv.reader(path.open(newline=""))) - 1
+        path, n = write_pairs(ctx, own["dataset"], own["response"], own.get("limit"))  # the same for every model
         return path, {"pairs": n}
 
     def run_options(self, own: dict[str, Any]) -> dict[str, Any]:

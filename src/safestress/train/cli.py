@@ -155,16 +155,12 @@ def _finetune_once(
         frozen = build(model_obj, umap, classes, random_seed=seed if random_control else None)
         s = frozen.summary()
         what = f"random units like {','.join(classes)}" if random_control else ",".join(classes)
-        if only:
-            err.print(
-                f"training only {what}: {s['units']['mlp']} MLP neurons, {s['units']['heads']} heads "
-                f"({s['trainable_parameters']:,} weights, {100 - 100 * s['share_of_parameters']:.1f}% of the model)"
-            )
-        else:
-            err.print(
-                f"freezing {what}: {s['units']['mlp']} MLP neurons, {s['units']['heads']} heads "
-                f"({s['frozen_parameters']:,} weights, {100 * s['share_of_parameters']:.1f}% of the model)"
-            )
+        verb, weights = ("training only", s["trainable_parameters"]) if only else ("freezing", s["frozen_parameters"])
+        share = 100 * (1 - s["share_of_parameters"] if only else s["share_of_parameters"])
+        err.print(
+            f"{verb} {what}: {s['units']['mlp']} MLP neurons, {s['units']['heads']} heads "
+            f"({weights:,} weights, {share:.1f}% of the model)"
+        )
     import torch
 
     torch.manual_seed(seed)

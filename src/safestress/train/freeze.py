@@ -71,6 +71,12 @@ def random_units(umap: UnitMap, like: dict[str, list[tuple[int, int]]], seed: in
     return out
 
 
+def _picked(umap: UnitMap, classes: Sequence[str], random_seed: int | None) -> dict[str, list[tuple[int, int]]]:
+    """The units of ``classes``, or with ``random_seed`` as many random units of each type."""
+    units = chosen_units(umap, classes)
+    return units if random_seed is None else random_units(umap, units, random_seed)
+
+
 def _is_conv1d(module: nn.Module) -> bool:  # GPT-2 stores [in, out]
     return type(module).__name__ == "Conv1D"
 
@@ -222,9 +228,7 @@ class UnitFreeze:
         cls, model: nn.Module, umap: UnitMap, classes: Sequence[str], *, random_seed: int | None = None
     ) -> UnitFreeze:
         """Freeze the units of ``classes``; with ``random_seed``, as many random units of each type instead."""
-        units = chosen_units(umap, classes)
-        if random_seed is not None:
-            units = random_units(umap, units, random_seed)
+        units = _picked(umap, classes, random_seed)
         return cls(model, unit_slices(model, units), units)
 
     @classmethod
@@ -233,9 +237,7 @@ class UnitFreeze:
     ) -> UnitFreeze:
         """Train the units of ``classes`` (with ``random_seed``, as many random units of each
         type) and hold every other weight of the model."""
-        units = chosen_units(umap, classes)
-        if random_seed is not None:
-            units = random_units(umap, units, random_seed)
+        units = _picked(umap, classes, random_seed)
         if not any(units.values()):
             raise SafestressError(f"no units of class {','.join(classes)} in the unit map: nothing would train")
         held, whole = complement_slices(model, unit_slices(model, units))
@@ -248,10 +250,9 @@ class UnitFreeze:
         return {n: sl.mask(params[n].shape) for n, sl in self.slices.items()}
 
     def frozen_elements(self) -> int:
-        params = self._params()
-        whole = dict(unwrap(self.model).named_parameters())
+        params = dict(unwrap(self.model).named_parameters())
         sliced = sum(len(sl.index) * (params[n].numel() // params[n].shape[sl.dim]) for n, sl in self.slices.items())
-        return sliced + sum(whole[n].numel() for n in self.whole)
+        return sliced + sum(params[n].numel() for n in self.whole)
 
     def summary(self) -> dict[str, Any]:
         total = sum(p.numel() for p in unwrap(self.model).parameters())
