@@ -9,6 +9,8 @@
     size is printed. The sweep runs twice, at full length and with early exit (rows stop once
     every judge's verdict is settled); the verdicts of the two are compared row by row.
 (c) tokens generated per verdict, full length vs early exit, on one model (``--tokens-per-verdict``).
+(d) where the early-exit sweep's forwards go (``--forwards``): prompt forwards against decoding
+    steps, and decoding steps by how many rows they carried.
 
 Usage: python benchmarks/bench_generation.py [--model GGUF] [--data-dir DIR] [--naive-sample N]
        python benchmarks/bench_generation.py --tokens-per-verdict GGUF [--limit 100] [--batch-size 25]
@@ -193,6 +195,51 @@ def bench_sweep(model_path: str, lm, data_dir: Path, naive_sample: int, batch_si
     )
 
 
+def forward_times(model_path: str, lm, data_dir: Path, batch_size: int, judges: list[str]) -> None:
+    """(d) Every forward of the early-exit sweep, timed: prompt forwards, and decoding steps by
+    the number of rows they carried (a step reads all the weights however few rows it has)."""
+    from collections import defaultdict
+
+    from safestress import decoding
+
+    timed: list[tuple[int, int, float]] = []
+    real = decoding._forward
+
+    def forward(model, ids, *a):
+        t = time.perf_counter()
+        out = real(model, ids, *a)
+        timed.append((ids.shape[0], ids.shape[1], time.perf_counter() - t))
+        return out
+
+    decoding._forward = forward
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            sigmas = [0.0, 0.05, 0.1, 0.2, 0.3]
+            csv_path = data_dir / "jbb_harmful.csv"
+            run_sweep(model_path, lm, csv_path, [0.1], judges, True, batch_size, 64, Path(tmp) / "w.db", limit=8)
+            timed.clear()
+            store = Path(tmp) / "e.db"
+            seconds, _, _ = run_sweep(model_path, lm, csv_path, sigmas, judges, True, batch_size, 64, store)
+    finally:
+        decoding._forward = real
+    prompt = [t for t in timed if t[1] > 1]
+    steps = [t for t in timed if t[1] == 1]
+    print(f"(d) early-exit sweep, batch {batch_size}: {seconds:.1f} s, forwards {sum(t[2] for t in timed):.1f} s")
+    print(
+        f"    prompt forwards: {len(prompt)}, {sum(t[2] for t in prompt):.1f} s, "
+        f"{sum(t[0] * t[1] for t in prompt):,} tokens with padding"
+    )
+    row_tokens = sum(t[0] for t in steps)
+    print(f"    decoding steps: {len(steps)}, {sum(t[2] for t in steps):.1f} s, {row_tokens:,} row-tokens")
+    by_rows: dict[int, list[float]] = defaultdict(list)
+    for rows, _, s in steps:
+        by_rows[min(rows // 16 * 16, batch_size)].append(s)
+    for low in sorted(by_rows):
+        times = by_rows[low]
+        each = 1000 * sum(times) / len(times)
+        print(f"    {low:>4}+ rows: {len(times):4d} steps, {sum(times):6.1f} s, {each:.0f} ms a step")
+
+
 def chat_text(lm, prompt: str) -> str:
     """One user turn in the model's chat template, ready for the answer (what naive_call feeds)."""
     return lm.tokenizer.apply_chat_template(
@@ -255,6 +302,7 @@ def main() -> None:
     ap.add_argument("--tokens-per-verdict", metavar="MODEL", help="(c) only: tokens per verdict on this model")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--forwards", action="store_true", help="(d) only: time the early-exit sweep's forwards")
     args = ap.parse_args()
     judges = args.judge.split(",")
     if args.tokens_per_verdict:
@@ -266,6 +314,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     lm = ss.load_model(args.model)
     data_dir = Path(args.data_dir)
+    if args.forwards:
+        forward_times(args.model, lm, data_dir, args.batch_size, judges)
+        return
     prompts = [r["Goal"] for r in csv.DictReader((data_dir / "jbb_harmful.csv").open())][:32]
     if not args.skip_overhead:
         bench_overhead(lm, prompts, args.repeats)

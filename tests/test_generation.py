@@ -134,9 +134,36 @@ def test_fused_multi_site_draws_equal_site_by_site_draws(tiny_llama, monkeypatch
         assert fused == single
 
 
-def test_every_architecture_decodes_as_model_generate():
-    """The decoding loop (rows leave the batch as they end) gives model.generate's greedy tokens on
-    every supported architecture, with left padding and rows that end at different steps."""
+def _refilled_pool(model, batch, keys, kw, monkeypatch):
+    """Decode a left-padded batch's prompts in a pool of 3, rows settled at 4, 8 or 12 tokens
+    (row r at its (r % 3 + 1)-th check), so rows end at different steps and others join;
+    returns each row's Decoded and how many times rows joined the pool."""
+    import safestress.decoding as dec
+
+    joins = []
+    real_join = dec._Pool.join
+    monkeypatch.setattr(dec._Pool, "join", lambda pool, other: joins.append(1) or real_join(pool, other))
+    prompts = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
+    asked: dict[int, int] = {}
+
+    def stop(rows, texts):
+        for r in rows:
+            asked[r] = asked.get(r, 0) + 1
+        return [asked[r] > r % 3 for r in rows]
+
+    pooled = {}
+    try:
+        for done in dec.decode_rows(model, prompts, batch_size=3, pad_id=0, keys=keys, stop=stop, decode=str, **kw):
+            pooled.update(done)
+    finally:
+        monkeypatch.undo()
+    return pooled, len(joins)
+
+
+def test_every_architecture_decodes_as_model_generate(monkeypatch):
+    """The decoding loop (rows leave the pool as they end, new rows join it) gives
+    model.generate's greedy tokens on every supported architecture, with left padding and rows
+    that end at different steps, whether all rows start together or a pool of 3 is refilled."""
     from safestress.decoding import decode_batch
     from safestress.perturb.rng import split_keys
     from safestress.testing import ARCHITECTURES, tiny_model
@@ -159,20 +186,53 @@ def test_every_architecture_decodes_as_model_generate():
         for row in out[:, start:].tolist():
             cut = next((j for j, t in enumerate(row) if t in eos), len(row))
             plain.append(row[:cut])
+        kw = {"max_new_tokens": 12, "min_new_tokens": 0, "eos_ids": eos, "row_params": {}, "ctx": None}
+        keys = split_keys(list(range(6)), lm.device)
         with torch.inference_mode():
-            ours = decode_batch(
-                lm.model,
-                batch["input_ids"],
-                batch["attention_mask"],
-                max_new_tokens=12,
-                min_new_tokens=0,
-                eos_ids=eos,
-                keys=split_keys(list(range(6)), lm.device),
-                row_params={},
-                ctx=None,
-            )
+            ours = decode_batch(lm.model, batch["input_ids"], batch["attention_mask"], keys=keys, **kw)
         assert [d.tokens for d in ours] == plain, arch
         assert len({len(t) for t in plain}) > 1, arch
+        pooled, joins = _refilled_pool(lm.model, batch, keys, kw, monkeypatch)
+        for r in range(6):
+            settled = pooled[r].reason == "settled"
+            assert pooled[r].tokens == (plain[r][: len(pooled[r].tokens)] if settled else plain[r]), arch
+        # the pool was refilled as rows ended (sliding windows of 4096 never slide at these lengths)
+        assert joins, arch
+
+
+def test_a_window_shorter_than_a_row_keeps_sliding_and_the_tokens_of_model_generate():
+    """A sliding window that a row outgrows stays a sliding layer (the pool then refills only when
+    empty), and the loop still gives model.generate's tokens."""
+    from transformers import AutoModelForCausalLM
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    from safestress.decoding import InPlaceLayer, decode_batch, new_cache
+    from safestress.perturb.rng import split_keys
+    from safestress.testing import byte_tokenizer, tiny_config
+
+    tok = byte_tokenizer()
+    cfg = tiny_config("mistral", vocab_size=len(tok), n_layers=2, hidden=64)
+    cfg.sliding_window, cfg.initializer_range = 24, 0.2
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    batch = tok([f"<s>{p}" for p in PROMPTS[:4]], return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=-1)
+    cache, joinable = new_cache(model, longest=batch["input_ids"].shape[1] + 12)
+    assert not joinable and all(type(layer) is DynamicSlidingWindowLayer for layer in cache.layers)
+    assert all(type(layer) is InPlaceLayer for layer in new_cache(model, longest=20)[0].layers)
+    with torch.inference_mode():
+        ours = decode_batch(
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            max_new_tokens=12,
+            min_new_tokens=0,
+            eos_ids=[],
+            keys=split_keys(list(range(4)), "cpu"),
+            row_params={},
+            ctx=None,
+        )
+    assert [d.tokens for d in ours] == out[:, batch["input_ids"].shape[1] :].tolist()
 
 
 def test_shared_prefill_gives_the_tokens_of_separate_prefills(tiny_llama, monkeypatch):
@@ -225,20 +285,20 @@ def test_stop_ends_rows_early_and_keeps_the_rest_identical(tiny_llama):
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_rows(tiny_llama, monkeypatch):
-    import safestress.generation as gen
+    import safestress.decoding as dec
 
-    real = gen.decode_batch
+    real = dec._forward
     sizes = []
 
-    def tight(model, ids, *a, **kw):  # a device where more than 5 rows do not fit
+    def tight(model, ids, *a):  # a device where a forward of more than 5 rows does not fit
         sizes.append(ids.shape[0])
         if ids.shape[0] > 5:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(model, ids, *a, **kw)
+        return real(model, ids, *a)
 
-    monkeypatch.setattr(gen, "decode_batch", tight)
+    monkeypatch.setattr(dec, "_forward", tight)
     backed = [g.text for g in ss.generate(tiny_llama, PROMPTS, settings=SETTINGS, batch_size=16)]
-    monkeypatch.setattr(gen, "decode_batch", real)
+    monkeypatch.setattr(dec, "_forward", real)
     assert backed == [g.text for g in ss.generate(tiny_llama, PROMPTS, settings=SETTINGS, batch_size=16)]
     assert sizes[:3] == [16, 8, 4] and max(sizes[3:]) == 4  # found once, then kept
 
@@ -246,13 +306,13 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_rows(tiny_llama, monkeypat
 def test_one_row_that_does_not_fit_is_a_one_line_error(tiny_llama, monkeypatch):
     import pytest
 
-    import safestress.generation as gen
+    import safestress.decoding as dec
     from safestress.errors import SafestressError
 
     def full(*a, **kw):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(gen, "decode_batch", full)
+    monkeypatch.setattr(dec, "_forward", full)
     with pytest.raises(SafestressError, match="one row does not fit"):
         ss.generate(tiny_llama, PROMPTS[:3], settings=SETTINGS, batch_size=2)
 

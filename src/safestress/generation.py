@@ -1,8 +1,9 @@
 """Batched, seeded generation that is independent of batch size, composition and order.
 
 * Prompts are tokenised once, sorted by length (less padding) with equal prompts side by side,
-  left-padded and generated in batches with the KV cache (:mod:`safestress.decoding`); a row
-  stops at EOS, at ``max_new_tokens``, or early when ``stop`` says its verdicts are settled.
+  and generated in a pool of at most ``batch_size`` left-padded rows with the KV cache, refilled as
+  rows end (:mod:`safestress.decoding`); a row stops at EOS, at ``max_new_tokens``, or early when
+  ``stop`` says its verdicts are settled.
 * With no perturbation the tokens equal those of a plain ``model.generate`` call on the same
   batch (tested on every supported architecture): safestress only adds hooks and, for sampling,
   the Gumbel draw.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from safestress.decoding import ScoreFn, decode_batch
+from safestress.decoding import Decoded, ScoreFn, decode_rows
 from safestress.errors import SafestressError
 from safestress.models import LoadedModel
 from safestress.perturb import rng
@@ -55,10 +56,10 @@ def row_key(prompt: str, seed: int) -> int:
     return rng.key_from_text("row", prompt, seed)
 
 
-def _gumbel(keys: torch.Tensor, step: int, scores: torch.Tensor) -> torch.Tensor:
+def _gumbel(keys: torch.Tensor, steps: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Turns greedy decoding into exact categorical sampling: argmax(logits + Gumbel), the Gumbel
     noise keyed by each row's key and the number of tokens it has generated."""
-    steps = torch.full((scores.shape[0],), step, dtype=torch.int64, device=scores.device)
+    steps = steps.to(device=scores.device, dtype=torch.int64)
     return scores.float() + rng.standard_gumbel(keys.to(scores.device), steps, scores.shape[-1])
 
 
@@ -88,10 +89,10 @@ def _warp(settings: GenerationSettings, keys: torch.Tensor) -> ScoreFn | None:
     if settings.top_p < 1.0:
         warpers.append(TopPLogitsWarper(settings.top_p))
 
-    def scores(logits: torch.Tensor, step: int, alive: torch.Tensor) -> torch.Tensor:
+    def scores(logits: torch.Tensor, steps: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         for w in warpers:
             logits = w(None, logits)
-        return _gumbel(keys[alive.to(keys.device)], step, logits)
+        return _gumbel(keys[rows.to(keys.device)], steps, logits)
 
     return scores
 
@@ -134,47 +135,53 @@ def iter_generate(
     def text(tokens: list[int]) -> str:
         return tok.decode(tokens, skip_special_tokens=True)
 
-    def run(idx: list[int]) -> list[Generation]:
-        batch = tok.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt", padding=True)
-        key_tensor = rng.split_keys([key_list[i] for i in idx], device)
+    def gen(d: Decoded) -> Generation:
+        return Generation(text(d.tokens), len(d.tokens), d.reason == "eos", d.reason == "settled")
+
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+    todo, size = order, batch_size
+    while todo:
+        ready: list[tuple[int, Decoded]] = []
+        finished: set[int] = set()
+        key_tensor = rng.split_keys([key_list[i] for i in todo], device)
         params = {
-            name: torch.tensor([float(vals[i]) for i in idx], device=device)
+            name: torch.tensor([float(vals[i]) for i in todo], device=device)
             for name, vals in (row_params or {}).items()
         }
-        batch_stop = None
+        row_stop = None
         if stop is not None:
 
-            def batch_stop(rows: Sequence[int], texts: Sequence[str]) -> Sequence[bool]:
-                return stop([idx[r] for r in rows], texts)
+            def row_stop(rows: Sequence[int], texts: Sequence[str], todo: list[int] = todo) -> Sequence[bool]:
+                return stop([todo[r] for r in rows], texts)
 
-        with torch.inference_mode():
-            decoded = decode_batch(
+        try:
+            for done in decode_rows(
                 lm.model,
-                batch["input_ids"].to(device),
-                batch["attention_mask"].to(device),
+                [encoded[i] for i in todo],
+                batch_size=size,
+                pad_id=pad_id,
                 max_new_tokens=settings.max_new_tokens,
                 min_new_tokens=settings.min_new_tokens,
                 eos_ids=eos_ids,
                 keys=key_tensor,
                 row_params=params,
                 ctx=ctx,
-                shared=[bool(shared_prefill[i]) for i in idx] if shared_prefill is not None else None,
+                shared=[bool(shared_prefill[i]) for i in todo] if shared_prefill is not None else None,
                 scores_fn=_warp(settings, key_tensor),
-                stop=batch_stop,
+                stop=row_stop,
                 decode=text,
-            )
-        return [Generation(text(d.tokens), len(d.tokens), d.reason == "eos", d.reason == "settled") for d in decoded]
-
-    size, start = batch_size, 0
-    while start < n:
-        idx = order[start : start + size]
-        try:
-            gens = run(idx)
-        except torch.OutOfMemoryError:
-            size = _smaller_batch(len(idx), lm)
-            continue
-        start += len(idx)
-        yield idx, gens
+            ):
+                ready += [(todo[j], d) for j, d in done]
+                finished.update(todo[j] for j, _ in done)
+                if len(ready) >= size:  # hand rows over in batches (a sweep stores each)
+                    yield [i for i, _ in ready], [gen(d) for _, d in ready]
+                    ready = []
+            todo = []
+        except torch.OutOfMemoryError:  # the rows that ended are kept; the others start again
+            size = _smaller_batch(size, lm)
+            todo = [i for i in todo if i not in finished]
+        if ready:
+            yield [i for i, _ in ready], [gen(d) for _, d in ready]
 
 
 def _smaller_batch(failed: int, lm: LoadedModel) -> int:
