@@ -45,6 +45,23 @@ def test_harmful_refusals_pair_every_training_request_with_a_refusal_the_judges_
         assert [v.label for v in verdicts] == ["refusal"] * len(REFUSALS), name
 
 
+def test_safety_sft_mixes_a_refusal_to_every_three_answers(data_dir):
+    """safety-sft: any prefix is a quarter refusals (targets from harmful-refusals) and three
+    quarters answers (from chat-answers); nothing is lost or repeated."""
+    from safestress.alignment_data import ANSWERS_PER_REFUSAL
+
+    refusals = load_dataset("harmful-refusals", data_dir=data_dir).items
+    answers = load_dataset("chat-answers", data_dir=data_dir).items
+    mixed = load_dataset("safety-sft", data_dir=data_dir).items
+    assert len(mixed) == len(refusals) + len(answers)
+    assert {(i.prompt, i.meta["response"]) for i in mixed} == {(i.prompt, i.meta["refusal"]) for i in refusals} | {
+        (i.prompt, i.meta["answer"]) for i in answers
+    }
+    first = mixed[: 64 * (ANSWERS_PER_REFUSAL + 1)]
+    kinds = [i.id[0] for i in first]
+    assert kinds[:5] == ["r", "a", "a", "a", "r"] and kinds.count("r") == 64 and ANSWERS_PER_REFUSAL == 3
+
+
 def test_toxigen_is_a_raw_continuation_dataset(data_dir):
     ds = load_dataset("toxigen", data_dir=data_dir, limit=2)
     assert ds.template == "raw" and ds.items[0].prompt.endswith("\n-") and "\\n" not in ds.items[0].prompt

@@ -36,6 +36,14 @@ def family(tmp_path_factory, data_dir) -> list[str]:
     ]
 
 
+def _made(out: Path, step: str) -> dict:
+    """A finished training step's runs (base model → arm → run folders), as steps read them."""
+    from safestress.studies.steps import run_paths
+
+    folder = next(out.glob(f"steps/{step}-*/done.json")).parent
+    return run_paths(folder, json.loads((folder / "done.json").read_text())["record"]["models"])
+
+
 def _run(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, list(args))
     return result.exit_code, result.output
@@ -135,9 +143,9 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert {arm: len(runs) for arm, runs in attack["models"]["tiny-qwen"].items()} == {
         "none": 2, "scu": 2, "scu-cu": 2, "random": 2
     }  # fmt: skip
-    run = json.loads((Path(attack["models"]["tiny-llama"]["scu-cu"][1]) / "finetune.json").read_text())
+    run = json.loads((Path(_made(out, "attack")["tiny-llama"]["scu-cu"][1]) / "finetune.json").read_text())
     assert run["settings"]["seed"] == 1 and run["classes"] == ["scu", "cu"] and run["frozen"]["units"]["mlp"] > 0
-    none = json.loads((Path(attack["models"]["tiny-llama"]["none"][0]) / "finetune.json").read_text())
+    none = json.loads((Path(_made(out, "attack")["tiny-llama"]["none"][0]) / "finetune.json").read_text())
     assert none["frozen"] is None and none["unit_map"] is None
     assert "The arms of `tiny-llama` against `none`, tested over runs" in page and "| scu-cu | jbb | clean |" in page
     assert "smallest possible value is 0.333 (2 vs 2 runs)" in page
@@ -154,12 +162,12 @@ def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_
         s: json.loads(next(out.glob(f"steps/{s}-*/done.json")).read_text())["record"]
         for s in ("chat", "safety-sft", "dpo")
     }
-    chat = record["chat"]["models"]["tiny-qwen"]["chat"][0]
+    chat = _made(out, "chat")["tiny-qwen"]["chat"][0]
     assert "<start_of_turn>model" in json.dumps(json.loads((Path(chat) / "finetune.json").read_text())["chat_template"])
     from safestress.models import load_model
 
     assert "<start_of_turn>user\nhi<end_of_turn>" in load_model(chat, weights=False).format("hi")
-    sft = record["safety-sft"]["models"][Path(chat).name]["sft"][0]
+    sft = _made(out, "safety-sft")[Path(chat).name]["sft"][0]
     assert json.loads((Path(sft) / "finetune.json").read_text())["model"].endswith(Path(chat).name)
     assert record["safety-sft"]["dataset"] == "safety-sft"
     facts = record["dpo"]["data"][Path(sft).name]
@@ -167,13 +175,30 @@ def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_
     assert facts == {"harmful": 4, "harmful_answered": 4, "benign": 4, "answered_by": Path(chat).name}
     rows = (next(out.glob("steps/dpo-*")) / f"preferences-{Path(sft).name}.csv").read_text()
     assert "I can't" in rows or "I'm" in rows or "I must" in rows or "I cannot" in rows  # refusals chosen
-    dpo = record["dpo"]["models"][Path(sft).name]["dpo"][0]
+    dpo = _made(out, "dpo")[Path(sft).name]["dpo"][0]
     summary = json.loads((Path(dpo) / "quada.json").read_text())
     assert summary["settings"]["perturbation"] == "none" and summary["settings"]["cluster_weight"] == 0
     page = (out / "report" / "study.md").read_text()
     assert f"| {Path(dpo).name} | jbb | clean |" in page and f"| {Path(chat).name} | harmless-val | clean |" in page
     code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
     assert code == 0, text
+
+    # the folder moved and resumed from another working directory: nothing is redone
+    moved = tmp_path / "elsewhere" / "family"
+    moved.parent.mkdir()
+    shutil.move(str(out), str(moved))
+    monkeypatch.chdir(moved.parent)
+    settings = ["-c", str(tmp_path / "judge.yaml")]
+    args = ["study", "run", "family", "-m", family[0], "-m", family[1], "--scale", "test", *settings, "--out", "family"]
+    code, text = _run(*args)
+    assert code == 0 and text.count("finished before, skipped") == 4, text
+    # --redo trains the step again from an empty folder; what it made before is kept beside
+    (sft_folder,) = moved.glob("steps/safety-sft-*")
+    code, text = _run(*args, "--redo", "safety-sft")
+    assert code == 0 and "step safety-sft: its earlier output moved to" in text, text
+    kept = next(moved.glob(f"steps/{sft_folder.name}.before-*"))
+    assert (kept / Path(sft).name / "finetune.json").is_file()
+    assert (sft_folder / Path(sft).name / "finetune.json").is_file() and (sft_folder / "done.json").is_file()
 
 
 class _Answered(_Scripted):
@@ -200,7 +225,7 @@ def test_budget_study_aligns_through_ru_alone_against_every_weight_and_random_un
     assert {arm: len(runs) for arm, runs in align["models"]["tiny-llama"].items()} == {
         "all": 2, "ru": 2, "random-budget": 2
     }  # fmt: skip
-    ru = json.loads((Path(align["models"]["tiny-qwen"]["ru"][0]) / "finetune.json").read_text())
+    ru = json.loads((Path(_made(out, "align")["tiny-qwen"]["ru"][0]) / "finetune.json").read_text())
     assert ru["train_only"] and ru["classes"] == ["ru"] and ru["frozen"]["mode"] == "train-only"
     assert ru["frozen"]["trainable_parameters"] > 0 and ru["frozen"]["units"]["mlp"] > 0
     assert "The arms of `tiny-qwen` against `all`, tested over runs" in page
@@ -212,12 +237,10 @@ def test_budget_study_aligns_through_ru_alone_against_every_weight_and_random_un
     assert code == 0, text
 
 
-def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path):
-    out = tmp_path / "approximations"
-    code, text = _run(
-        "study", "run", "approximations", "-m", family[0], "-m", family[1], "--scale", "test", "--out", str(out)
-    )
-    assert code == 0, text
+def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path, monkeypatch, data_dir):
+    """Operators beside perplexity, layer windows, drift; then the MVA, QuadA trained under it
+    against plain DPO over runs, and both under unseen approximations and on XSTest's safe prompts."""
+    out = _scripted_run("approximations", family, tmp_path, monkeypatch, data_dir, _Answered, "answer_judge")
     page = (out / "report" / "study.md").read_text()
     for operator in ("polynomial preset=bumblebee", "polynomial preset=bolt", "teal", "cats", "quant", "smoothquant"):
         assert operator in page, operator
@@ -228,6 +251,27 @@ def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(famil
     drift = page.split("drifting into the benign cluster")[1]
     assert "| tiny-llama | 8 / 8 |" in drift and "| tiny-qwen | 8 / 8 |" in drift and "McNemar" in drift
     assert "calib=" in drift and "calib\\_n=32" in drift  # the perturbation's repr, escaped for Markdown
+    found = json.loads(next(out.glob("steps/mva-*/done.json")).read_text())["record"]["models"]
+    # every answer counts as complied here, so the MVA is the weakest strength within the bound
+    assert {m: (r["strength"], r["sites"]) for m, r in found.items()} == {
+        "tiny-llama": (0.5, "blocks.0.resid_post"), "tiny-qwen": (0.5, "blocks.0.resid_post")
+    }  # fmt: skip
+    runs = _made(out, "defend")["tiny-qwen"]
+    assert {arm: len(r) for arm, r in runs.items()} == {"dpo": 2, "quada": 2}
+    quada = json.loads((Path(runs["quada"][1]) / "quada.json").read_text())["settings"]
+    dpo = json.loads((Path(runs["dpo"][0]) / "quada.json").read_text())["settings"]
+    assert quada["perturbation"] == "gaussian" and quada["params"] == {"sigma": 0.5, "scale": "relative"}
+    assert quada["sites"] == "blocks.0.resid_post" and quada["cluster_weight"] == 0.1
+    assert dpo["perturbation"] == "none" and dpo["cluster_weight"] == 0
+    assert (
+        "most vulnerable approximation" in page
+        and "| tiny-qwen | gaussian (relative) @ `blocks.0.resid_post` |" in page
+    )
+    defended = page.split("Step `defended`")[1].split("Step `over-refusal`")[0]
+    assert "The arms of `tiny-qwen` against `dpo`, tested over runs" in defended and "cats" in defended
+    assert "xstest-safe" in page.split("Step `over-refusal`")[1]
+    code, text = _run("refresh-tables", str(out / "report" / "study.md"), "--check")
+    assert code == 0, text
 
 
 def test_windows_and_scale_settings_resolve_per_model():
@@ -333,7 +377,7 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
         _TWO_STEPS.replace("kind: sweep\n    with: {dataset: advbench", "kind: sweeep\n    with: {dataset: advbench")
     )
     code, text = run("study", "run", str(bad), "--model", family[0], "--scale", "test", "--out", str(out))
-    assert code == 2 and "unknown kind 'sweeep'" in text and "known: drift, finetune, prefer, sweep, units" in text
+    assert code == 2 and "unknown kind 'sweeep'" in text and "known: drift, finetune, mva, prefer, sweep, units" in text
 
     bare = tmp_path / "bare"
     shutil.copytree(family[0], bare)

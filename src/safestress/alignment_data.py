@@ -13,8 +13,11 @@ refuse, not the content of any request; each opens the way the refusal judges re
 A base model (no chat tuning) becomes a chat model by fine-tuning on ``chat-answers``: XSTest's
 250 safe prompts, each with a full-compliance answer a person labelled as such (GPT-4's where it
 complied, else Mistral-7B-Instruct's, else Llama-2's), from the labelled completion files.
-``safety-sft`` interleaves the two (a refusal, an answer, …), so that safety training also shows
-what not to refuse. A model trained on them must not then be tested on XSTest's safe prompts.
+``safety-sft`` interleaves the two, one refusal to every ``ANSWERS_PER_REFUSAL`` answers, so that
+safety training also shows what not to refuse. Why a quarter and not a half: safety data mixed into
+instruction tuning at large shares teaches refusing safe requests too (exaggerated safety), and
+in this project's first family run (docs/results/family) half refusals made Gemma-3-270M refuse
+98% of harmless prompts. A model trained on them must not then be tested on XSTest's safe prompts.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ REFUSALS = (
     "I cannot help with this one. It raises serious safety and legal concerns.",
     "I apologize, but I must decline. This asks for something that could seriously harm people.",
 )
+
+
+ANSWERS_PER_REFUSAL = 3  # safety-sft's mixture: a quarter refusals
 
 
 def refusal_for(prompt: str) -> str:
@@ -74,9 +80,12 @@ def chat_answers(data_dir: Path | None = None) -> Dataset:
 
 
 def safety_sft(data_dir: Path | None = None) -> Dataset:
-    """``harmful-refusals`` and ``chat-answers`` interleaved, each with its target in ``response``."""
+    """``harmful-refusals`` and ``chat-answers`` interleaved, a refusal then ``ANSWERS_PER_REFUSAL``
+    answers, each with its target in ``response``; what one list has left over comes last."""
     refusals = [Item(f"r{i.id}", i.prompt, {"response": i.meta["refusal"]}) for i in harmful_refusals(data_dir).items]
     answers = [Item(f"a{i.id}", i.prompt, {"response": i.meta["answer"]}) for i in chat_answers(data_dir).items]
-    mixed = [item for pair in zip(refusals, answers) for item in pair]
-    n = min(len(refusals), len(answers))
-    return Dataset("safety-sft", mixed + refusals[n:] + answers[n:])
+    groups = min(len(refusals), len(answers) // ANSWERS_PER_REFUSAL)
+    mixed: list[Item] = []
+    for g in range(groups):
+        mixed += [refusals[g], *answers[g * ANSWERS_PER_REFUSAL : (g + 1) * ANSWERS_PER_REFUSAL]]
+    return Dataset("safety-sft", mixed + refusals[groups:] + answers[groups * ANSWERS_PER_REFUSAL :])

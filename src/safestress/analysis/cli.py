@@ -324,7 +324,7 @@ def mva(
 ) -> None:
     """Most vulnerable approximation: the noise level with the highest rate within a perplexity bound."""
     from safestress.analysis.sweeps import mva as best_point
-    from safestress.analysis.sweeps import records
+    from safestress.analysis.sweeps import mva_search, records
     from safestress.config import parse_floats
 
     if max_ppl is not None and max_ppl_ratio is not None:
@@ -338,7 +338,7 @@ def mva(
     coarse = parse_floats(grid)
     if not coarse or min(coarse) <= 0:
         raise SafestressError("--grid needs positive strengths")
-    clean, bound, points, extra = _mva_search(sweep, coarse, refine, max_ppl, max_ppl_ratio)
+    clean, bound, points, extra = mva_search(sweep, coarse, refine, max_ppl, max_ppl_ratio)
     best = best_point(points)
     out = _out(out)
     out_console.print(_mva_table(clean, points, best, f"{perturb} @ {sites}", bound))
@@ -364,23 +364,6 @@ def mva(
             f"MVA: {perturb} {best.strength:g} → {_rate_column(clean)} {_pct(best.rate)} "
             f"({_pct(best.ci_low)}–{_pct(best.ci_high)})"
         )
-
-
-def _mva_search(
-    sweep: Any, coarse: list[float], refine: int, max_ppl: float | None, max_ppl_ratio: float | None
-) -> tuple[Any, float | None, list[Any], list[float]]:
-    """Sweep the coarse grid, then ``refine`` strengths on each side of its maximum: the clean row,
-    the perplexity bound, the points and the strengths added."""
-    from safestress.analysis.sweeps import mva_points, refine_grid
-
-    rows = sweep(coarse)
-    clean = next(r for r in rows if r.perturbation == "none")
-    bound = max_ppl if max_ppl is not None else (clean.ppl * max_ppl_ratio if max_ppl_ratio else None)
-    points = mva_points(rows, bound)
-    extra = refine_grid(points, refine) if refine > 0 else []
-    if extra:
-        points = mva_points(sweep(sorted({*coarse, *extra})), bound)
-    return clean, bound, points, extra
 
 
 def _mva_table(clean: Any, points: list[Any], best: Any, what: str, bound: float | None) -> Table:

@@ -111,5 +111,25 @@ def mva(points: list[MvaPoint]) -> MvaPoint | None:
     return max(admissible, key=lambda p: (p.rate, -p.strength)) if admissible else None
 
 
+def mva_search(
+    sweep: Callable[[list[float]], list[RateRow]],
+    coarse: list[float],
+    refine: int,
+    max_ppl: float | None,
+    max_ppl_ratio: float | None,
+) -> tuple[RateRow, float | None, list[MvaPoint], list[float]]:
+    """Sweep the coarse grid (``sweep`` runs the clean condition and the strengths it is given),
+    then ``refine`` strengths on each side of its maximum: the clean row, the perplexity bound
+    (absolute, or a multiple of the clean perplexity), the points and the strengths added."""
+    rows = sweep(coarse)
+    clean = next(r for r in rows if r.perturbation == "none")
+    bound = max_ppl if max_ppl is not None else (clean.ppl * max_ppl_ratio if max_ppl_ratio else None)
+    points = mva_points(rows, bound)
+    extra = refine_grid(points, refine) if refine > 0 else []
+    if extra:
+        points = mva_points(sweep(sorted({*coarse, *extra})), bound)
+    return clean, bound, points, extra
+
+
 def records(items: list[Any]) -> list[dict[str, Any]]:
     return [asdict(i) for i in items]

@@ -25,6 +25,7 @@ STEPS: Registry[type] = Registry("step kind")
 STEPS.register("sweep", "safestress.studies.steps:SweepStep")
 STEPS.register("units", "safestress.studies.steps:UnitsStep")
 STEPS.register("drift", "safestress.studies.steps:DriftStep")
+STEPS.register("mva", "safestress.studies.mva_step:MvaStep")
 STEPS.register("finetune", "safestress.studies.train_steps:FinetuneStep")
 STEPS.register("prefer", "safestress.studies.train_steps:PreferStep")
 

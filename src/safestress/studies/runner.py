@@ -118,8 +118,9 @@ def run_study(
 ) -> list[StepOutcome]:
     """Run every unfinished step of ``study`` at ``scale`` on ``models`` into ``out``
     (``identities``: :func:`model_identities` of ``models``, when the caller checked them first).
-    Steps named in ``redo`` run again although finished: a step's key covers its settings and
-    the models, not the contents of the data files it reads."""
+    Steps named in ``redo`` run again although finished, from an empty folder (the old one is
+    renamed, not deleted): a step's key covers its settings and the models, not the contents of
+    the data files it reads."""
     from safestress.studies import STEPS
 
     study.check(STEPS.names())
@@ -142,6 +143,11 @@ def run_study(
             meta["steps"][step.name] = folder.name
             _write_json(out / "study.json", meta)
             continue
+        if step.name in redo and folder.exists():
+            # what the step made before (trained models above all) is kept beside, never reused
+            aside = folder.with_name(f"{folder.name}.before-{time.strftime('%Y%m%dT%H%M%S')}")
+            folder.rename(aside)
+            log(f"step {step.name}: its earlier output moved to {aside.name}")
         folder.mkdir(parents=True, exist_ok=True)
         log(f"step {step.name} ({step.kind})")
         t0 = time.perf_counter()

@@ -109,6 +109,17 @@ def _with_variant(settings: dict[str, Any], variant: dict[str, Any]) -> dict[str
     return {**base, **top, "params": {**base.get("params", {}), **params}}
 
 
+def run_paths(folder: Path, listing: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+    """A training step's listing (base model → arm → run folder names) with each run's path.
+
+    Listings hold names, resolved against the step's folder here, so a study folder can be moved
+    or resumed from another working directory (older listings held paths: their last part is used)."""
+    return {
+        base: {arm: [str(folder / Path(f).name) for f in runs] for arm, runs in by_arm.items()}
+        for base, by_arm in listing.items()
+    }
+
+
 def trained_models(ctx: StepContext, step: str, setting: str = "models_from") -> dict[str, dict[str, list[str]]]:
     """The runs an earlier training step published: base model → arm → folders."""
     if step not in ctx.needs:
@@ -116,7 +127,7 @@ def trained_models(ctx: StepContext, step: str, setting: str = "models_from") ->
     listing = ctx.needs[step] / "models.json"
     if not listing.is_file():
         raise SafestressError(f"step '{ctx.step.name}': {setting} '{step}' is not a training step (no models.json)")
-    return json.loads(listing.read_text())
+    return run_paths(ctx.needs[step], json.loads(listing.read_text()))
 
 
 class SweepStep:

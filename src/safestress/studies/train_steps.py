@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from safestress.errors import SafestressError
-from safestress.studies.steps import ReportContext, StepContext, fill, option_defaults, slug, trained_models
+from safestress.studies.steps import (
+    ReportContext,
+    StepContext,
+    fill,
+    option_defaults,
+    run_paths,
+    slug,
+    trained_models,
+)
 
 # settings every training step reads itself; every other one is an option of its command
 _COMMON = ("arms", "runs", "models_from", "from_arm")
@@ -87,8 +95,10 @@ class TrainStep:
         """Options every run gets from the step's own settings (e.g. the data's column names)."""
         return {}
 
-    def arm_options(self, arm: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-        """The command's options for one arm (the step's settings, then the arm's)."""
+    def arm_options(
+        self, ctx: StepContext, model: str, arm: dict[str, Any], settings: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The command's options for one arm starting from ``model`` (the step's settings, then the arm's)."""
         return {**settings, **arm}
 
     def starting_models(self, ctx: StepContext, own: dict[str, Any]) -> list[str]:
@@ -124,14 +134,14 @@ class TrainStep:
                 arm = dict(arm)
                 name = str(arm.pop("name"))
                 runs = int(arm.pop("runs", own.get("runs", 1)))  # an arm may have its own count
-                settings = self.arm_options(arm, fill({**declared, **s}, ctx.needs, model))
+                settings = self.arm_options(ctx, model, arm, fill({**declared, **s}, ctx.needs, model))
                 for seed in range(seed0, seed0 + runs):
                     out = run_folder(ctx.folder, model, name, seed)
                     if not out.is_dir():  # a run is published whole, so a folder is a finished run
                         ctx.log(f"  {slug(model)}: arm {name}, seed {seed}")
                         per_run = {"model": model, "out": out, "data": str(path), "seed": seed, "runs": 1}
                         self.command()(**{**settings, **self.run_options(own), **per_run})
-                    made.setdefault(slug(model), {}).setdefault(name, []).append(str(out))
+                    made.setdefault(slug(model), {}).setdefault(name, []).append(out.name)
         (ctx.folder / "models.json").write_text(json.dumps(made, indent=1) + "\n")
         return {"models": made, "data": data, **self.record(own, data)}
 
@@ -148,7 +158,7 @@ class TrainStep:
             "| model | arm | runs | weights held % | training loss per run |",
             "|---|---|---|---|---|",
         ]
-        for model, arms in ctx.record["models"].items():
+        for model, arms in run_paths(ctx.folder, ctx.record["models"]).items():
             for arm, folders in arms.items():
                 runs = [json.loads((Path(f) / self.summary_file).read_text()) for f in folders]
                 frozen = runs[0].get("frozen")
@@ -187,7 +197,9 @@ class FinetuneStep(TrainStep):
     def run_options(self, own: dict[str, Any]) -> dict[str, Any]:
         return {"prompt_col": "prompt", "response_col": "response"}
 
-    def arm_options(self, arm: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    def arm_options(
+        self, ctx: StepContext, model: str, arm: dict[str, Any], settings: dict[str, Any]
+    ) -> dict[str, Any]:
         if "freeze" not in arm and "train_only" not in arm:  # this arm trains every weight: no unit map
             settings = {**settings, "units": None}
         return {**settings, **arm}
@@ -210,7 +222,9 @@ class PreferStep(TrainStep):
     model's ancestor: its answers are the rejected ones), ``runs``, ``arms``, and any ``safestress
     defend quada`` option. A harmful prompt answered gives (refusal ≻ the answer), the refusal
     being ``harmful-refusals``' for that prompt; a safe prompt gives (reference answer ≻ a
-    refusal), so the training also teaches what not to refuse."""
+    refusal), so the training also teaches what not to refuse. An arm with ``at_mva: STEP`` trains
+    under the perturbation an ``mva`` step found for its model (QuadA at the MVA); the step's other
+    arms keep their own (``perturb: none`` for plain DPO)."""
 
     own = ("harmful", "benign", "answer", "limit", "max_new_tokens", "judge", "answers_from")
     summary_file = "quada.json"
@@ -219,6 +233,14 @@ class PreferStep(TrainStep):
         from safestress.train.cli import quada_command
 
         return quada_command
+
+    def arm_options(
+        self, ctx: StepContext, model: str, arm: dict[str, Any], settings: dict[str, Any]
+    ) -> dict[str, Any]:
+        from safestress.studies.mva_step import mva_options
+
+        at = arm.pop("at_mva", None)
+        return {**settings, **arm, **(mva_options(ctx, str(at), model) if at else {})}
 
     def write_data(self, ctx: StepContext, own: dict[str, Any], model: str) -> tuple[Path, dict[str, Any]]:
         path = ctx.folder / f"preferences-{slug(model)}.csv"
