@@ -407,3 +407,31 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
     code, text = run("study", "run", "noise", "--model", family[0], "--scale", "test", "--out", str(out))
     assert code == 2 and "holds study 'two-steps'" in text
     assert _snapshot(out) == before
+
+
+def test_an_arm_at_the_mva_takes_its_models_record_or_says_why_it_cannot(tmp_path):
+    """at_mva reads the mva step's record for the starting model or the study model it descends
+    from; a model with no admissible strength, or a step that is not a need, is a one-line error."""
+    from safestress.errors import SafestressError
+    from safestress.studies.mva_step import mva_options
+    from safestress.studies.spec import StepSpec
+    from safestress.studies.steps import StepContext
+
+    found = tmp_path / "mva-abc"
+    found.mkdir()
+    record = {
+        "tiny-llama": {"perturb": "gaussian", "scale": "relative", "sites": "blocks.0.resid_post", "strength": 0.4},
+        "tiny-qwen": {"perturb": "gaussian", "scale": "relative", "sites": "blocks.0.resid_post", "strength": None},
+    }
+    (found / "done.json").write_text(json.dumps({"record": {"models": record}}))
+    step = StepSpec.model_validate({"name": "defend", "kind": "prefer", "needs": ["mva"]})
+    ctx = StepContext(step, [], tmp_path, tmp_path / "s.db", {"mva": found}, 0)
+    want = {"perturb": "gaussian", "sigma": 0.4, "scale": "relative", "sites": "blocks.0.resid_post"}
+    assert mva_options(ctx, "mva", "/runs/tiny-llama") == want
+    assert mva_options(ctx, "mva", "/runs/steps/chat-1/tiny-llama-chat-s0") == want  # a run of that model
+    with pytest.raises(SafestressError, match="no strength of gaussian kept tiny-qwen's perplexity within"):
+        mva_options(ctx, "mva", "tiny-qwen")
+    with pytest.raises(SafestressError, match="found no MVA for tiny-gpt2"):
+        mva_options(ctx, "mva", "tiny-gpt2")
+    with pytest.raises(SafestressError, match="at_mva 'other' must be one of its needs"):
+        mva_options(ctx, "other", "tiny-llama")
