@@ -199,6 +199,11 @@ def test_family_study_chains_chat_safety_sft_and_dpo_from_each_base(family, tmp_
     kept = next(moved.glob(f"steps/{sft_folder.name}.before-*"))
     assert (kept / Path(sft).name / "finetune.json").is_file()
     assert (sft_folder / Path(sft).name / "finetune.json").is_file() and (sft_folder / "done.json").is_file()
+    # a redone sweep rewrites its page's files (its folder has the same name, its run is new)
+    marker = moved / "report" / "variants" / ".step"
+    before_redo = marker.read_text()
+    code, text = _run(*args, "--redo", "variants")
+    assert code == 0 and marker.read_text() != before_redo, text
 
 
 class _Answered(_Scripted):

@@ -17,6 +17,7 @@ the tables of the study's page. Records are JSON, so ``study report`` needs no m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -201,8 +202,10 @@ class SweepStep:
         export = out / "per-prompt.parquet"
         judges = ctx.record["judges"]
         margin = ctx.record.get("margin")
-        made = out / ".step"  # the step folder these files were written from
-        current = export.is_file() and made.is_file() and made.read_text() == ctx.folder.name
+        made = out / ".step"  # the step run these files were written from: its folder and done.json
+        done = ctx.folder / "done.json"
+        run = f"{ctx.folder.name} {hashlib.sha256(done.read_bytes()).hexdigest()[:16] if done.is_file() else ''}"
+        current = export.is_file() and made.is_file() and made.read_text() == run
         if ctx.fresh or not current:
             keys = set(json.loads((ctx.folder / "rows.json").read_text()))
             frame = ctx.store.frame()
@@ -220,7 +223,7 @@ class SweepStep:
             )
             specs = {h: spec for h, spec in ctx.store.configs().items() if h in set(frame["config_hash"])}
             write_outputs(out, summaries, contrasts, frame, specs, plot=True, title=f"study step {ctx.step.name}")
-            made.write_text(ctx.folder.name)
+            made.write_text(run)
         models = set(read_export(export)["model"])
         baseline = ctx.baseline if ctx.baseline in models else None
         rel = export.relative_to(ctx.page_dir).as_posix()
