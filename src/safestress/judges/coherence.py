@@ -11,7 +11,9 @@ repeated. That is a refusal, not degenerate text. So a loop is cut, not counted:
 finds where the text starts to repeat itself periodically to its end (a unit of 1 to
 ``MAX_PERIOD`` words repeated for at least ``MIN_LOOP_TOKENS`` words; numbers and case ignored, so
 "1. I cannot" and "2. I cannot" repeat), keeps the text before the unit's second copy, records
-where it cut, and judges what is left. Text that loops from its start (an opening of fewer than
+where it cut, and judges what is left. A loop with glitches (up to ``LOOP_SLIPS`` of its words
+dropped, doubled or garbled: "import re" lines with one "import import re") is cut the same way
+when a coherent opening comes before it. Text that loops from its start (an opening of fewer than
 ``MIN_OPENING`` distinct words before the loop, e.g. "the the the …") stays ``incoherent``.
 
 The criterion (:func:`assess`; :func:`incoherence` gives its reason), in order:
@@ -65,8 +67,10 @@ from functools import lru_cache
 # being called incoherent; 6: likewise salad after a coherent opening of at least
 # MIN_SALAD_OPENING words (a template's "[Target:Your Name]" lines, a junk URL after an answer);
 # 7: salad of real words (``word_salad``: determiners followed by what cannot follow one,
-# punctuation standing alone or in runs, function words doubled), which scores as words.
-VERSION = 7
+# punctuation standing alone or in runs, function words doubled), which scores as words;
+# 8: a loop with glitches (up to LOOP_SLIPS of its words broken) after a coherent opening is cut
+# like an exact one, instead of the whole answer being called a loop or salad.
+VERSION = 8
 
 MIN_TOKENS = 5
 MIN_WORD_SCORE = 0.70
@@ -76,6 +80,7 @@ MIN_DISTINCT = 0.25
 MIN_LOOP_TOKENS = 16  # words that repeat the unit before them, to the end of the text
 MAX_PERIOD = 128  # longest repeated unit looked for, in words (a paragraph)
 MIN_OPENING = 3  # distinct words before a loop for the text to have a coherent opening
+LOOP_SLIPS = 0.1  # share of a loop's words that may break it (criterion 8)
 MIN_SALAD_OPENING = 8  # words of the clean first sentence an answer needs before its salad is cut
 MIN_CLEAN_SCORE = 0.8  # word score of that sentence (real prose has rare words the vocabulary lacks: "extinguish")
 MIN_DETERMINERS = 3  # word salad (``word_salad``): determiners needed before their placement says anything
@@ -158,12 +163,15 @@ def _normal(token: str) -> str:
     return _DIGITS.sub("#", _EDGES.sub("", token.lower())) or token
 
 
-def loop_start(words: list[str]) -> int | None:
+def loop_start(words: list[str], slips: float = 0.0) -> int | None:
     """Index of the word where a loop's second copy starts, or ``None``.
 
     A loop is the end of the text repeating a unit of ``p`` words (1 ≤ p ≤ MAX_PERIOD): every word
     from some point on equals the word ``p`` before it, for at least max(MIN_LOOP_TOKENS, p) words.
-    Of all such units, the one whose repetition starts earliest is cut.
+    Of all such units, the one whose repetition starts earliest is cut. With ``slips`` > 0 a
+    word may differ from the one ``p`` before it, as long as no more than that share of the
+    repeated words do (a loop with glitches under noise: "import re" repeated with one "import
+    import re"); the repetition then starts and ends on a matching word.
     """
     t = [_normal(w) for w in words]
     n = len(t)
@@ -171,12 +179,19 @@ def loop_start(words: list[str]) -> int | None:
     for p in range(1, min(MAX_PERIOD, n // 2) + 1):
         if t[n - 1] != t[n - 1 - p]:
             continue
-        j = n - 1
-        while j - p >= 0 and t[j] == t[j - p]:
+        j, start, misses, matched_misses = n - 1, n, 0, 0
+        while j - p >= 0:
+            if t[j] == t[j - p]:
+                start, matched_misses = j, misses
+            else:
+                misses += 1
+                if misses > slips * (n - j):
+                    break
             j -= 1
-        repeated = n - 1 - j
-        if repeated >= max(MIN_LOOP_TOKENS, p) and (best is None or j + 1 < best):
-            best = j + 1
+        repeated = n - start
+        long_enough = repeated >= max(MIN_LOOP_TOKENS, p) and matched_misses <= slips * repeated
+        if long_enough and (best is None or start < best):
+            best = start
     return best
 
 
@@ -218,6 +233,9 @@ def assess(text: str) -> Reading:
     plain = [w for w, _ in words]
     # the last word may be cut by the token limit ("… I" for "I'm"): a loop may end one word early
     starts = [s for s in (loop_start(plain), loop_start(plain[:-1])) if s is not None]
+    near = loop_start(plain, LOOP_SLIPS)  # a loop with glitches: a word dropped, doubled or garbled
+    if near is not None and _has_opening(plain[:near]):
+        starts.append(near)
     loop_cut = None
     if starts:
         cut = min(starts)
