@@ -35,6 +35,7 @@ from safestress.sweep import plan_sweep
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
+SWEEP_SIGMAS = [0.0, 0.05, 0.1, 0.2, 0.3]  # the (b) sweep's σ grid, also timed by (d)
 
 
 def bench_overhead(lm, prompts: list[str], repeats: int) -> None:
@@ -157,7 +158,7 @@ def compare_verdicts(full, early) -> tuple[int, int]:
 
 
 def bench_sweep(model_path: str, lm, data_dir: Path, naive_sample: int, batch_size: int, judges: list[str]) -> None:
-    sigmas = [0.0, 0.05, 0.1, 0.2, 0.3]
+    sigmas = SWEEP_SIGMAS
     csv_path = data_dir / "jbb_harmful.csv"
     with tempfile.TemporaryDirectory() as tmp:
         full_s, n_full, full = run_sweep(
@@ -214,12 +215,11 @@ def forward_times(model_path: str, lm, data_dir: Path, batch_size: int, judges: 
     decoding._forward = forward
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            sigmas = [0.0, 0.05, 0.1, 0.2, 0.3]
             csv_path = data_dir / "jbb_harmful.csv"
             run_sweep(model_path, lm, csv_path, [0.1], judges, True, batch_size, 64, Path(tmp) / "w.db", limit=8)
             timed.clear()
             store = Path(tmp) / "e.db"
-            seconds, _, _ = run_sweep(model_path, lm, csv_path, sigmas, judges, True, batch_size, 64, store)
+            seconds, _, _ = run_sweep(model_path, lm, csv_path, SWEEP_SIGMAS, judges, True, batch_size, 64, store)
     finally:
         decoding._forward = real
     prompt = [t for t in timed if t[1] > 1]

@@ -170,7 +170,7 @@ class _Pool:
     prompt_len: torch.Tensor  # [B]
 
     def select(self, keep: list[int]) -> None:
-        """Keep the rows at ``keep``, and drop cache positions that are padding for all of them."""
+        """Keep the rows at ``keep`` (in the cache and in everything indexed by place)."""
         index = torch.tensor(keep, device=self.mask.device)
         self.cache.batch_select_indices(index)
         self.rows = [self.rows[j] for j in keep]
@@ -339,8 +339,9 @@ class _Decoder:
         if len(self.eos) and bool((steps < self.min_new_tokens).any()):
             early = (steps < self.min_new_tokens).nonzero().squeeze(-1)
             logits[early[:, None], self.eos[None, :]] = float("-inf")
-        rows = torch.tensor(pool.rows, device=self.device)
-        scores = self.scores_fn(logits, steps, rows) if self.scores_fn is not None else logits
+        scores = logits
+        if self.scores_fn is not None:
+            scores = self.scores_fn(logits, steps, torch.tensor(pool.rows, device=self.device))
         nxt = scores.argmax(-1)
         ended = self._ended(nxt)
         done = [(pool.rows[j], Decoded(self.tokens[pool.rows[j]], why)) for j, why in sorted(ended.items())]

@@ -39,18 +39,6 @@ class RowContext:
         self._rowpos = None
         self.cache.clear()
 
-    def select(self, index: torch.Tensor) -> None:
-        """Keep only the rows at ``index`` (rows that finished left the batch); positions are
-        recomputed from the next forward's attention mask."""
-        if self.keys is not None:
-            self.keys = self.keys[index.to(self.keys.device)]
-        self.row_params = {k: v[index.to(v.device)] for k, v in self.row_params.items()}
-        if self.prompt_len is not None:
-            self.prompt_len = self.prompt_len[index.to(self.prompt_len.device)]
-        self.positions = None
-        self._rowpos = None
-        self.cache.clear()
-
     def batch_keys(self, batch: int, device: torch.device) -> torch.Tensor:
         if self.keys is None or self.keys.shape[0] != batch:
             # Outside safestress.generate (a plain forward) every row uses key 0: deterministic,
