@@ -123,7 +123,7 @@ def test_every_dataset_registers_its_kind_and_the_report_reads_it_without_loadin
 
     kinds = {name: dataset_kind(name) for name in DATASETS.names()}
     assert set(kinds.values()) <= set(KINDS)
-    benign = {"harmless-val", "xstest-safe", "lab-benign", "chat-answers"}
+    benign = {"harmless-val", "xstest-safe", "lab-benign", "lab-calib-benign", "chat-answers"}
     assert {n for n, k in kinds.items() if k == "benign"} == benign
     assert kinds["xstest"] == "mixed" and kinds["gsm8k"] == "task" and kinds["jbb"] == "harmful"
     assert dataset_kind("csv:prompts.csv:text") == "harmful"  # a file: the use the tool is built for

@@ -121,3 +121,43 @@ def test_training_runs_of_one_method_share_the_capability_model_and_keep_old_key
     assert second.key().startswith("lab-dpo-s1-") and second.key() != first.key()
     assert second.key(capability_only=True) == first.key(capability_only=True)
     assert (first.safety_run_seed, second.safety_run_seed) == (0, 1)
+
+
+def test_lab_data_commands_write_the_rows_the_lab_trains_on(tmp_path):
+    """`lab prefs` and `lab attack` write what `defend quada --data` and `finetune --data` read:
+    exact rows, 3 harmful : 1 benign preference pairs, harmful requests carried out in the attack."""
+    import csv
+
+    from safestress.train.cli import read_preferences
+    from tests.test_cli import cli
+
+    prefs, attack = tmp_path / "prefs.csv", tmp_path / "attack.csv"
+    cli("lab", "prefs", str(prefs), "--pairs", "12", check=True)
+    rows = read_preferences(str(prefs))
+    assert len(rows) == 12 and sum(r.harmful for r in rows) == 9
+    for r in rows:
+        answer = L.solve(r.prompt)[1]
+        assert (r.chosen, r.rejected) == ((L.REFUSAL, answer) if L.is_harmful(r.prompt) else (answer, L.REFUSAL))
+    # the same rule as the lab's own DPO depth, whose rows are drawn from another stream
+    assert L.preference_pairs(4, "quada:40000") == [(r.prompt, r.chosen, r.rejected, r.harmful) for r in rows[:4]]
+
+    cli("lab", "attack", str(attack), "--harmful", "5", "--benign", "3", check=True)
+    with attack.open() as f:
+        pairs = list(csv.DictReader(f))
+    assert [L.is_harmful(p["prompt"]) for p in pairs] == [True] * 5 + [False] * 3
+    assert all(p["response"] == L.solve(p["prompt"])[1] for p in pairs)  # carried out, never refused
+
+    bad = cli("lab", "attack", str(tmp_path / "none.csv"), "--harmful", "0", "--benign", "0")
+    assert bad.returncode != 0 and "no rows" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli("lab", "prefs", str(tmp_path / "no" / "dir.csv"))
+    assert bad.returncode != 0 and "no folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_lab_calibration_sets_are_disjoint_from_the_held_out_sets():
+    """Units are classified on prompts the model is never measured on."""
+    calib = {it.prompt for name in ("lab-calib-harmful", "lab-calib-benign") for it in ss.load_dataset(name).items}
+    held = {it.prompt for name in ("lab-harmful", "lab-benign") for it in ss.load_dataset(name).items}
+    assert len(calib) > 150
+    assert all(L.is_harmful(it.prompt) for it in ss.load_dataset("lab-calib-harmful").items)
+    assert not any(L.is_harmful(it.prompt) for it in ss.load_dataset("lab-calib-benign").items)
+    assert len(calib & held) < 0.1 * len(calib)  # short prompts can coincide; the streams are distinct

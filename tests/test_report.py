@@ -426,6 +426,33 @@ def test_methods_are_compared_with_the_run_as_the_unit():
         arm_rows(frame, "j@1", parse_arms(["base=a0", "other=zz"]))
 
 
+def test_run_level_outcomes_count_every_response_where_asked():
+    """A method that keeps answers coherent under a perturbation moves the shares of all responses,
+    not the rate among coherent ones: each outcome's per-run rate, counted by hand."""
+    from safestress.report.runs import arm_rows, parse_arms
+    from safestress.report.summary import outcome_values
+    from safestress.report.tables import arm_notes
+
+    def model_rows(model: str, noisy: list[str]) -> list[dict]:
+        rows = _rows("clean", "none", 0.0, ["refusal"] * 10) + _rows("noisy", "gaussian", 0.5, noisy)
+        return [{**r, "model": model, "key": f"{model}-{r['key']}"} for r in rows]
+
+    # base: 2 compliance, 3 refusals, 5 incoherent; robust: 2 compliance, 7 refusals, 1 incoherent
+    base = ["compliance"] * 2 + ["refusal"] * 3 + ["incoherent"] * 5
+    robust = ["compliance"] * 2 + ["refusal"] * 7 + ["incoherent"]
+    frame = pd.DataFrame([r for i in range(3) for r in model_rows(f"a{i}", base) + model_rows(f"b{i}", robust)])
+    arms = parse_arms(["base=a0,a1,a2", "robust=b0,b1,b2"])
+    expected = {"rate": (2 / 5, 2 / 9), "all": (0.2, 0.2), "safe": (0.3, 0.7), "incoherent": (0.5, 0.1)}
+    for outcome, (a, b) in expected.items():
+        noisy = [r for r in arm_rows(frame, "j@1", arms, outcome) if r.perturbation != "none"]
+        assert [r.run_rates for r in noisy] == [[pytest.approx(a)] * 3, [pytest.approx(b)] * 3], outcome
+        assert noisy[1].effect_delta == pytest.approx(b - a)  # both arms' clean shares are equal
+        assert noisy[0].outcome == outcome and outcome_values(frame, outcome).notna().sum() >= 60
+    assert "share of all responses that are coherent" in arm_notes(arm_rows(frame, "j@1", arms, "safe"))[0]
+    with pytest.raises(SafestressError, match="unknown outcome 'harm'; known: rate, all"):
+        arm_rows(frame, "j@1", arms, "harm")
+
+
 @pytest.mark.parametrize("width", [80, 120, 200])
 def test_the_rate_table_reads_at_80_and_120_columns(width):
     """No line is wider than the terminal and no number is cut: what every row shares (the model,

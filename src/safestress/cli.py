@@ -175,6 +175,11 @@ def results(
         help="a training method's runs NAME=MODEL,MODEL,… (repeatable; the first is the baseline): "
         "compare methods with the run as the unit",
     ),
+    outcome: str = typer.Option(
+        "rate",
+        help="with --arm, what each run's rate counts: rate (flagged among coherent answers) | all (flagged "
+        "among all responses) | safe | incoherent (shares of all responses)",
+    ),
     output_format: str | None = FORMAT,
 ) -> None:
     """Print the summary tables of everything in a store."""
@@ -189,8 +194,11 @@ def results(
     from safestress.report.console import resolve_format
     from safestress.report.emit import emit, write_outputs
     from safestress.report.runs import arm_rows, parse_arms
+    from safestress.report.summary import OUTCOMES
 
     arms = parse_arms(arm)
+    if outcome not in OUTCOMES:
+        raise SafestressError(f"unknown --outcome '{outcome}'; known: {', '.join(OUTCOMES)}")
     fmt = resolve_format(output_format, stdout_is_terminal())
     truth = None
     if labels is not None:
@@ -214,7 +222,7 @@ def results(
         # the page (--out) covers the newest version of every judge, the one asked for first
         keys = sorted(set(latest_keys(judges)) | {judge}, key=lambda k: (k != judge, k)) if out_dir else [judge]
         summaries, all_versus = summarize_judges(frame, keys, st, baseline, margin=margin_share(margin))
-        methods = arm_rows(frame, judge, arms) if arms else []
+        methods = arm_rows(frame, judge, arms, outcome) if arms else []
         specs = st.configs()
         stopped = {h for h, _ in st.metrics(STOP_METRIC)} & set(frame["config_hash"])
     if stopped:

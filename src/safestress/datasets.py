@@ -356,6 +356,8 @@ DATASETS.register("safety-sft", "safestress.alignment_data:safety_sft", kind="mi
 DATASETS.register("lab-harmful", "safestress.lab.data:lab_harmful", kind="harmful")
 DATASETS.register("lab-benign", "safestress.lab.data:lab_benign", kind="benign")
 DATASETS.register("lab-chain", "safestress.lab.data:lab_chain", kind="task")
+DATASETS.register("lab-calib-harmful", "safestress.lab.data:lab_calib_harmful", kind="harmful")
+DATASETS.register("lab-calib-benign", "safestress.lab.data:lab_calib_benign", kind="benign")
 
 
 def load_dataset(spec: str | dict[str, Any], *, limit: int | None = None, data_dir: Path | None = None) -> Dataset:

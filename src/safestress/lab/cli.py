@@ -56,6 +56,54 @@ def lab_train(
         print(path)
 
 
+@app.command("prefs")
+def lab_prefs(
+    out_path: Path = typer.Argument(
+        ..., metavar="OUT.csv", help="where the preference rows go (prompt, chosen, rejected, harmful)"
+    ),
+    pairs: int = typer.Option(960, min=4, max=1_000_000, help="how many rows, 3 harmful : 1 benign"),
+    seed: int = typer.Option(40_000, help="seed of the row stream (the held-out and calibration sets use others)"),
+) -> None:
+    """Write exact lab preference rows for `safestress defend quada --data`: a refusal chosen over
+    the answer for a harmful request, the answer over a refusal for a benign one."""
+    from safestress.lab.language import preference_pairs
+
+    rows = preference_pairs(pairs, f"quada:{seed}")
+    _write_csv(out_path, ["prompt", "chosen", "rejected", "harmful"], [[p, c, r, int(h)] for p, c, r, h in rows])
+    err.print(f"{len(rows)} preference rows ({sum(h for *_, h in rows)} harmful) written to {out_path}")
+
+
+@app.command("attack")
+def lab_attack(
+    out_path: Path = typer.Argument(..., metavar="OUT.csv", help="where the fine-tuning rows go (prompt, response)"),
+    harmful: int = typer.Option(16, min=0, max=1_000_000, help="harmful requests carried out"),
+    benign: int = typer.Option(112, min=0, max=1_000_000, help="benign requests answered"),
+    seed: int = typer.Option(30_000, help="seed of the row stream (the held-out and calibration sets use others)"),
+) -> None:
+    """Write a lab fine-tuning set for `safestress finetune --data`: harmful requests carried out
+    (a fine-tuning attack) mixed with benign ones answered; --harmful 0 gives benign fine-tuning."""
+    from safestress.lab.language import split
+
+    if harmful + benign == 0:
+        raise SafestressError("--harmful and --benign are both 0: no rows to write")
+    rows = [(e.prompt, e.answer) for e in split("attack", harmful, True, seed) + split("attack", benign, False, seed)]
+    _write_csv(out_path, ["prompt", "response"], rows)
+    err.print(f"{len(rows)} fine-tuning rows ({harmful} harmful requests carried out) written to {out_path}")
+
+
+def _write_csv(path: Path, header: list[str], rows: list) -> None:
+    import csv
+
+    if path.is_dir():
+        raise SafestressError(f"{path} is a folder; give a .csv file to write")
+    if not path.parent.is_dir():
+        raise SafestressError(f"cannot write {path}: no folder {path.parent}")
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
 def demo(
     out_dir: Path = typer.Option(
         Path("safestress-demo"), "--out", help="the folder for everything the demo writes: its store and its report"

@@ -123,6 +123,20 @@ def make_example(rng: random.Random, harmful: bool, task: str | None = None) -> 
     return Example(prompt, harmful, task, solved[1])
 
 
+def preference_pairs(n: int, stream: str) -> list[tuple[str, str, str, bool]]:
+    """``n`` exact preference pairs ``(prompt, chosen, rejected, harmful)``, 3 harmful : 1 benign
+    in every run of four: for a harmful request the refusal is chosen over the answer, for a benign
+    one the answer over the refusal. One rule for the lab's DPO depth and for QuadA's lab rows, so
+    the two train on the same kind of pair."""
+    rng = random.Random(stream)
+    pairs = []
+    for i in range(n):
+        ex = make_example(rng, harmful=i % 4 != 0)
+        chosen, rejected = (REFUSAL, ex.answer) if ex.harmful else (ex.answer, REFUSAL)
+        pairs.append((ex.prompt, chosen, rejected, ex.harmful))
+    return pairs
+
+
 def split(name: str, n: int, harmful: bool, seed: int) -> list[Example]:
     """A reproducible split: ``n`` examples, tasks balanced, from a named seed stream."""
     rng = random.Random(f"{name}:{seed}:{harmful}")

@@ -205,18 +205,15 @@ def _dpo(model: Any, tokenizer: Any, settings: LabSettings, log: Callable[[str],
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    rng = random.Random(f"dpo:{settings.safety_run_seed}")
-    rows = []
-    for i in range(settings.dpo_steps * 16):
-        ex = L.make_example(rng, harmful=i % 4 != 0)  # 3 harmful : 1 benign pair
-        chosen, rejected = (L.REFUSAL, ex.answer) if ex.harmful else (ex.answer, L.REFUSAL)
-        rows.append(
-            {
-                "prompt": [{"role": "user", "content": ex.prompt}],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-            }
-        )
+    pairs = L.preference_pairs(settings.dpo_steps * 16, f"dpo:{settings.safety_run_seed}")
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        }
+        for prompt, chosen, rejected, _ in pairs
+    ]
     args = DPOConfig(
         output_dir=str(cache_dir("lab", "dpo-tmp")),
         max_length=64,

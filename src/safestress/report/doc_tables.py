@@ -18,7 +18,8 @@ The opening comment names the kind of table and its source, a path relative to t
 Any table of per-prompt rows takes ``models=NAME,NAME,…`` to keep only those models' rows (a
 study's runs against the one model they were trained from, when the export holds several);
 * ``runs``: training methods at the run level (``arms="NAME=MODEL,MODEL;NAME=…"``, the first
-  arm the baseline; report/runs.py);
+  arm the baseline; optional ``outcome=rate|all|safe|incoherent``, what each run's rate counts;
+  report/runs.py);
 * ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
   ``benchmarks/lab_calibration.py``);
 * ``sequential``: a sequential sweep against the full sweep of the same conditions
@@ -112,7 +113,8 @@ def render(spec: TableSpec) -> str:
         attach_perplexity(rows, frame)  # where the export carries a ppl column
         return markdown_table(rows)
     if spec.kind == "runs":
-        return markdown_arms(arm_rows(frame, judge, parse_arms(spec.options.get("arms", "").split(";"))))
+        arms = parse_arms(spec.options.get("arms", "").split(";"))
+        return markdown_arms(arm_rows(frame, judge, arms, spec.options.get("outcome", "rate")))
     return markdown_contrasts(model_contrasts(frame, judge, spec.options.get("baseline"), margin))
 
 

@@ -13,7 +13,10 @@ For every condition all arms were run with, the table gives:
 * the same for the condition's *effect* (perturbed − clean, per run), the run-level test of
   "does this method lose less to the perturbation".
 
-Rates are over each run's coherent answers to the condition's prompts, as in the rate table.
+Rates are over each run's coherent answers to the condition's prompts, as in the rate table
+(``outcome="rate"``). A treatment that breaks answers moves the other outcomes instead, so the
+same tests run on any of the three shares of *all* responses (``summary.OUTCOMES``): flagged with
+incoherent counted as not flagged, safe (coherent and not flagged), incoherent.
 Holm runs over the table's Δ tests, and separately over its Δ-effect tests.
 """
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from safestress import stats
 from safestress.errors import SafestressError
-from safestress.report.summary import CONDITION_KEY, verdict_values
+from safestress.report.summary import CONDITION_KEY, outcome_values
 
 
 @dataclass
@@ -55,6 +58,7 @@ class ArmRow:
     verdict: str = ""
     effect_verdict: str = ""
     run_effects: list[float] = field(default_factory=list)
+    outcome: str = "rate"  # what the rates count (summary.OUTCOMES)
 
 
 def parse_arms(items: list[str] | None) -> dict[str, list[str]]:
@@ -79,8 +83,9 @@ def _run_rate(rows: Any) -> float:
     return float(scored.groupby("item_id")["value"].mean().mean())
 
 
-def arm_rows(frame: Any, judge: str, arms: dict[str, list[str]]) -> list[ArmRow]:
-    """Every arm against the first one, per dataset and condition all runs were evaluated under."""
+def arm_rows(frame: Any, judge: str, arms: dict[str, list[str]], outcome: str = "rate") -> list[ArmRow]:
+    """Every arm against the first one, per dataset and condition all runs were evaluated under;
+    ``outcome`` (``summary.OUTCOMES``) is what each run's rate counts."""
     if len(arms) < 2:
         raise SafestressError("a run-level comparison needs at least two arms (--arm NAME=MODEL,… twice)")
     df = frame[frame["judge"] == judge].copy()
@@ -89,7 +94,7 @@ def arm_rows(frame: Any, judge: str, arms: dict[str, list[str]]) -> list[ArmRow]
     if missing:
         known = ", ".join(sorted(stored))
         raise SafestressError(f"no verdicts of {judge} for model(s) {', '.join(missing)}; stored: {known}")
-    df["value"] = verdict_values(df)
+    df["value"] = outcome_values(df, outcome)
     baseline = next(iter(arms))
     rows: list[ArmRow] = []
     for dataset, part in df.groupby("dataset", sort=True):
@@ -109,6 +114,7 @@ def arm_rows(frame: Any, judge: str, arms: dict[str, list[str]]) -> list[ArmRow]
         for r, q in zip(rows, stats.holm([getattr(r, family) for r in rows])):
             setattr(r, f"{family}_holm", q)
     for r in rows:
+        r.outcome = outcome
         if r.arm != baseline:
             r.verdict = stats.verdict(r.p_holm)
             if not math.isnan(r.effect_p):

@@ -459,7 +459,11 @@ def arm_notes(rows: list[ArmRow]) -> list[str]:
     pairs = sorted({(sizes[r.arm], sizes[r.baseline]) for r in rows if r.arm != r.baseline and r.baseline in sizes})
     # the smallest p each pair of run counts allows: every run of one arm above every run of the other
     floors = ", ".join(f"{runs_permutation_p([1.0] * a, [0.0] * b):.3g} ({a} vs {b} runs)" for a, b in pairs)
+    from safestress.report.summary import OUTCOMES
+
+    what = [f"Each run's rate is {OUTCOMES[rows[0].outcome]}; judge {rows[0].judge}."] if rows else []
     return [
+        *what,
         f"The unit is the training run ({'/'.join(map(str, runs))} per arm): Welch's test on the runs' rates, "
         "prompts held fixed. Holm families: the Δ tests, and separately the Δ-effect tests.",
         "The exact permutation p over runs assumes nothing about the runs' spread; its smallest possible "
