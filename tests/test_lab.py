@@ -141,13 +141,13 @@ def test_lab_data_commands_write_the_rows_the_lab_trains_on(tmp_path):
     # the same rule as the lab's own DPO depth, whose rows are drawn from another stream
     assert L.preference_pairs(4, "quada:40000") == [(r.prompt, r.chosen, r.rejected, r.harmful) for r in rows[:4]]
 
-    cli("lab", "attack", str(attack), "--harmful", "5", "--benign", "3", check=True)
+    cli("lab", "attack", str(attack), "--harmful-rows", "5", "--benign-rows", "3", check=True)
     with attack.open() as f:
         pairs = list(csv.DictReader(f))
     assert [L.is_harmful(p["prompt"]) for p in pairs] == [True] * 5 + [False] * 3
     assert all(p["response"] == L.solve(p["prompt"])[1] for p in pairs)  # carried out, never refused
 
-    bad = cli("lab", "attack", str(tmp_path / "none.csv"), "--harmful", "0", "--benign", "0")
+    bad = cli("lab", "attack", str(tmp_path / "none.csv"), "--harmful-rows", "0", "--benign-rows", "0")
     assert bad.returncode != 0 and "no rows" in bad.stderr and "Traceback" not in bad.stderr
     bad = cli("lab", "prefs", str(tmp_path / "no" / "dir.csv"))
     assert bad.returncode != 0 and "no folder" in bad.stderr and "Traceback" not in bad.stderr

@@ -15,8 +15,8 @@ units() {  # NAME SCU_SHARE: SSAH's classification at that share of SCU and UCU,
 }
 units units 0.013
 units units-scu7.5 0.075
-safestress lab attack "$work/attack.csv" --harmful 16 --benign 112
-safestress lab attack "$work/benign.csv" --harmful 0 --benign 128
+safestress lab attack "$work/attack.csv" --harmful-rows 16 --benign-rows 112
+safestress lab attack "$work/benign.csv" --harmful-rows 0 --benign-rows 128
 models=(--model "$base")
 add_runs() {  # DIR N: the N runs a finetune --runs N wrote into DIR, as --model options
   local seed; for ((seed = 0; seed < $2; seed++)); do models+=(--model "$1/$(basename "$1")-s$seed"); done

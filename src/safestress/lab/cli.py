@@ -76,16 +76,16 @@ def lab_prefs(
 @app.command("attack")
 def lab_attack(
     out_path: Path = typer.Argument(..., metavar="OUT.csv", help="where the fine-tuning rows go (prompt, response)"),
-    harmful: int = typer.Option(16, min=0, max=1_000_000, help="harmful requests carried out"),
-    benign: int = typer.Option(112, min=0, max=1_000_000, help="benign requests answered"),
+    harmful: int = typer.Option(16, "--harmful-rows", min=0, max=1_000_000, help="harmful requests carried out"),
+    benign: int = typer.Option(112, "--benign-rows", min=0, max=1_000_000, help="benign requests answered"),
     seed: int = typer.Option(30_000, help="seed of the row stream (the held-out and calibration sets use others)"),
 ) -> None:
     """Write a lab fine-tuning set for `safestress finetune --data`: harmful requests carried out
-    (a fine-tuning attack) mixed with benign ones answered; --harmful 0 gives benign fine-tuning."""
+    (a fine-tuning attack) mixed with benign ones answered; --harmful-rows 0 gives benign fine-tuning."""
     from safestress.lab.language import split
 
     if harmful + benign == 0:
-        raise SafestressError("--harmful and --benign are both 0: no rows to write")
+        raise SafestressError("--harmful-rows and --benign-rows are both 0: no rows to write")
     rows = [(e.prompt, e.answer) for e in split("attack", harmful, True, seed) + split("attack", benign, False, seed)]
     _write_csv(out_path, ["prompt", "response"], rows)
     err.print(f"{len(rows)} fine-tuning rows ({harmful} harmful requests carried out) written to {out_path}")
