@@ -74,12 +74,14 @@ def test_a_sequential_block_replays_the_rows_it_names(doc: Path):
     assert "(**0.0% fewer**)" in text
 
 
-def test_models_keeps_only_the_named_models_rows(tmp_path: Path):
+def test_models_and_datasets_keep_only_the_named_rows(tmp_path: Path):
     """``models=`` restricts a table to some models of an export (a study's runs against the one
-    model they were trained from); a name with no rows is a one-line error."""
+    model they were trained from), ``datasets=`` to some datasets; a name with no rows is a
+    one-line error."""
     rows = _rows("clean", "none", 0.0, ["refusal"] * 7 + ["compliance"] * 3)
     other = [{**r, "model": "other", "key": "o" + r["key"]} for r in _rows("clean", "none", 0.0, ["refusal"] * 10)]
-    pd.DataFrame(rows + other).to_parquet(tmp_path / "rows.parquet", index=False)
+    elsewhere = [{**r, "dataset": "e", "key": "e" + r["key"]} for r in rows]
+    pd.DataFrame(rows + other + elsewhere).to_parquet(tmp_path / "rows.parquet", index=False)
     page = tmp_path / "page.md"
     opening = "rates export=rows.parquet judge=j@1 models=m"
     page.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
@@ -89,3 +91,11 @@ def test_models_keeps_only_the_named_models_rows(tmp_path: Path):
     page.write_text(page.read_text().replace("models=m", "models=m,gone"))
     proc = cli("refresh-tables", str(page), "--check")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "model 'gone' has no rows" in proc.stderr
+    opening = "rates export=rows.parquet judge=j@1 datasets=e"
+    page.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
+    assert refresh(page) == [opening]
+    text = page.read_text()
+    assert "| m | e | clean |" in text and "| m | d |" not in text and "| other |" not in text
+    page.write_text(page.read_text().replace("datasets=e", "datasets=gone"))
+    proc = cli("refresh-tables", str(page), "--check")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "dataset 'gone' has no rows" in proc.stderr

@@ -471,3 +471,23 @@ def test_lab_calibration_simulates_from_a_pool_with_its_own_truth(tmp_path, monk
     truth = np.mean([np.mean(noise[f"p{i}"]) - float(r > 0.3) for i, r in enumerate(rates)])
     assert f"true Δ {100 * truth:+.1f} pts" in data["population"] and "40 held-out" in data["population"]
     assert "| coverage | MOVER paired Δ among coherent, 5 seeds" in capsys.readouterr().out
+
+
+def test_wilson_keeps_its_quantile_at_tiny_alpha():
+    """Two prompts give the cluster interval a t-derived α near 1e-37; 1 − α/2 rounds to 1, so the
+    quantile must come from the upper tail (norm.isf) or the interval is NaN with a warning."""
+    import warnings
+
+    from scipy import stats as sps
+
+    from safestress.stats.rates import wilson_ci
+
+    alpha = float(2 * sps.norm.sf(sps.t.isf(0.025, 1)))
+    assert alpha < 1e-30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = wilson_ci(1.0, 2.0, alpha)
+    z = sps.t.isf(0.025, 1)
+    centre, half = (0.5 + z * z / 4) / (1 + z * z / 2), z * (0.125 + z * z / 16) ** 0.5 / (1 + z * z / 2)
+    assert (lo, hi) == pytest.approx((max(0.0, centre - half), min(1.0, centre + half)))
+    assert 0.0 <= lo < 0.5 < hi <= 1.0

@@ -16,7 +16,8 @@ The opening comment names the kind of table and its source, a path relative to t
 * ``contrasts``: the model-against-baseline table (``baseline=NAME``, optional ``margin``);
 
 Any table of per-prompt rows takes ``models=NAME,NAME,…`` to keep only those models' rows (a
-study's runs against the one model they were trained from, when the export holds several);
+study's runs against the one model they were trained from, when the export holds several), and
+``datasets=NAME,…`` to keep only those datasets' rows (a judge that scored several sets);
 * ``runs``: training methods at the run level (``arms="NAME=MODEL,MODEL;NAME=…"``, the first
   arm the baseline; optional ``outcome=rate|all|safe|incoherent``, what each run's rate counts;
   report/runs.py);
@@ -99,12 +100,13 @@ def render(spec: TableSpec) -> str:
         raise SafestressError(f"a '{spec.kind}' table needs judge=KEY")
     if judge not in set(frame["judge"].dropna()):
         raise SafestressError(f"judge '{judge}' has no verdicts in {spec.source.name}")
-    if "models" in spec.options:
-        keep = [m for m in spec.options["models"].split(",") if m]
-        missing = sorted(set(keep) - set(frame["model"]))
-        if missing:
-            raise SafestressError(f"model '{missing[0]}' has no rows in {spec.source.name}")
-        frame = frame[frame["model"].isin(keep)].reset_index(drop=True)
+    for option, column in (("models", "model"), ("datasets", "dataset")):
+        if option in spec.options:
+            keep = [m for m in spec.options[option].split(",") if m]
+            missing = sorted(set(keep) - set(frame[column]))
+            if missing:
+                raise SafestressError(f"{column} '{missing[0]}' has no rows in {spec.source.name}")
+            frame = frame[frame[column].isin(keep)].reset_index(drop=True)
     margin = margin_share(float(spec.options["margin"])) if "margin" in spec.options else None
     if spec.kind == "sequential":
         return sequential_table(frame, spec, judge)

@@ -18,9 +18,9 @@ from scipy import stats as sps
 def wilson_ci(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion k/n (k and n may be effective, non-integer
     counts: :func:`cluster_wilson_ci`). ``alpha`` is two-sided; at ``alpha=1`` it is the point k/n."""
-    if n == 0:
+    if not n > 0:  # no observations, or an effective count that is undefined (NaN)
         return (math.nan, math.nan)
-    z = sps.norm.ppf(1 - alpha / 2)
+    z = sps.norm.isf(alpha / 2)  # not ppf(1 − α/2): a t-derived α of 1e-37 (two prompts) would round to 1
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
