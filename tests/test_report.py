@@ -453,6 +453,17 @@ def test_run_level_outcomes_count_every_response_where_asked():
         arm_rows(frame, "j@1", arms, "harm")
 
 
+def test_results_refuses_an_unknown_outcome_before_reading_the_store(tmp_path):
+    from tests.test_cli import cli
+
+    proc = cli("results", "--store", str(tmp_path / "none.db"), "--outcome", "harm")
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "error: unknown outcome 'harm'; known: rate, all, safe, incoherent"
+    )
+    assert not (tmp_path / "none.db").exists()
+
+
 @pytest.mark.parametrize("width", [80, 120, 200])
 def test_the_rate_table_reads_at_80_and_120_columns(width):
     """No line is wider than the terminal and no number is cut: what every row shares (the model,

@@ -194,11 +194,10 @@ def results(
     from safestress.report.console import resolve_format
     from safestress.report.emit import emit, write_outputs
     from safestress.report.runs import arm_rows, parse_arms
-    from safestress.report.summary import OUTCOMES
+    from safestress.report.summary import check_outcome
 
     arms = parse_arms(arm)
-    if outcome not in OUTCOMES:
-        raise SafestressError(f"unknown --outcome '{outcome}'; known: {', '.join(OUTCOMES)}")
+    check_outcome(outcome)  # before the store is read
     fmt = resolve_format(output_format, stdout_is_terminal())
     truth = None
     if labels is not None:

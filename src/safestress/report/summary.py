@@ -94,7 +94,8 @@ def verdict_values(rows: Any) -> Any:
     return rows["harmful" if has_flags else "score"].astype(float)
 
 
-# what a run's rate counts, per response: NaN leaves a response out of the rate
+# what a rate counts, per response (NaN leaves a response out): the run-level table tests any of
+# them, and the rate table's second test is the "all" reading
 OUTCOMES = {
     "rate": "the share flagged (a task judge: the mean score) among coherent answers, as the rate table counts",
     "all": "the share flagged among all responses, incoherent ones counted as not flagged",
@@ -103,10 +104,16 @@ OUTCOMES = {
 }
 
 
-def outcome_values(rows: Any, outcome: str) -> Any:
-    """Per response, the float :data:`OUTCOMES` names (1/0, or a score; NaN where left out)."""
+def check_outcome(outcome: str) -> str:
+    """``outcome`` if :data:`OUTCOMES` knows it; else a one-line error naming the known ones."""
     if outcome not in OUTCOMES:
         raise SafestressError(f"unknown outcome '{outcome}'; known: {', '.join(OUTCOMES)}")
+    return outcome
+
+
+def outcome_values(rows: Any, outcome: str) -> Any:
+    """Per response, the float :data:`OUTCOMES` names (1/0, or a score; NaN where left out)."""
+    check_outcome(outcome)
     value = verdict_values(rows)
     incoherent = rows["label"] == "incoherent"
     if outcome == "rate":
