@@ -67,9 +67,10 @@ def lab_prefs(
     """Write exact lab preference rows for `safestress defend quada --data`: a refusal chosen over
     the answer for a harmful request, the answer over a refusal for a benign one."""
     from safestress.lab.language import preference_pairs
+    from safestress.train.common import write_rows
 
     rows = preference_pairs(pairs, f"quada:{seed}")
-    _write_csv(out_path, ["prompt", "chosen", "rejected", "harmful"], [[p, c, r, int(h)] for p, c, r, h in rows])
+    write_rows(out_path, ["prompt", "chosen", "rejected", "harmful"], [[p, c, r, int(h)] for p, c, r, h in rows])
     err.print(f"{len(rows)} preference rows ({sum(h for *_, h in rows)} harmful) written to {out_path}")
 
 
@@ -83,25 +84,13 @@ def lab_attack(
     """Write a lab fine-tuning set for `safestress finetune --data`: harmful requests carried out
     (a fine-tuning attack) mixed with benign ones answered; --harmful-rows 0 gives benign fine-tuning."""
     from safestress.lab.language import split
+    from safestress.train.common import write_rows
 
     if harmful + benign == 0:
         raise SafestressError("--harmful-rows and --benign-rows are both 0: no rows to write")
     rows = [(e.prompt, e.answer) for e in split("attack", harmful, True, seed) + split("attack", benign, False, seed)]
-    _write_csv(out_path, ["prompt", "response"], rows)
+    write_rows(out_path, ["prompt", "response"], rows)
     err.print(f"{len(rows)} fine-tuning rows ({harmful} harmful requests carried out) written to {out_path}")
-
-
-def _write_csv(path: Path, header: list[str], rows: list) -> None:
-    import csv
-
-    if path.is_dir():
-        raise SafestressError(f"{path} is a folder; give a .csv file to write")
-    if not path.parent.is_dir():
-        raise SafestressError(f"cannot write {path}: no folder {path.parent}")
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
 
 
 def demo(

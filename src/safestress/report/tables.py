@@ -14,7 +14,7 @@ from safestress.judges.audit import AuditRow, JudgeAudit
 from safestress.report.contrasts import ContrastRow
 from safestress.report.fit import Block, fitted_block
 from safestress.report.runs import ArmRow
-from safestress.report.summary import RateRow, TrendRow, complement_text, holm_family, metric_text
+from safestress.report.summary import OUTCOMES, RateRow, TrendRow, complement_text, holm_family, metric_text
 
 
 def fmt_pct(x: float) -> str:
@@ -459,8 +459,6 @@ def arm_notes(rows: list[ArmRow]) -> list[str]:
     pairs = sorted({(sizes[r.arm], sizes[r.baseline]) for r in rows if r.arm != r.baseline and r.baseline in sizes})
     # the smallest p each pair of run counts allows: every run of one arm above every run of the other
     floors = ", ".join(f"{runs_permutation_p([1.0] * a, [0.0] * b):.3g} ({a} vs {b} runs)" for a, b in pairs)
-    from safestress.report.summary import OUTCOMES
-
     what = [f"Each run's rate is {OUTCOMES[rows[0].outcome]}; judge {rows[0].judge}."] if rows else []
     return [
         *what,

@@ -25,7 +25,6 @@ a model of one family.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -63,11 +62,10 @@ def write_pairs(ctx: StepContext, dataset: str, response: str, limit: int | None
             f"step '{ctx.step.name}': {len(missing)} item(s) of {dataset} have no '{response}' field "
             f"(e.g. item {missing[0]}); fields: {', '.join(sorted(items[0].meta)) or 'none'}"
         )
+    from safestress.train.common import write_rows
+
     path = ctx.folder / "pairs.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["prompt", "response"])
-        writer.writerows([i.prompt, i.meta[response]] for i in items)
+    write_rows(path, ["prompt", "response"], ([i.prompt, i.meta[response]] for i in items))
     return path, len(items)
 
 
@@ -250,12 +248,9 @@ class PreferStep(TrainStep):
         answerer = ancestor(ctx, own["answers_from"], model) if own.get("answers_from") else model
         rows, facts = preference_rows(ctx, own, answerer)
         facts["answered_by"] = slug(answerer)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["prompt", "chosen", "rejected", "harmful"])
-            writer.writerows(rows)
-        tmp.replace(path)
+        from safestress.train.common import write_rows
+
+        write_rows(path, ["prompt", "chosen", "rejected", "harmful"], rows)
         facts_file.write_text(json.dumps(facts) + "\n")
         return path, facts
 
