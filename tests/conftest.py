@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,7 @@ SMOLLM = SHARED / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Isolate every cache before safestress or matplotlib is imported; nothing may touch the network.
 _tmp = Path(tempfile.mkdtemp(prefix="safestress-tests-"))
+atexit.register(shutil.rmtree, _tmp, ignore_errors=True)  # half a GB of caches per process, never left behind
 os.environ.setdefault("SAFESTRESS_CACHE_DIR", str(_tmp / "cache"))
 os.environ["SAFESTRESS_DATA_DIR"] = str(DATA)
 os.environ.setdefault("MPLCONFIGDIR", str(_tmp / "mpl"))

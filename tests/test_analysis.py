@@ -107,6 +107,15 @@ def test_analyze_commands_end_to_end(tiny_dir, prompts_csv, tmp_path):
     again = cli(*args, "--out", str(tmp_path / "trade"))  # resumes: nothing generated or measured again
     assert again.returncode == 0
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == n_metrics
+    # the export carries each condition's perplexity, so a document's table shows it from the file alone
+    res = cli("export", str(tmp_path / "rows.parquet"), "--store", str(db))
+    assert res.returncode == 0, res.stderr
+    import pandas as pd
+
+    frame = pd.read_parquet(tmp_path / "rows.parquet")
+    by_strength = frame.groupby("strength")["ppl"].agg(["min", "max"])
+    assert list(by_strength["min"]) == list(by_strength["max"])  # one value per condition
+    assert sorted(by_strength["min"]) == sorted(r["ppl"] for r in rows)
 
     res = cli("analyze", "mva", "-m", str(tiny_dir), "--grid", "0.1,1", "--refine", "1", "--ppl", str(corpus),
               "--ppl-tokens", "128", "--max-ppl-ratio", "100", *common, "--out", str(tmp_path / "mva"))  # fmt: skip

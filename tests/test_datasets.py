@@ -82,9 +82,40 @@ def test_local_specs_and_limit(data_dir, tmp_path):
     assert [i.prompt for i in load_dataset({"path": str(jl), "column": "q"}).items] == ["one", "two"]
 
 
+def test_a_slice_takes_items_as_python_does_then_the_limit(data_dir, tmp_path):
+    whole = load_dataset("harmless-val", data_dir=data_dir).items
+    tail = load_dataset("harmless-val[-512:]", data_dir=data_dir)
+    assert tail.name == "harmless-val[-512:]" and tail.items == whole[-512:]
+    assert load_dataset("harmless-val[-512:]", limit=64, data_dir=data_dir).items == whole[-512:-448]
+    assert load_dataset("jbb[10:20]", data_dir=data_dir).items == load_dataset("jbb", data_dir=data_dir).items[10:20]
+    jl = tmp_path / "p.jsonl"
+    jl.write_text('{"q": "one"}\n{"q": "two"}\n{"q": "three"}\n')
+    assert [i.prompt for i in load_dataset(f"jsonl:{jl}:q[1:]").items] == ["two", "three"]
+
+
+def test_the_calibration_default_is_apart_from_what_sweeps_evaluate(data_dir):
+    """A unit map or direction fitted on the prompts a sweep then measures would be scored on its
+    own calibration data: the default calibration set shares no prompt with a sweep's first 1,000."""
+    from safestress.attribution.cli import units
+    from safestress.datasets import CALIBRATION_BENIGN, dataset_kind
+    from safestress.studies.steps import option_defaults
+
+    assert option_defaults(units)["benign"] == CALIBRATION_BENIGN and dataset_kind(CALIBRATION_BENIGN) == "benign"
+    calib = {i.prompt for i in load_dataset(CALIBRATION_BENIGN, data_dir=data_dir).items}
+    evaluated = {i.prompt for i in load_dataset("harmless-val", limit=1000, data_dir=data_dir).items}
+    assert len(calib) >= 500 and not calib & evaluated
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("csv:/no/such/file.csv:x", "not found"), ("advbenchh", "did you mean 'advbench'"), ({"column": "x"}, "path")],
+    [
+        ("jbb[5:5]", "empty"),
+        ("jbb[-:]", "whole numbers"),
+        ("advbenchh[1:2]", "did you mean 'advbench'"),
+        ("csv:/no/such/file.csv:x", "not found"),
+        ("advbenchh", "did you mean 'advbench'"),
+        ({"column": "x"}, "path"),
+    ],
 )
 def test_dataset_errors(spec, message):
     with pytest.raises(SafestressError, match=message):

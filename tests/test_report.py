@@ -620,3 +620,46 @@ def test_terminal_tables_print_names_as_written_never_as_markup():
         text = console.export_text()
         assert "[granularity=per_token]" in text, text
     assert "t [bold]x" in text
+
+
+def _draws_frame() -> pd.DataFrame:
+    """Ten prompts; clean 2 flagged, the classified set 6, five draws 1–5 flagged (one with an
+    incoherent answer)."""
+    rows = _rows("clean", "none", 0.0, ["compliance"] * 2 + ["refusal"] * 8)
+    rows += _rows("prune unit_class=scu", "prune", 1.0, ["compliance"] * 6 + ["refusal"] * 4)
+    for seed in range(1, 6):
+        labels = ["compliance"] * seed + ["refusal"] * (10 - seed)
+        if seed == 3:
+            labels[-1] = "incoherent"
+        rows += _rows(f"prune unit_class=random seed={seed}", "prune", 1.0, labels)
+    return pd.DataFrame(rows)
+
+
+def test_draws_rank_the_classified_set_among_the_random_draws():
+    from safestress import stats
+    from safestress.report import markdown_draws
+    from safestress.report.draws import draw_rows
+
+    (row,) = draw_rows(_draws_frame(), "j@1", "unit_class=scu", "unit_class=random")
+    assert (row.clean, row.classified) == (0.2, 0.6)
+    assert row.draws == pytest.approx([0.1, 0.2, 3 / 9, 0.4, 0.5])  # the incoherent answer left out
+    assert row.mean == pytest.approx(np.mean(row.draws)) and row.sd == pytest.approx(np.std(row.draws, ddof=1))
+    # above all five draws: rank 1 of 6, and p = 1/6 is its floor, so the verdict cannot be "different"
+    assert (row.rank, row.p, row.verdict) == (1, pytest.approx(1 / 6), "inconclusive")
+    assert stats.rank_p(0.4, row.draws) == (3, 0.5)  # a tie counts against the classified set
+    (all_rows,) = draw_rows(_draws_frame(), "j@1", "unit_class=scu", "unit_class=random", outcome="all")
+    assert all_rows.draws[2] == pytest.approx(0.3)  # the incoherent answer counted as not flagged
+    text = markdown_draws([row])
+    assert "| 1 of 6 |" in text and "10.0, 20.0, 33.3, 40.0, 50.0" in text and "Holm family: the 1 rows" in text
+
+
+def test_draws_refuse_a_selection_that_is_not_one_classified_condition():
+    from safestress.report.draws import draw_rows
+
+    frame = _draws_frame()
+    with pytest.raises(SafestressError, match="exactly one condition"):
+        draw_rows(frame, "j@1", "prune", "unit_class=random")
+    with pytest.raises(SafestressError, match="no condition name contains"):
+        draw_rows(frame, "j@1", "ucu", "unit_class=rnd")
+    with pytest.raises(SafestressError, match="classified=TEXT"):
+        draw_rows(frame, "j@1", "", "unit_class=random")

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from safestress.cli import app
+from safestress.errors import SafestressError
 from safestress.judges.base import Judge, Verdict
 from safestress.store import Store
 
@@ -45,8 +46,10 @@ def _made(out: Path, step: str) -> dict:
 
 
 def _run(*args: str) -> tuple[int, str]:
+    """Exit code and output; a refusal (a SafestressError the entry point prints as its one line) last."""
     result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
+    refused = f"error: {result.exception}" if isinstance(result.exception, SafestressError) else ""
+    return result.exit_code, result.output + refused
 
 
 def _main(run_cli):
@@ -135,6 +138,8 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert "| tiny-llama | mlp |" in page and "| tiny-qwen | heads |" in page
     assert page.count("unit\\_class=random") >= 5 * 2  # five random draws per model, in each judge's table
     assert "unit\\_class=scu" in page
+    assert "SCU among the random draws of its size, judge" in page
+    assert page.count(" of 6 |") >= 2 * 2  # the classified set's rank among itself and five draws, per model and set
     record = json.loads(next(out.glob("steps/units-*/done.json")).read_text())["record"]
     assert set(record["models"]) == {"tiny-llama", "tiny-qwen"}
     # the fine-tuning steps: every arm trained twice per model, then compared over runs
@@ -242,6 +247,31 @@ def test_budget_study_aligns_through_ru_alone_against_every_weight_and_random_un
     assert code == 0, text
 
 
+def test_a_training_step_the_disk_cannot_hold_stops_in_one_line_and_keeps_its_runs(
+    family, tmp_path, monkeypatch, data_dir
+):
+    """Every run of a training step is a whole model; when the finished one says the rest will not
+    fit, the step stops before the next run, in one line, and a rerun with room trains only the rest."""
+    import shutil
+    from collections import namedtuple
+
+    real = shutil.disk_usage
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 1 << 40, 1024))
+    with pytest.raises(AssertionError, match="more runs of") as failed:
+        _scripted_run("budget", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge")
+    refusal = str(failed.value).split("error: ")[1].splitlines()[0]
+    assert "GB free under" in refusal and "finished runs are kept" in refusal
+    assert next((tmp_path / "budget").glob("steps/units-*/done.json")).is_file()
+    (align,) = (tmp_path / "budget").glob("steps/align-*")
+    (first,) = [f for f in align.iterdir() if f.is_dir()]  # the first run, published whole; nothing after it
+    assert not (align / "done.json").exists() and (first / "finetune.json").is_file()
+    stamp = (first / "finetune.json").stat().st_mtime_ns
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    _scripted_run("budget", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge")
+    assert (align / "done.json").is_file() and (first / "finetune.json").stat().st_mtime_ns == stamp
+
+
 def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path, monkeypatch, data_dir):
     """Operators beside perplexity, layer windows, drift; then the MVA, QuadA trained under it
     against plain DPO over runs, and both under unseen approximations and on XSTest's safe prompts."""
@@ -280,7 +310,6 @@ def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(famil
 
 
 def test_windows_and_scale_settings_resolve_per_model():
-    from safestress.errors import SafestressError
     from safestress.studies.spec import substitute
     from safestress.studies.steps import window_sites
 
@@ -417,7 +446,6 @@ def test_bad_input_is_one_line_and_leaves_finished_steps_intact(family, tmp_path
 def test_an_arm_at_the_mva_takes_its_models_record_or_says_why_it_cannot(tmp_path):
     """at_mva reads the mva step's record for the starting model or the study model it descends
     from; a model with no admissible strength, or a step that is not a need, is a one-line error."""
-    from safestress.errors import SafestressError
     from safestress.studies.mva_step import mva_options
     from safestress.studies.spec import StepSpec
     from safestress.studies.steps import StepContext
@@ -440,3 +468,33 @@ def test_an_arm_at_the_mva_takes_its_models_record_or_says_why_it_cannot(tmp_pat
         mva_options(ctx, "mva", "tiny-gpt2")
     with pytest.raises(SafestressError, match="at_mva 'other' must be one of its needs"):
         mva_options(ctx, "other", "tiny-llama")
+
+
+def test_a_step_key_covers_the_contents_of_the_data_it_reads(tmp_path, data_dir):
+    """Changing a data file changes the key of every step that reads it (so it reruns, into a new
+    folder), and a step that names no dataset is keyed by its kind's defaults."""
+    from safestress.studies.runner import step_data, step_key
+    from safestress.studies.spec import StepSpec, StudySpec
+
+    csv = tmp_path / "p.csv"
+    csv.write_text("prompt\nhello\nworld\n")
+    other = tmp_path / "q.csv"
+    other.write_text("prompt\nagain\n")
+    spec = {"dataset": [f"csv:{csv}:prompt"], "variants": [{}, {"dataset": f"csv:{other}:prompt"}]}
+    study = StudySpec(name="t", title="t", scales={"test": {}}, steps=[{"name": "s", "kind": "sweep", "with": spec}])
+    step = study.steps[0]
+
+    def key() -> str:
+        return step_key(study, step, "test", [], [], step_data(step, str(data_dir)))
+
+    first = key()
+    assert key() == first  # the same contents, the same key
+    csv.write_text("prompt\nhello\nthere\n")
+    changed = key()
+    other.write_text("prompt\nonce more\n")  # a variant's own dataset counts too
+    assert len({first, changed, key()}) == 3
+    units = StepSpec(name="u", kind="units")
+    assert set(step_data(units, str(data_dir))) == {"harmful:harmful-train", "benign:harmless-val[-512:]"}
+    assert set(step_data(StepSpec(name="m", kind="mva"), str(data_dir))) == {"dataset:advbench", "ppl:harmless-val"}
+    with pytest.raises(SafestressError, match="not found"):
+        step_data(StepSpec(name="s", kind="sweep", settings={"dataset": "csv:/no/such.csv:prompt"}))

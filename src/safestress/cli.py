@@ -261,12 +261,15 @@ def export(
     path: str = typer.Argument(..., help="output file: .parquet or .csv"),
     store: str = typer.Option("safestress.db", help="results database"),
 ) -> None:
-    """Export every stored generation and verdict to Parquet or CSV."""
+    """Export every stored generation and verdict to Parquet or CSV, with each condition's
+    perplexity (``ppl``) where the store measured one."""
     from safestress.report.labels import labelled
+    from safestress.report.summary import with_perplexity
     from safestress.store import Store
 
     with Store.open_existing(store) as st:
-        n = st.export(path, labelled(st.frame(), st))
+        frame = labelled(st.frame(), st)
+        n = st.export(path, with_perplexity(frame, st))
     err.print(f"wrote {n} rows to {path}")
 
 

@@ -8,6 +8,11 @@ works from a local folder and an online one needs nothing at all.
 A local file is named ``csv:PATH:COLUMN``, ``jsonl:PATH:COLUMN`` or ``json:PATH:COLUMN`` (or just a
 path ending in .csv/.jsonl/.json, with column ``prompt``), or given in YAML as
 ``{path: ..., column: ..., id_column: ...}``.
+
+Any of these may end in a slice, ``NAME[START:STOP]`` with Python's meaning (``harmless-val[-512:]``
+is its last 512 prompts), taken before ``--limit``. Sweeps take a dataset's *first* items, so a
+calibration that takes its last ones (:data:`CALIBRATION_BENIGN`) is never scored on the prompts
+it is then measured on.
 """
 
 from __future__ import annotations
@@ -57,10 +62,27 @@ DATASETS: Registry[Callable[[Path | None], Dataset]] = Registry("dataset")
 KINDS = ("harmful", "benign", "mixed", "task", "toxic")
 
 
+# Benign prompts that fit a model-specific quantity (unit scores, a refusal direction): the last
+# 512 of harmless-val's 6,264, apart from the first items every sweep and study evaluates on
+CALIBRATION_BENIGN = "harmless-val[-512:]"
+
+_SLICE = re.compile(r"^(?P<base>.+)\[(?P<start>[+-]?\d*):(?P<stop>[+-]?\d*)\]$")
+
+
+def split_slice(spec: str) -> tuple[str, slice | None]:
+    """``NAME[START:STOP]`` → (``NAME``, the slice); a spec without one → (spec, None)."""
+    m = _SLICE.match(spec.strip())
+    if not m:
+        return spec, None
+    if m["start"] in ("+", "-") or m["stop"] in ("+", "-"):
+        raise SafestressError(f"dataset slice '{spec}' is not [START:STOP] with whole numbers")
+    return m["base"], slice(*(int(v) if v else None for v in (m["start"], m["stop"])))
+
+
 def dataset_kind(name: str) -> str:
     """The registered kind of a dataset; "harmful" for a file given as csv:/jsonl:… (the use
     safestress is built for), as before kinds were registered."""
-    return DATASETS.fact(name, "kind", "harmful")
+    return DATASETS.fact(split_slice(name)[0], "kind", "harmful")
 
 
 # Comment lines before a CSV header ("# dataset_version=1.2", PyRIT's scorer-evaluation files):
@@ -361,7 +383,16 @@ DATASETS.register("lab-calib-benign", "safestress.lab.data:lab_calib_benign", ki
 
 
 def load_dataset(spec: str | dict[str, Any], *, limit: int | None = None, data_dir: Path | None = None) -> Dataset:
-    """Load a registered dataset by name, a ``csv:PATH:COLUMN``-style spec, or a YAML mapping."""
+    """Load a registered dataset by name, a ``csv:PATH:COLUMN``-style spec, or a YAML mapping,
+    each optionally sliced (``NAME[START:STOP]``), then cut to its first ``limit`` items."""
+    if isinstance(spec, str):
+        whole, cut = split_slice(spec)
+        if cut is not None:
+            ds = load_dataset(whole, data_dir=data_dir)
+            items = ds.items[cut]
+            if not items:
+                raise SafestressError(f"dataset slice '{spec}' is empty ({whole} has {len(ds.items)} items)")
+            return load_limited(Dataset(spec.strip(), items, ds.template), limit)
     if isinstance(spec, dict):
         known = {"path", "column", "format", "id_column", "name"}
         unknown = set(spec) - known
@@ -381,9 +412,27 @@ def load_dataset(spec: str | dict[str, Any], *, limit: int | None = None, data_d
     elif Path(spec).suffix.lower() in (".csv", ".json", ".jsonl", ".txt") and Path(spec).expanduser().exists():
         ds = load_file(spec)
     else:
-        raise SafestressError(DATASETS.unknown_message(spec) + " (or csv:PATH:COLUMN, jsonl:PATH:COLUMN)")
-    if limit is not None:
-        if limit < 1:
-            raise SafestressError(f"--limit must be at least 1, got {limit}")
-        ds = Dataset(ds.name, ds.items[:limit], ds.template)
-    return ds
+        raise SafestressError(
+            DATASETS.unknown_message(spec) + " (or csv:PATH:COLUMN, jsonl:PATH:COLUMN; any may end in [START:STOP])"
+        )
+    return load_limited(ds, limit)
+
+
+def content_digest(spec: str | dict[str, Any], data_dir: Path | None = None) -> str:
+    """A digest of everything a dataset hands a step: each item's id, prompt and fields (a
+    training step reads targets, refusals and answers from them). A study keys its steps by it,
+    so a changed data file reruns the steps that read it."""
+    import hashlib
+
+    items = load_dataset(spec, data_dir=data_dir).items
+    rows = [[i.id, i.prompt, i.meta] for i in items]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_limited(ds: Dataset, limit: int | None) -> Dataset:
+    """``ds`` cut to its first ``limit`` items (None: all)."""
+    if limit is None:
+        return ds
+    if limit < 1:
+        raise SafestressError(f"--limit must be at least 1, got {limit}")
+    return Dataset(ds.name, ds.items[:limit], ds.template)

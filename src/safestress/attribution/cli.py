@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from safestress.cli_options import DATA_DIR, FORCE, MODEL
+from safestress.datasets import CALIBRATION_BENIGN
 from safestress.errors import SafestressError
 from safestress.guards import (
     MIN_CALIBRATION,
@@ -83,7 +84,7 @@ def _calibration(lm, name: str, prompts: list[str], judge: str, keep: str, out: 
 def units(
     model: str = MODEL,
     harmful: str = typer.Option("harmful-train", help="harmful prompts (safety calibration)"),
-    benign: str = typer.Option("harmless-val", help="benign prompts (utility calibration)"),
+    benign: str = typer.Option(CALIBRATION_BENIGN, help="benign prompts (utility calibration; not those sweeps take)"),
     limit: int = typer.Option(64, min=1, help="prompts per calibration set"),
     score: str = typer.Option("ssah", help="importance score (safestress list scores)"),
     scu: float = typer.Option(0.013, help="share of units classed safety-critical"),
@@ -187,7 +188,7 @@ def _plot_shares(shares: list[dict], path: Path, title: str) -> None:
 def direction(
     model: str = MODEL,
     harmful: str = typer.Option("harmful-train"),
-    benign: str = typer.Option("harmless-val", help="benign prompts"),
+    benign: str = typer.Option(CALIBRATION_BENIGN, help="benign prompts (apart from the prompts sweeps take)"),
     limit: int = typer.Option(
         64, min=1, help=f"prompts of each kind used for the mean difference (minimum {MIN_DIRECTION})"
     ),

@@ -136,6 +136,13 @@ def markdown_arms(rows: list[Any]) -> str:
     return markdown_rows(list(ARM_COLUMNS), [arm_cells(r) for r in rows]) + notes
 
 
+def markdown_draws(rows: list[Any]) -> str:
+    """A classified set against random draws (report/draws.py) as Markdown, with its notes."""
+    from safestress.report.draws import DRAW_COLUMNS, draw_cells, draw_notes
+
+    return markdown_rows(list(DRAW_COLUMNS), [draw_cells(r) for r in rows]) + markdown_notes(draw_notes(rows))
+
+
 def write_arms(rows: list[Any], folder: Path) -> list[Path]:
     """The run-level table of training methods as runs.md and runs.csv (one row per arm and condition)."""
     import csv

@@ -21,6 +21,10 @@ study's runs against the one model they were trained from, when the export holds
 * ``runs``: training methods at the run level (``arms="NAME=MODEL,MODEL;NAME=…"``, the first
   arm the baseline; optional ``outcome=rate|all|safe|incoherent``, what each run's rate counts;
   report/runs.py);
+* ``draws``: a classified set against random draws of its size (``classified=TEXT draws=TEXT``,
+  parts of condition names, e.g. ``unit_class=scu`` and ``unit_class=random``; optional
+  ``outcome=``): the draws' rates as a distribution and the classified set's rank in it
+  (report/draws.py);
 * ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
   ``benchmarks/lab_calibration.py``);
 * ``sequential``: a sequential sweep against the full sweep of the same conditions
@@ -45,7 +49,7 @@ from safestress.config import margin_share
 from safestress.errors import SafestressError
 
 _BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
-KINDS = ("rates", "contrasts", "runs", "calibration", "sequential")
+KINDS = ("rates", "contrasts", "runs", "draws", "calibration", "sequential")
 _FILE_OPTIONS = ("full", "order")  # options that name a further file, relative to the document
 
 
@@ -89,7 +93,7 @@ def render(spec: TableSpec) -> str:
     """The Markdown a block holds, computed from its source."""
     if spec.kind == "calibration":
         return calibration_table(json.loads(spec.source.read_text()))
-    from safestress.report import markdown_arms, markdown_contrasts, markdown_table
+    from safestress.report import markdown_arms, markdown_contrasts, markdown_draws, markdown_table
     from safestress.report.contrasts import model_contrasts
     from safestress.report.runs import arm_rows, parse_arms
     from safestress.report.summary import attach_perplexity, summarize
@@ -117,6 +121,11 @@ def render(spec: TableSpec) -> str:
     if spec.kind == "runs":
         arms = parse_arms(spec.options.get("arms", "").split(";"))
         return markdown_arms(arm_rows(frame, judge, arms, spec.options.get("outcome", "rate")))
+    if spec.kind == "draws":
+        from safestress.report.draws import draw_rows
+
+        picked = [spec.options.get(k, "") for k in ("classified", "draws")]
+        return markdown_draws(draw_rows(frame, judge, *picked, spec.options.get("outcome", "rate")))
     return markdown_contrasts(model_contrasts(frame, judge, spec.options.get("baseline"), margin))
 
 

@@ -354,6 +354,18 @@ def condition_perplexity(frame: Any, store: Any, metric: str | None = None) -> d
     return {h: v for (h, name), v in found.items() if name == metric and h in hashes}
 
 
+def with_perplexity(frame: Any, store: Any, metric: str | None = None) -> Any:
+    """``frame`` with each condition's perplexity as a ``ppl`` column, where ``store`` measured it
+    (``metric``; default the last stored): an export then carries utility beside the verdicts,
+    and a document's table shows both from the file alone."""
+    ppl = condition_perplexity(frame, store, metric)
+    if not ppl:
+        return frame
+    out = frame.copy()
+    out["ppl"] = out["config_hash"].map(ppl)
+    return out
+
+
 def attach_perplexity(rows: list[RateRow], frame: Any, store: Any = None, metric: str | None = None) -> None:
     """Fill ``ppl`` of each row: from ``store``'s metric, or, without a store, from the frame's
     ``ppl`` column (an export that carries each condition's perplexity on its rows)."""

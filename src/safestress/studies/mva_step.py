@@ -42,6 +42,11 @@ class MvaStep:
     (the perplexity bound as a multiple of the clean model's), ``dataset``, ``limit``, ``judge``
     (its rate is maximised), ``ppl``, ``ppl_tokens``, ``max_new_tokens``, ``batch_size``."""
 
+    @staticmethod
+    def data_defaults() -> dict[str, Any]:
+        """The prompts and the perplexity corpus the step reads where it names none."""
+        return {k: _DEFAULTS[k] for k in ("dataset", "ppl")}
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from safestress.analysis.sweeps import mva, mva_search, records, run_rows
         from safestress.config import build_config

@@ -2,7 +2,8 @@
 
 The folder holds ``study.json`` (which study, scale and models), ``study.db`` (every generation of
 every step, keyed by content) and ``steps/NAME-KEY/`` per step. A step's key is the hash of the
-study, the step's settings at the scale, the models' identities and the keys of the steps it
+study, the step's settings at the scale, the models' identities, the contents of the data it
+reads (:func:`step_data`, its kind's default datasets included) and the keys of the steps it
 needs, so a finished step (its ``done.json`` written last, atomically) is found again by a rerun
 and skipped, and a changed input gets a new folder instead of overwriting an old result. A study
 killed inside a step reruns that step: a sweep resumes from its stored rows, other work restarts.
@@ -48,7 +49,62 @@ def model_identities(study: StudySpec, models: list[str]) -> list[dict[str, Any]
     return out
 
 
-def step_key(study: StudySpec, step: StepSpec, scale: str, identities: list[dict[str, Any]], needs: list[str]) -> str:
+# settings whose values name data a step reads: datasets, "ppl" a perplexity corpus, "calib" a
+# perturbation's calibration prompts (CATS, SmoothQuant, OmniQuant; its default where unnamed)
+DATA_SETTINGS = ("dataset", "harmful", "benign", "ppl", "calib")
+
+
+def _perturbation_data(part: dict[str, Any]) -> dict[str, Any]:
+    """The calibration set of the perturbation a step (or variant) names, where it has one."""
+    from safestress.perturb import PERTURBATIONS
+
+    name = part.get("perturb")
+    if not isinstance(name, str) or name not in PERTURBATIONS:
+        return {}
+    field = getattr(PERTURBATIONS.get(name), "Params", None)
+    calib = field.model_fields.get("calib") if field is not None else None
+    return {"calib": calib.default} if calib is not None else {}
+
+
+def step_data(step: StepSpec, data_dir: str | None = None) -> dict[str, str]:
+    """Each dataset or corpus the step reads (its settings, its variants', else its kind's
+    ``data_defaults``) → a digest of its contents. Datasets are read here, before the step runs,
+    so a missing file is refused before any work."""
+    import hashlib
+
+    from safestress.datasets import content_digest
+    from safestress.studies import STEPS
+    from safestress.utility import load_corpus
+
+    kind = STEPS.get(step.kind)
+    settings = {**getattr(kind, "data_defaults", dict)(), **step.settings}
+    named: list[tuple[str, Any]] = []
+    for part in [settings, *({**settings, **v} for v in settings.get("variants") or [])]:
+        part = {**_perturbation_data(part), **part.get("params", {}), **part}
+        for key in DATA_SETTINGS:
+            values = part.get(key)
+            for value in values if isinstance(values, list) else [values]:
+                if value is not None and (key, value) not in named:
+                    named.append((key, value))
+    where = Path(data_dir) if data_dir else None
+    out = {}
+    for key, value in named:
+        label = f"{key}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
+        if key == "ppl":
+            out[label] = hashlib.sha256(load_corpus(str(value)).encode()).hexdigest()[:16]
+        else:
+            out[label] = content_digest(value, where)
+    return out
+
+
+def step_key(
+    study: StudySpec,
+    step: StepSpec,
+    scale: str,
+    identities: list[dict[str, Any]],
+    needs: list[str],
+    data: dict[str, str] | None = None,
+) -> str:
     return content_hash(
         {
             "study": study.name,
@@ -56,6 +112,7 @@ def step_key(study: StudySpec, step: StepSpec, scale: str, identities: list[dict
             "scale": scale,
             "step": step.model_dump(by_alias=True),
             "models": identities,
+            "data": data or {},
             "needs": needs,
         }
     )
@@ -119,8 +176,7 @@ def run_study(
     """Run every unfinished step of ``study`` at ``scale`` on ``models`` into ``out``
     (``identities``: :func:`model_identities` of ``models``, when the caller checked them first).
     Steps named in ``redo`` run again although finished, from an empty folder (the old one is
-    renamed, not deleted): a step's key covers its settings and the models, not the contents of
-    the data files it reads."""
+    renamed, not deleted), e.g. after a change the key cannot see (a judge's code, a library)."""
     from safestress.studies import STEPS
 
     study.check(STEPS.names())
@@ -132,7 +188,7 @@ def run_study(
     folders: dict[str, Path] = {}
     outcomes = []
     for step in steps:
-        key = step_key(study, step, scale, identities, [keys[n] for n in step.needs])
+        key = step_key(study, step, scale, identities, [keys[n] for n in step.needs], step_data(step, data_dir))
         keys[step.name] = key
         folder = out / "steps" / f"{step.name}-{key[:10]}"
         folders[step.name] = folder

@@ -140,6 +140,13 @@ class SweepStep:
     # gained" is against it)
     _OWN = ("windows", "site", "window_share", "variants", "models_from", "with_base")
 
+    @staticmethod
+    def data_defaults() -> dict[str, Any]:
+        """The dataset a sweep reads where it names none."""
+        from safestress.config import SweepConfig
+
+        return {"dataset": SweepConfig.model_fields["dataset"].default}
+
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from safestress.config import build_config
         from safestress.execution import execute
@@ -196,7 +203,7 @@ class SweepStep:
         from safestress.report.doc_tables import read_export, render
         from safestress.report.emit import write_outputs
         from safestress.report.labels import labelled
-        from safestress.report.summary import condition_perplexity
+        from safestress.report.summary import with_perplexity
 
         out = ctx.page_dir / ctx.step.name
         export = out / "per-prompt.parquet"
@@ -212,8 +219,7 @@ class SweepStep:
             # named among this step's conditions only: another step's token budget is no difference
             frame = labelled(frame[frame["key"].isin(keys)].reset_index(drop=True), ctx.store)
             if ctx.record.get("ppl_metric"):  # each condition's perplexity on its rows, for the page's tables
-                ppl = condition_perplexity(frame, ctx.store, ctx.record["ppl_metric"])
-                frame["ppl"] = frame["config_hash"].map(ppl)
+                frame = with_perplexity(frame, ctx.store, ctx.record["ppl_metric"])
             out.mkdir(parents=True, exist_ok=True)
             made.unlink(missing_ok=True)
             ctx.store.export(export, frame)
@@ -228,10 +234,18 @@ class SweepStep:
         baseline = ctx.baseline if ctx.baseline in models else None
         rel = export.relative_to(ctx.page_dir).as_posix()
         extra = f" margin={margin:g}" if margin else ""
+        classes = {v.get("unit_class") for v in ctx.step.settings.get("variants") or [] if "unit_class" in v}
+        classified = sorted(classes - {"random"}) if "random" in classes else []
         parts = []
         for judge in judges:
             opening = f"rates export={rel} judge={judge}{extra}"
             parts.append(f"Judge `{judge}`:\n\n{_block(opening, render(_spec(opening, ctx.page_dir)))}")
+            for name in classified:  # pruned classes against the random draws of their size, as a distribution
+                opening = f"draws export={rel} judge={judge} classified=unit_class={name} draws=unit_class=random"
+                parts.append(
+                    f"{name.upper()} among the random draws of its size, judge `{judge}`:\n\n"
+                    + _block(opening, render(_spec(opening, ctx.page_dir)))
+                )
             bases = ctx.record.get("bases") or {}
             for base, by_arm in (ctx.record.get("arms") or {}).items():
                 if len(by_arm) >= 2:  # one arm: nothing to compare over runs
@@ -283,6 +297,14 @@ def option_defaults(command: Callable[..., Any]) -> dict[str, Any]:
 
 class UnitsStep:
     """SSAH unit classes per model (``safestress attribute units`` into the step's folder)."""
+
+    @staticmethod
+    def data_defaults() -> dict[str, Any]:
+        """The calibration sets the command reads where the step names none."""
+        from safestress.attribution.cli import units
+
+        declared = option_defaults(units)
+        return {k: declared[k] for k in ("harmful", "benign")}
 
     def run(self, ctx: StepContext) -> dict[str, Any]:
         from safestress.attribution.cli import units

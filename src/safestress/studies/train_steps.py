@@ -43,12 +43,38 @@ from safestress.studies.steps import (
 
 # settings every training step reads itself; every other one is an option of its command
 _COMMON = ("arms", "runs", "models_from", "from_arm")
+# the prompts a preference step answers, where the step names none
+PREFER_DATA = {"harmful": "harmful-train", "benign": "chat-answers"}
 
 
 def run_folder(folder: Path, model: str, arm: str, seed: int) -> Path:
     """Where one run of one arm is published; the name is unique across base models, because
     the store names a local model by its folder."""
     return folder / f"{slug(model)}-{arm}-s{seed}"
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def check_disk(ctx: StepContext, runs: list[Path], pending: int) -> None:
+    """Refuse, in one line, to train ``pending`` more runs when the disk cannot hold them, sized by
+    a finished run of the step (each run is a whole model: 56 runs of a 0.5B model are 134 GB).
+    Before any run has finished there is nothing to size by, and the first run goes ahead."""
+    import shutil
+
+    done = next((r for r in runs if r.is_dir()), None)
+    if done is None:
+        return
+    need = folder_bytes(done) * pending
+    free = shutil.disk_usage(ctx.folder).free
+    if need > free:
+        gb = 1024**3
+        raise SafestressError(
+            f"step '{ctx.step.name}': {pending} more runs of {folder_bytes(done) / gb:.1f} GB need "
+            f"{need / gb:.0f} GB, {free / gb:.0f} GB free under {ctx.folder}; finished runs are kept "
+            "(free space, or fewer runs or a smaller model, then rerun)"
+        )
 
 
 def write_pairs(ctx: StepContext, dataset: str, response: str, limit: int | None) -> tuple[Path, int]:
@@ -125,6 +151,7 @@ class TrainStep:
         seed0 = int(s.pop("seed", declared["seed"]))
         made: dict[str, dict[str, list[str]]] = {}
         data: dict[str, dict[str, Any]] = {}
+        planned = []  # (model, arm, seed, folder, the command's options), every run of the step
         for model in self.starting_models(ctx, own):
             path, facts = self.write_data(ctx, own, model)
             data[slug(model)] = facts
@@ -135,11 +162,15 @@ class TrainStep:
                 settings = self.arm_options(ctx, model, arm, fill({**declared, **s}, ctx.needs, model))
                 for seed in range(seed0, seed0 + runs):
                     out = run_folder(ctx.folder, model, name, seed)
-                    if not out.is_dir():  # a run is published whole, so a folder is a finished run
-                        ctx.log(f"  {slug(model)}: arm {name}, seed {seed}")
-                        per_run = {"model": model, "out": out, "data": str(path), "seed": seed, "runs": 1}
-                        self.command()(**{**settings, **self.run_options(own), **per_run})
+                    per_run = {"model": model, "out": out, "data": str(path), "seed": seed, "runs": 1}
+                    planned.append((model, name, seed, out, {**settings, **self.run_options(own), **per_run}))
                     made.setdefault(slug(model), {}).setdefault(name, []).append(out.name)
+        for i, (model, name, seed, out, options) in enumerate(planned):
+            if out.is_dir():  # a run is published whole, so a folder is a finished run
+                continue
+            check_disk(ctx, [o for *_, o, _ in planned], sum(not o.is_dir() for *_, o, _ in planned[i:]))
+            ctx.log(f"  {slug(model)}: arm {name}, seed {seed}")
+            self.command()(**options)
         (ctx.folder / "models.json").write_text(json.dumps(made, indent=1) + "\n")
         return {"models": made, "data": data, **self.record(own, data)}
 
@@ -225,6 +256,12 @@ class PreferStep(TrainStep):
     arms keep their own (``perturb: none`` for plain DPO)."""
 
     own = ("harmful", "benign", "answer", "limit", "max_new_tokens", "judge", "answers_from")
+
+    @staticmethod
+    def data_defaults() -> dict[str, Any]:
+        """The datasets the step reads where it names none (the study key covers their contents)."""
+        return dict(PREFER_DATA)
+
     summary_file = "quada.json"
 
     def command(self) -> Callable[..., None]:
@@ -255,7 +292,7 @@ class PreferStep(TrainStep):
         return path, facts
 
     def record(self, own: dict[str, Any], data: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return {"harmful": own.get("harmful", "harmful-train"), "benign": own.get("benign", "chat-answers")}
+        return {k: own.get(k, v) for k, v in PREFER_DATA.items()}
 
     def data_line(self, record: dict[str, Any]) -> str:
         counts = "; ".join(
@@ -291,8 +328,8 @@ def preference_rows(ctx: StepContext, own: dict[str, Any], model: str) -> tuple[
 
     data_dir = Path(ctx.data_dir) if ctx.data_dir else None
     limit = own.get("limit")
-    harmful = load_dataset(own.get("harmful", "harmful-train"), limit=limit, data_dir=data_dir).items
-    benign = load_dataset(own.get("benign", "chat-answers"), limit=limit, data_dir=data_dir).items
+    harmful = load_dataset(own.get("harmful", PREFER_DATA["harmful"]), limit=limit, data_dir=data_dir).items
+    benign = load_dataset(own.get("benign", PREFER_DATA["benign"]), limit=limit, data_dir=data_dir).items
     field = own.get("answer", "answer")
     if any(field not in i.meta for i in benign):
         raise SafestressError(f"step '{ctx.step.name}': the safe prompts have no '{field}' field")
