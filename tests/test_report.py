@@ -651,6 +651,7 @@ def test_draws_rank_the_classified_set_among_the_random_draws():
     assert all_rows.draws[2] == pytest.approx(0.3)  # the incoherent answer counted as not flagged
     text = markdown_draws([row])
     assert "| 1 of 6 |" in text and "10.0, 20.0, 33.3, 40.0, 50.0" in text and "Holm family: the 1 rows" in text
+    assert "at least 0.167" in text
 
 
 def test_draws_refuse_a_selection_that_is_not_one_classified_condition():

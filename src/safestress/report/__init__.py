@@ -136,11 +136,12 @@ def markdown_arms(rows: list[Any]) -> str:
     return markdown_rows(list(ARM_COLUMNS), [arm_cells(r) for r in rows]) + notes
 
 
-def markdown_draws(rows: list[Any]) -> str:
+def markdown_draws(rows: list[Any], classified: str = "", draws: str = "") -> str:
     """A classified set against random draws (report/draws.py) as Markdown, with its notes."""
     from safestress.report.draws import DRAW_COLUMNS, draw_cells, draw_notes
 
-    return markdown_rows(list(DRAW_COLUMNS), [draw_cells(r) for r in rows]) + markdown_notes(draw_notes(rows))
+    notes = markdown_notes(draw_notes(rows, classified, draws))
+    return markdown_rows(list(DRAW_COLUMNS), [draw_cells(r) for r in rows]) + notes
 
 
 def write_arms(rows: list[Any], folder: Path) -> list[Path]:

@@ -125,7 +125,7 @@ def render(spec: TableSpec) -> str:
         from safestress.report.draws import draw_rows
 
         picked = [spec.options.get(k, "") for k in ("classified", "draws")]
-        return markdown_draws(draw_rows(frame, judge, *picked, spec.options.get("outcome", "rate")))
+        return markdown_draws(draw_rows(frame, judge, *picked, spec.options.get("outcome", "rate")), *picked)
     return markdown_contrasts(model_contrasts(frame, judge, spec.options.get("baseline"), margin))
 
 

@@ -125,12 +125,19 @@ def draw_cells(r: DrawRow) -> list[str]:
     ]
 
 
-def draw_notes(rows: list[DrawRow]) -> list[str]:
+def draw_notes(rows: list[DrawRow], classified: str = "", draws: str = "") -> list[str]:
     """What the table's columns count and the family its Holm correction runs over."""
-    what = rows[0].outcome if rows else "rate"
+    from safestress.report.summary import OUTCOMES
+
+    if not rows:
+        return []
+    chosen = (
+        f"classified: the condition whose name has `{classified}`; draws: those with `{draws}`. " if classified else ""
+    )
     return [
-        f"Judge `{rows[0].judge if rows else ''}`; rates are {what} (summary.OUTCOMES) over each condition's prompts.",
+        f"{chosen}Each rate is {OUTCOMES[rows[0].outcome]}; judge {rows[0].judge}.",
         "rank: the classified set among itself and the draws, 1 = the highest rate (ties count against it); "
-        "p (rank) = rank / (draws + 1), one-sided, its floor 1 / (draws + 1).",
+        f"p (rank) = rank / (draws + 1), one-sided; with {len(rows[0].draws)} draws it is at least "
+        f"{1 / (len(rows[0].draws) + 1):.3g}.",
         f"Holm family: the {len(rows)} rows of this table.",
     ]
