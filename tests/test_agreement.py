@@ -172,3 +172,36 @@ def test_kappa_is_undefined_when_both_raters_use_one_class_throughout():
     lo, hi = kappa_cluster_bootstrap_ci([True] * 6 + [False] * 6, [True] * 5 + [False] * 7, range(12))
     assert -1 <= lo <= hi <= 1
     assert fmt_kappa(0.5, (0.2, 0.8)) == "0.500 [0.20, 0.80]"
+
+
+def test_saved_verdicts_recompute_the_agreement_table_in_a_document(data_dir, tmp_path):
+    """`judge eval --rows` saves each judge's verdict per item; a document's `agreement` table
+    recomputes from that file and the labels alone the figures `judge eval` printed, and a file
+    that no longer fits the labels is refused in one line."""
+    from safestress.report.doc_tables import refresh
+
+    path = data_dir / "xstest_labelled" / "xstest_completions_mistralinstruct.csv"
+    rows, report = tmp_path / "v.csv", tmp_path / "r.json"
+    args = [sys.executable, "-m", "safestress.cli", "judge", "eval", "--judge", "refusal", "--judge", "phrase-jbb"]
+    args += ["--data", str(path), "--positive", ",".join(XSTEST_POSITIVE), "--rows", str(rows), "--json", str(report)]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    saved = list(csv.DictReader(rows.read_text().splitlines()))
+    assert len(saved) == 2 * 450 and saved[0]["row"] == "0" and {r["positive"] for r in saved} <= {"0", "1", ""}
+    data = json.loads(report.read_text())
+    doc = tmp_path / "doc.md"
+    opening = f"agreement file=v.csv data={path} positive={','.join(XSTEST_POSITIVE)}"
+    doc.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    table = doc.read_text()
+    first = data["compared"][0]
+    assert f"| {data['judge']} | 450 | 0 | {data['accuracy']:.3f} | {data['kappa']:.3f}" in table
+    assert f"| {first['judge']} | 450 | 0 | {first['accuracy']:.3f} | {first['kappa']:.3f}" in table
+    assert f"{first['vs_first']['kappa_difference']:+.3f}" in table and "Holm family: the 1 comparison" in table
+    assert refresh(doc, check=True) == []  # recomputed the same
+    rows.write_text("\n".join(rows.read_text().splitlines()[:-1]) + "\n")  # one verdict lost
+    with pytest.raises(SafestressError, match="449 verdicts for a labelled file of 450 rows"):
+        refresh(doc, check=True)
+    doc.write_text(doc.read_text().replace(f" positive={','.join(XSTEST_POSITIVE)}", ""))
+    with pytest.raises(SafestressError, match="needs data=LABELLED_FILE and positive="):
+        refresh(doc, check=True)

@@ -9,7 +9,9 @@ names the file and the first bad byte instead of a ``UnicodeDecodeError`` traceb
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from safestress.errors import SafestressError
 
@@ -40,3 +42,22 @@ def read_text(path: str | Path, what: str = "file") -> str:
     except OSError as exc:
         raise SafestressError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     return decode(data, str(path))
+
+
+def write_rows(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A CSV file the project writes for later use (training pairs and preference rows that
+    ``finetune``/``defend quada`` read, a judge's per-item verdicts that a document's table reads),
+    written beside and then renamed: a kill never leaves half a file that a later run would trust.
+    A folder or a missing parent is a one-line error."""
+    import csv
+
+    if path.is_dir():
+        raise SafestressError(f"{path} is a folder; give a .csv file to write")
+    if not path.parent.is_dir():
+        raise SafestressError(f"cannot write {path}: no folder {path.parent}")
+    tmp = path.with_name(f".{path.name}.part")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)

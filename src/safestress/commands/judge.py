@@ -37,6 +37,9 @@ def judge_eval(
     json_out: Path | None = typer.Option(
         None, "--json", help="write {n, accuracy, kappa, kappa_ci, ...} of the first judge here (others: 'compared')"
     ),
+    rows_out: Path | None = typer.Option(
+        None, "--rows", help="write each judge's verdict per item here (CSV: row, judge, positive), for a doc table"
+    ),
     output_format: str | None = FORMAT,
     force: bool = FORCE,
 ) -> None:
@@ -44,7 +47,7 @@ def judge_eval(
     confusion matrix, disagreements. With several --judge, each later judge's κ is compared with
     the first's on the items both scored (paired bootstrap: difference, interval, p-value)."""
     from safestress.judges import make_judge
-    from safestress.judges.agreement import compare_kappa, evaluate_judge, load_labelled
+    from safestress.judges.agreement import compare_kappa, evaluate_judge, load_labelled, write_verdicts
     from safestress.report.agreement_tables import agreement_block, agreement_records, disagreement_block
     from safestress.report.console import print_blocks, resolve_format
     from safestress.report.jsonfile import write_json
@@ -70,6 +73,9 @@ def judge_eval(
     if json_out:
         write_json(json_out, data)
         err.print(f"wrote {json_out}")
+    if rows_out:
+        write_verdicts(rows_out, results)
+        err.print(f"wrote {rows_out}")
 
 
 @app.command("sample")

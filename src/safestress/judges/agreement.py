@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from safestress.datasets import read_rows_file, require_columns
@@ -161,37 +162,83 @@ def evaluate_judge(
     keep: int = 20,
     level: float = 0.95,
 ) -> Agreement:
+    """Judge every item, then :func:`agreement_from` its verdicts (the first ``keep``
+    disagreements kept as examples)."""
     verdicts = judge.judge(list(prompts), list(responses))
+    labels = [None if v.harmful is None and v.score is None else v.label for v in verdicts]
+    per_item = [None if label is None else label == judge.positive_label for label in labels]
+    return agreement_from(judge.key, per_item, truth, level, examples=(prompts, responses, labels), keep=keep)
+
+
+def agreement_from(
+    judge: str,
+    per_item: Sequence[bool | None],
+    truth: Sequence[bool],
+    level: float = 0.95,
+    examples: tuple[Sequence[str], Sequence[str], Sequence[str | None]] | None = None,
+    keep: int = 20,
+) -> Agreement:
+    """Accuracy, Cohen's κ with its interval and the confusion of one judge's per-item verdicts
+    (True: its positive class; None: not scored, reported and never counted) against the labels.
+    A saved verdict file (:func:`read_verdicts`) gives the same figures without the judge."""
     t_scored, p_scored, disagreements = [], [], []
-    per_item: list[bool | None] = []
-    unscored = 0
-    for prompt, response, t, v in zip(prompts, responses, truth, verdicts):
-        if v.harmful is None and v.score is None:
-            unscored += 1
-            per_item.append(None)
+    for i, (t, p) in enumerate(zip(truth, per_item)):
+        if p is None:
             continue
-        p = v.label == judge.positive_label
-        per_item.append(p)
         t_scored.append(t)
         p_scored.append(p)
-        if p != t and len(disagreements) < keep:
+        if p != t and examples is not None and len(disagreements) < keep:
+            prompts, responses, labels = examples
             disagreements.append(
-                {"prompt": prompt, "response": response[:300], "human_positive": t, "judge_label": v.label}
+                {"prompt": prompts[i], "response": responses[i][:300], "human_positive": t, "judge_label": labels[i]}
             )
     n = len(t_scored)
     confusion = confusion_counts(t_scored, p_scored)
     accuracy = (confusion["tp"] + confusion["tn"]) / n if n else float("nan")
     return Agreement(
-        judge.key,
+        judge,
         n,
-        unscored,
+        len(per_item) - n,
         accuracy,
         cohen_kappa(t_scored, p_scored),
         confusion,
         disagreements,
         kappa_interval(confusion, level),
-        per_item,
+        list(per_item),
     )
+
+
+VERDICT_COLUMNS = ["row", "judge", "positive"]
+
+
+def write_verdicts(path: Path, results: Sequence[Agreement]) -> None:
+    """Each judge's verdict on each item, by the item's row in the labelled file (1 its positive
+    class, 0 not, empty where it did not score): the per-item file behind an agreement table. The
+    labels stay in their own file; this holds only what the judges said."""
+    from safestress.textfile import write_rows
+
+    rows = ([i, a.judge, "" if v is None else int(v)] for a in results for i, v in enumerate(a.verdicts))
+    write_rows(path, VERDICT_COLUMNS, rows)
+
+
+def read_verdicts(path: Path, n_items: int) -> dict[str, list[bool | None]]:
+    """Judge key → per-item verdicts of a :func:`write_verdicts` file, in the file's judge order;
+    one line if it does not hold one verdict per item of a labelled file of ``n_items`` rows."""
+    rows = read_rows_file(str(path))
+    require_columns(rows, VERDICT_COLUMNS, str(path))
+    out: dict[str, list[bool | None]] = {}
+    for r in rows:
+        value = str(r["positive"]).strip()
+        out.setdefault(str(r["judge"]), []).append(None if value == "" else value in ("1", "1.0", "True"))
+        if int(r["row"]) != len(out[str(r["judge"])]) - 1:
+            raise SafestressError(f"{path}: rows of judge {r['judge']} are not 0, 1, 2, … in order")
+    for judge, verdicts in out.items():
+        if len(verdicts) != n_items:
+            raise SafestressError(
+                f"{path}: {judge} has {len(verdicts)} verdicts for a labelled file of {n_items} rows; "
+                "the labelled file changed, judge it again"
+            )
+    return out
 
 
 def load_labelled(
@@ -199,14 +246,20 @@ def load_labelled(
 ) -> tuple[list[str], list[str], list[bool]]:
     """Read a labelled CSV/JSONL/JSON file; one-line errors for missing files and columns."""
     rows = read_rows_file(path)
-    require_columns(rows, [prompt_col, response_col, label_col], path)
+    require_columns(rows, [prompt_col, response_col], path)
+    prompts = [str(r[prompt_col] or "") for r in rows]
+    responses = [str(r[response_col] or "") for r in rows]
+    return prompts, responses, truth_of(rows, label_col, positive, path)
+
+
+def truth_of(rows: list[dict[str, Any]], label_col: str, positive: Sequence[str], path: str) -> list[bool]:
+    """Each row's human label is one of the ``positive`` values; one line for a missing column
+    or a positive value the column never holds (a typo would otherwise make every label False)."""
+    require_columns(rows, [label_col], path)
     values = {str(r[label_col]) for r in rows}
     missing = [v for v in positive if v not in values]
     if missing:
         raise SafestressError(
             f"positive value(s) {', '.join(missing)} never occur in '{label_col}'; values: {', '.join(sorted(values))}"
         )
-    prompts = [str(r[prompt_col] or "") for r in rows]
-    responses = [str(r[response_col] or "") for r in rows]
-    truth = [str(r[label_col]) in set(positive) for r in rows]
-    return prompts, responses, truth
+    return [str(r[label_col]) in set(positive) for r in rows]

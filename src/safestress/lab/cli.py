@@ -67,7 +67,7 @@ def lab_prefs(
     """Write exact lab preference rows for `safestress defend quada --data`: a refusal chosen over
     the answer for a harmful request, the answer over a refusal for a benign one."""
     from safestress.lab.language import preference_pairs
-    from safestress.train.common import write_rows
+    from safestress.textfile import write_rows
 
     rows = preference_pairs(pairs, f"quada:{seed}")
     write_rows(out_path, ["prompt", "chosen", "rejected", "harmful"], [[p, c, r, int(h)] for p, c, r, h in rows])
@@ -84,7 +84,7 @@ def lab_attack(
     """Write a lab fine-tuning set for `safestress finetune --data`: harmful requests carried out
     (a fine-tuning attack) mixed with benign ones answered; --harmful-rows 0 gives benign fine-tuning."""
     from safestress.lab.language import split
-    from safestress.train.common import write_rows
+    from safestress.textfile import write_rows
 
     if harmful + benign == 0:
         raise SafestressError("--harmful-rows and --benign-rows are both 0: no rows to write")

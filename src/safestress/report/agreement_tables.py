@@ -15,10 +15,14 @@ from safestress.report.tables import fmt_kappa, fmt_p, level_label
 
 def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDifference], level: float) -> Block:
     """One row per judge: accuracy, κ with its interval, the confusion counts and, for every
-    judge after the first, its κ difference to the first on the same items."""
+    judge after the first, its κ difference to the first on the same items, Holm over those
+    comparisons (the table's family) and the word the adjusted p allows."""
+    from safestress import stats
+
     pct = level_label(level)
     head = ["judge", "n", "unscored", "accuracy", f"Cohen's κ [{pct} CI]", "TP/FP/FN/TN"]
-    head += [f"κ − first's [{pct} CI]", "p"] if diffs else []
+    head += [f"κ − first's [{pct} CI]", "p", "p (Holm)", "verdict"] if diffs else []
+    adjusted = stats.holm([d.p_value for d in diffs]) if diffs else []
     cells = []
     for i, a in enumerate(results):
         c = a.confusion
@@ -26,10 +30,20 @@ def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDiffe
         row.append("/".join(str(c[k]) for k in ("tp", "fp", "fn", "tn")))
         if diffs:
             d = diffs[i - 1] if i else None
-            row += [f"{d.difference:+.3f} [{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]", fmt_p(d.p_value)] if d else ["—", "—"]
+            if d is None:
+                row += ["—"] * 4
+            else:
+                q = adjusted[i - 1]
+                row += [f"{d.difference:+.3f} [{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]", fmt_p(d.p_value), fmt_p(q)]
+                row.append(stats.verdict(q))
         cells.append(row)
     notes = ["κ is undefined where judge and labels each use one class only (0/0), never 1."]
-    return Block(title, head, cells, notes, text=("judge",), optional=("unscored", "TP/FP/FN/TN"))
+    if diffs:
+        notes.append(
+            f"Holm family: the {len(diffs)} comparison(s) with the first judge's κ in this table (paired bootstrap "
+            "over items)."
+        )
+    return Block(title, head, cells, notes, text=("judge", "verdict"), optional=("unscored", "TP/FP/FN/TN"))
 
 
 def _preview(text: str, chars: int) -> str:
@@ -59,6 +73,9 @@ def disagreement_block(first: Agreement, shown: int = 10) -> Block:
 
 def agreement_records(results: list[Agreement], diffs: list[KappaDifference]) -> list[dict[str, Any]]:
     """One flat record per judge, for CSV."""
+    from safestress import stats
+
+    holm_p = stats.holm([d.p_value for d in diffs]) if diffs else []
     records = []
     for i, a in enumerate(results):
         record = {"judge": a.judge, "n": a.n, "unscored": a.unscored, "accuracy": a.accuracy, "kappa": a.kappa}
@@ -70,6 +87,8 @@ def agreement_records(results: list[Agreement], diffs: list[KappaDifference]) ->
             "kappa_minus_first_ci_high": d.ci[1] if d else None,
             "p": d.p_value if d else None,
         }
+        if diffs:
+            record["p_holm"] = holm_p[i - 1] if i else None
         records.append(record)
     return records
 

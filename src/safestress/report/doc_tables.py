@@ -25,6 +25,11 @@ study's runs against the one model they were trained from, when the export holds
   parts of condition names, e.g. ``unit_class=scu`` and ``unit_class=random``; optional
   ``outcome=``): the draws' rates as a distribution and the classified set's rank in it
   (report/draws.py);
+* ``agreement``: judges against human labels (``file=`` the verdicts ``safestress judge eval
+  --rows`` wrote, ``data=`` the labelled file, ``label=`` its column, default ``final_label``,
+  ``positive=V,V``): accuracy, Cohen's κ with its interval, the confusion, and every later
+  judge's κ against the first's (paired bootstrap), as ``judge eval`` prints them. The labels are
+  read from their own file (``../shared`` beside the project), never copied;
 * ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
   ``benchmarks/lab_calibration.py``);
 * ``sequential``: a sequential sweep against the full sweep of the same conditions
@@ -49,8 +54,8 @@ from safestress.config import margin_share
 from safestress.errors import SafestressError
 
 _BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
-KINDS = ("rates", "contrasts", "runs", "draws", "calibration", "sequential")
-_FILE_OPTIONS = ("full", "order")  # options that name a further file, relative to the document
+KINDS = ("rates", "contrasts", "runs", "draws", "agreement", "calibration", "sequential")
+_FILE_OPTIONS = ("full", "order", "data")  # options that name a further file, relative to the document
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,8 @@ def render(spec: TableSpec) -> str:
     """The Markdown a block holds, computed from its source."""
     if spec.kind == "calibration":
         return calibration_table(json.loads(spec.source.read_text()))
+    if spec.kind == "agreement":
+        return agreement_table(spec)
     from safestress.report import markdown_arms, markdown_contrasts, markdown_draws, markdown_table
     from safestress.report.contrasts import model_contrasts
     from safestress.report.runs import arm_rows, parse_arms
@@ -127,6 +134,29 @@ def render(spec: TableSpec) -> str:
         picked = [spec.options.get(k, "") for k in ("classified", "draws")]
         return markdown_draws(draw_rows(frame, judge, *picked, spec.options.get("outcome", "rate")), *picked)
     return markdown_contrasts(model_contrasts(frame, judge, spec.options.get("baseline"), margin))
+
+
+def agreement_table(spec: TableSpec) -> str:
+    """Judges' saved per-item verdicts against the labels of the file they judged."""
+    from safestress.datasets import read_rows_file
+    from safestress.judges.agreement import agreement_from, compare_kappa, read_verdicts, truth_of
+    from safestress.report import markdown_notes, markdown_rows
+    from safestress.report.agreement_tables import agreement_block
+
+    if "data" not in spec.options or "positive" not in spec.options:
+        raise SafestressError("an 'agreement' table needs data=LABELLED_FILE and positive=VALUE[,VALUE]")
+    data = spec.options["data"]
+    label = spec.options.get("label", "final_label")
+    rows = read_rows_file(data)
+    truth = truth_of(rows, label, [v for v in spec.options["positive"].split(",") if v], data)
+    level = float(spec.options.get("level", 0.95))
+    verdicts = read_verdicts(spec.source, len(truth))
+    results = [agreement_from(judge, per_item, truth, level) for judge, per_item in verdicts.items()]
+    diffs = [compare_kappa(truth, a.verdicts, results[0].verdicts, level=level) for a in results[1:]]
+    block = agreement_block("", results, diffs, level)
+    positive = spec.options["positive"]
+    source = f"Against `{label}` of {Path(data).name} (positive: {positive}); verdicts: {spec.source.name}."
+    return markdown_rows(block.head, block.cells) + markdown_notes([source, *block.notes])
 
 
 def calibration_table(data: dict[str, Any]) -> str:

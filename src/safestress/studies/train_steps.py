@@ -88,7 +88,7 @@ def write_pairs(ctx: StepContext, dataset: str, response: str, limit: int | None
             f"step '{ctx.step.name}': {len(missing)} item(s) of {dataset} have no '{response}' field "
             f"(e.g. item {missing[0]}); fields: {', '.join(sorted(items[0].meta)) or 'none'}"
         )
-    from safestress.train.common import write_rows
+    from safestress.textfile import write_rows
 
     path = ctx.folder / "pairs.csv"
     write_rows(path, ["prompt", "response"], ([i.prompt, i.meta[response]] for i in items))
@@ -285,7 +285,7 @@ class PreferStep(TrainStep):
         answerer = ancestor(ctx, own["answers_from"], model) if own.get("answers_from") else model
         rows, facts = preference_rows(ctx, own, answerer)
         facts["answered_by"] = slug(answerer)
-        from safestress.train.common import write_rows
+        from safestress.textfile import write_rows
 
         write_rows(path, ["prompt", "chosen", "rejected", "harmful"], rows)
         facts_file.write_text(json.dumps(facts) + "\n")

@@ -8,7 +8,7 @@ import json
 import logging
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,24 +33,6 @@ class TrainSettings:
             raise SafestressError("steps and batch size must be ≥ 1 and max length ≥ 8")
         if not self.learning_rate > 0:
             raise SafestressError(f"learning rate must be > 0, got {self.learning_rate}")
-
-
-def write_rows(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A training file (``safestress finetune --data``'s prompt/response pairs, ``defend quada
-    --data``'s preference rows) as CSV, written beside and then renamed: a kill never leaves half a
-    file that a later run would train on. A folder or a missing parent is a one-line error."""
-    import csv
-
-    if path.is_dir():
-        raise SafestressError(f"{path} is a folder; give a .csv file to write")
-    if not path.parent.is_dir():
-        raise SafestressError(f"cannot write {path}: no folder {path.parent}")
-    tmp = path.with_name(f".{path.name}.part")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
 
 
 def require_new_dir(path: Path, what: str = "") -> None:
