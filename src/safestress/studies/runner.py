@@ -61,8 +61,8 @@ def _perturbation_data(part: dict[str, Any]) -> dict[str, Any]:
     name = part.get("perturb")
     if not isinstance(name, str) or name not in PERTURBATIONS:
         return {}
-    field = getattr(PERTURBATIONS.get(name), "Params", None)
-    calib = field.model_fields.get("calib") if field is not None else None
+    params = getattr(PERTURBATIONS.get(name), "Params", None)
+    calib = params.model_fields.get("calib") if params is not None else None
     return {"calib": calib.default} if calib is not None else {}
 
 

@@ -59,19 +59,19 @@ def folder_bytes(folder: Path) -> int:
 
 def check_disk(ctx: StepContext, runs: list[Path], pending: int) -> None:
     """Refuse, in one line, to train ``pending`` more runs when the disk cannot hold them, sized by
-    a finished run of the step (each run is a whole model: 56 runs of a 0.5B model are 134 GB).
+    a finished run of the step (each run is a whole model: the units study's 28 runs of a 0.5B model are 67 GB).
     Before any run has finished there is nothing to size by, and the first run goes ahead."""
     import shutil
 
     done = next((r for r in runs if r.is_dir()), None)
     if done is None:
         return
-    need = folder_bytes(done) * pending
-    free = shutil.disk_usage(ctx.folder).free
+    size = folder_bytes(done)
+    need, free = size * pending, shutil.disk_usage(ctx.folder).free
     if need > free:
         gb = 1024**3
         raise SafestressError(
-            f"step '{ctx.step.name}': {pending} more runs of {folder_bytes(done) / gb:.1f} GB need "
+            f"step '{ctx.step.name}': {pending} more runs of {size / gb:.1f} GB need "
             f"{need / gb:.0f} GB, {free / gb:.0f} GB free under {ctx.folder}; finished runs are kept "
             "(free space, or fewer runs or a smaller model, then rerun)"
         )
@@ -256,13 +256,12 @@ class PreferStep(TrainStep):
     arms keep their own (``perturb: none`` for plain DPO)."""
 
     own = ("harmful", "benign", "answer", "limit", "max_new_tokens", "judge", "answers_from")
+    summary_file = "quada.json"
 
     @staticmethod
     def data_defaults() -> dict[str, Any]:
         """The datasets the step reads where it names none (the study key covers their contents)."""
         return dict(PREFER_DATA)
-
-    summary_file = "quada.json"
 
     def command(self) -> Callable[..., None]:
         from safestress.train.cli import quada_command
