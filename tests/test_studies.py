@@ -115,7 +115,9 @@ class _Scripted(Judge):
         ]
 
 
-def _scripted_run(study: str, family, tmp_path: Path, monkeypatch, data_dir, judge: type, setting: str) -> Path:
+def _scripted_run(
+    study: str, family, tmp_path: Path, monkeypatch, data_dir, judge: type, setting: str, *extra: str
+) -> Path:
     """Run a packaged study at the test scale on both tiny models, with ``judge`` (a scripted
     judge that knows harmful-train's prompts) named by the scale setting ``setting``."""
     from safestress.datasets import load_dataset
@@ -127,7 +129,7 @@ def _scripted_run(study: str, family, tmp_path: Path, monkeypatch, data_dir, jud
     settings.write_text(f"{setting}: scripted\n")
     out = tmp_path / study
     models = ["-m", family[0], "-m", family[1]]
-    code, text = _run("study", "run", study, *models, "--scale", "test", "-c", str(settings), "--out", str(out))
+    code, text = _run("study", "run", study, *models, "--scale", "test", "-c", str(settings), "--out", str(out), *extra)
     assert code == 0, text
     return out
 
@@ -270,6 +272,30 @@ def test_a_training_step_the_disk_cannot_hold_stops_in_one_line_and_keeps_its_ru
     monkeypatch.setattr(shutil, "disk_usage", real)
     _scripted_run("budget", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge")
     assert (align / "done.json").is_file() and (first / "finetune.json").stat().st_mtime_ns == stamp
+
+
+def test_drop_weights_frees_a_training_step_once_its_readers_are_done(family, tmp_path, monkeypatch, data_dir):
+    """--drop-weights: each run of a training step loses its weights once every step that needs the
+    training step has finished; the page, a rerun and the records are unchanged, and a step that
+    wants the weights again says how to get them in one line."""
+    out = _scripted_run("budget", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge", "--drop-weights")
+    (align,) = out.glob("steps/align-*")
+    runs = [f for f in align.iterdir() if f.is_dir()]
+    assert len(runs) == 2 * (2 + 2 + 2)  # two models, three arms, two runs each
+    for run in runs:
+        dropped = json.loads((run / "weights-dropped.json").read_text())
+        assert dropped["after"] == ["aligned"] and any(name.endswith(".safetensors") for name in dropped["files"])
+        assert not list(run.glob("*.safetensors")) and (run / "finetune.json").is_file()
+        assert (run / "config.json").is_file()
+    page = (out / "report" / "study.md").read_text()
+    assert "Each run of `tiny-qwen` against the model before training" in page
+    settings = tmp_path / "judge.yaml"
+    args = ["study", "run", "budget", "-m", family[0], "-m", family[1], "--scale", "test", "-c", str(settings)]
+    code, text = _run(*args, "--out", str(out))
+    assert code == 0, text  # finished: nothing needs the weights
+    assert "0 step(s) run, 3 finished before" in text and (out / "report" / "study.md").read_text() == page
+    code, text = _run(*args, "--out", str(out), "--redo", "aligned")
+    assert code != 0 and "were dropped (--drop-weights" in text and "--redo align " in text
 
 
 def test_approximations_study_sets_perplexity_beside_rates_and_tests_drift(family, tmp_path, monkeypatch, data_dir):

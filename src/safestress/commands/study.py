@@ -44,7 +44,10 @@ def study_run(
     ),
     data_dir: str | None = typer.Option(None, help="folder with local copies of the datasets"),
     redo: list[str] | None = typer.Option(
-        None, "--redo", help="run this finished step again (repeatable), e.g. after a data file changed"
+        None, "--redo", help="run this finished step again (repeatable), e.g. after a judge's code changed"
+    ),
+    drop_weights: bool = typer.Option(
+        False, "--drop-weights", help="delete a training step's run weights once every step that needs it is done"
     ),
 ) -> None:
     """Run a study's unfinished steps on the models, then write its page (report/study.md)."""
@@ -86,6 +89,7 @@ def study_run(
             data_dir=data_dir,
             identities=identities,
             redo=frozenset(redo or []),
+            drop_weights=drop_weights,
         )
     ran = [o for o in outcomes if not o.skipped]
     err.print(f"{len(ran)} step(s) run, {len(outcomes) - len(ran)} finished before", highlight=False)

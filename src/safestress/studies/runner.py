@@ -172,11 +172,14 @@ def run_study(
     data_dir: str | None = None,
     identities: list[dict[str, Any]] | None = None,
     redo: frozenset[str] = frozenset(),
+    drop_weights: bool = False,
 ) -> list[StepOutcome]:
     """Run every unfinished step of ``study`` at ``scale`` on ``models`` into ``out``
     (``identities``: :func:`model_identities` of ``models``, when the caller checked them first).
     Steps named in ``redo`` run again although finished, from an empty folder (the old one is
-    renamed, not deleted), e.g. after a change the key cannot see (a judge's code, a library)."""
+    renamed, not deleted), e.g. after a change the key cannot see (a judge's code, a library).
+    ``drop_weights``: delete a training step's weights once every step that needs it has finished
+    (:func:`drop_spent_weights`), so a study keeps one training step's runs on disk at a time."""
     from safestress.studies import STEPS
 
     study.check(STEPS.names())
@@ -227,7 +230,44 @@ def run_study(
         _write_json(out / "study.json", meta)
         log(f"step {step.name}: done in {seconds} s")
         outcomes.append(StepOutcome(step.name, folder, False, seconds))
+        if drop_weights:
+            drop_spent_weights(steps, folders, log)
     return outcomes
+
+
+# files that hold a run's weights; its config, tokenizer and training record stay
+_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.pt", "*.pth")
+DROPPED = "weights-dropped.json"
+
+
+def drop_spent_weights(steps: tuple[StepSpec, ...] | list[StepSpec], folders: dict[str, Path], log: Callable) -> None:
+    """Delete the weights of every training step's runs once each step that needs that training step
+    has finished: what they were made for is then in the store and the records. Each run keeps
+    its config, tokenizer and training record, and ``weights-dropped.json`` lists what went and its
+    size; a later step that wants the weights again says so in one line (``--redo`` the training)."""
+    for step in steps:
+        folder = folders.get(step.name)
+        listing = folder / "models.json" if folder else None
+        if listing is None or not listing.is_file() or not (folder / "done.json").is_file():
+            continue  # not a training step, or not finished
+        readers = [s.name for s in steps if step.name in s.needs]
+        if not readers or not all((folders.get(r, Path("-")) / "done.json").is_file() for r in readers):
+            continue
+        freed = 0
+        for run in sorted(p for p in folder.iterdir() if p.is_dir() and not (p / DROPPED).is_file()):
+            files = sorted(f for pattern in _WEIGHTS for f in run.glob(pattern))
+            if not files:
+                continue
+            sizes = {f.name: f.stat().st_size for f in files}
+            _write_json(run / DROPPED, {"files": sizes, "after": readers})
+            for f in files:
+                f.unlink()
+            freed += sum(sizes.values())
+        if freed:
+            log(
+                f"step {step.name}: weights of its runs dropped ({freed / 1024**3:.1f} GB); "
+                "every step that needs them is done"
+            )
 
 
 def read_folder(out: Path) -> dict[str, Any]:

@@ -128,7 +128,18 @@ def trained_models(ctx: StepContext, step: str, setting: str = "models_from") ->
     listing = ctx.needs[step] / "models.json"
     if not listing.is_file():
         raise SafestressError(f"step '{ctx.step.name}': {setting} '{step}' is not a training step (no models.json)")
-    return run_paths(ctx.needs[step], json.loads(listing.read_text()))
+    runs = run_paths(ctx.needs[step], json.loads(listing.read_text()))
+    from safestress.studies.runner import DROPPED
+
+    dropped = [
+        f for by_arm in runs.values() for folders in by_arm.values() for f in folders if (Path(f) / DROPPED).is_file()
+    ]
+    if dropped:
+        raise SafestressError(
+            f"step '{ctx.step.name}': the weights of {len(dropped)} run(s) of step '{step}' were dropped "
+            f"(--drop-weights; e.g. {Path(dropped[0]).name}); run with --redo {step} to train them again"
+        )
+    return runs
 
 
 class SweepStep:
