@@ -99,3 +99,24 @@ def test_models_and_datasets_keep_only_the_named_rows(tmp_path: Path):
     page.write_text(page.read_text().replace("datasets=e", "datasets=gone"))
     proc = cli("refresh-tables", str(page), "--check")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "dataset 'gone' has no rows" in proc.stderr
+
+
+def test_condition_keeps_one_condition_even_with_commas_in_its_name(tmp_path: Path):
+    """``condition=NAME`` keeps one condition's rows (a sweep's clean models as a quality table);
+    a condition whose name holds commas (its sites) is named whole; an absent one is one line."""
+    sites = "prune u=1 @ blocks.*.mlp.act,blocks.*.attn.z"
+    frame = pd.DataFrame(
+        _rows("clean", "none", 0.0, ["refusal"] * 7 + ["compliance"] * 3)
+        + _rows(sites, "prune", 1.0, ["compliance"] * 6 + ["refusal"] * 4)
+    )
+    frame.to_parquet(tmp_path / "rows.parquet", index=False)
+    page = tmp_path / "page.md"
+    for name, kept, gone in (("clean", "| clean |", "prune"), (sites, "| 60.0 \\[", "| clean |")):
+        opening = f'rates export=rows.parquet judge=j@1 condition="{name}"'
+        page.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
+        refresh(page)
+        text = page.read_text()
+        assert kept in text and gone not in text.split("-->", 1)[1].split("Holm family")[0]
+    page.write_text(page.read_text().replace(sites, "noise"))
+    proc = cli("refresh-tables", str(page), "--check")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "condition 'noise' has no rows" in proc.stderr

@@ -17,7 +17,8 @@ The opening comment names the kind of table and its source, a path relative to t
 
 Any table of per-prompt rows takes ``models=NAME,NAME,…`` to keep only those models' rows (a
 study's runs against the one model they were trained from, when the export holds several), and
-``datasets=NAME,…`` to keep only those datasets' rows (a judge that scored several sets);
+``datasets=NAME,…`` to keep only those datasets' rows (a judge that scored several sets), and
+``condition=NAME`` to keep one condition's rows (``condition=clean``: a sweep's unperturbed models);
 * ``runs``: training methods at the run level (``arms="NAME=MODEL,MODEL;NAME=…"``, the first
   arm the baseline; optional ``outcome=rate|all|safe|incoherent``, what each run's rate counts;
   report/runs.py);
@@ -111,9 +112,12 @@ def render(spec: TableSpec) -> str:
         raise SafestressError(f"a '{spec.kind}' table needs judge=KEY")
     if judge not in set(frame["judge"].dropna()):
         raise SafestressError(f"judge '{judge}' has no verdicts in {spec.source.name}")
-    for option, column in (("models", "model"), ("datasets", "dataset")):
+    for option, column in (("models", "model"), ("datasets", "dataset"), ("condition", "condition")):
         if option in spec.options:
-            keep = [m for m in spec.options[option].split(",") if m]
+            # a condition's name may hold commas (its sites), so condition= names exactly one
+            keep = (
+                [spec.options[option]] if option == "condition" else [m for m in spec.options[option].split(",") if m]
+            )
             missing = sorted(set(keep) - set(frame[column]))
             if missing:
                 raise SafestressError(f"{column} '{missing[0]}' has no rows in {spec.source.name}")
