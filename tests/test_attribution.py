@@ -9,6 +9,7 @@ import safestress as ss
 from safestress.attribution.calibration import CalibrationSet, encode_pairs
 from safestress.attribution.scores import UnitScores, compute_scores, n_heads
 from safestress.attribution.units import Ratios, UnitMap, classify, percentile_ranks
+from safestress.errors import SafestressError
 from safestress.perturb import PERTURBATIONS
 from safestress.report.labels import labelled
 from safestress.sites.hooks import capture
@@ -149,6 +150,12 @@ def test_pruning_masks_exactly_the_chosen_units_and_is_undone(lm, tmp_path):
     assert not torch.equal(pruned_logits, clean_logits)
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, clean_logits)  # undone on exit
+    # sites that hold no unit would leave the model clean under a "pruned" label: refused, in one line
+    with (
+        pytest.raises(SafestressError, match=r"none of the \d+ selected sites .* holds a unit of 'scu'"),
+        ss.perturbed(lm, prune, "blocks.*.resid_post"),
+    ):
+        pass
 
 
 def test_random_control_matches_class_sizes_and_seed(lm, tmp_path):

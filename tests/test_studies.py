@@ -141,6 +141,7 @@ def test_units_study_classifies_then_prunes_against_random_draws(family, tmp_pat
     assert page.count("unit\\_class=random") >= 5 * 2  # five random draws per model, in each judge's table
     assert "unit\\_class=scu" in page
     assert "SCU among the random draws of its size, judge" in page
+    assert "@ blocks.\\*.mlp.act,blocks.\\*.attn.z" in page  # pruned where the units sit
     assert page.count(" of 6 |") >= 2 * 2  # the classified set's rank among itself and five draws, per model and set
     record = json.loads(next(out.glob("steps/units-*/done.json")).read_text())["record"]
     assert set(record["models"]) == {"tiny-llama", "tiny-qwen"}

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from safestress.attribution.units import UnitMap
+from safestress.errors import SafestressError
 from safestress.perturb.base import Params, Perturbation
 from safestress.perturb.context import RowContext
 from safestress.sites.hooks import site_hooks
@@ -81,6 +82,17 @@ class Prune(Perturbation):
                 mask = out.setdefault(site, torch.ones(width))
                 mask[lo:hi] = 0.0
         return out
+
+    def prepare(self, lm: Any, sites: list[str]) -> None:
+        """Refuse a site selection that holds none of the chosen units: pruning would change
+        nothing, and every "pruned" condition would silently be the clean model."""
+        chosen = self.masks(lm.ensure_weights(), UnitMap.load(self.params.units))
+        if chosen and not set(chosen) & set(sites):
+            raise SafestressError(
+                f"prune: none of the {len(sites)} selected sites ({sites[0]}, …) holds a unit of "
+                f"'{self.params.unit_class}'; units sit at blocks.L.mlp.act and blocks.L.attn.z "
+                "(--sites 'blocks.*.mlp.act,blocks.*.attn.z')"
+            )
 
     @contextmanager
     def install(self, model: nn.Module, sites: list[str], ctx: RowContext) -> Iterator[None]:
