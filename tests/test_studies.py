@@ -279,8 +279,13 @@ def test_drop_weights_frees_a_training_step_once_its_readers_are_done(family, tm
     """--drop-weights: each run of a training step loses its weights once every step that needs the
     training step has finished; the page, a rerun and the records are unchanged, and a step that
     wants the weights again says how to get them in one line."""
-    out = _scripted_run("budget", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge", "--drop-weights")
+    out = _scripted_run("budget", family, tmp_path, monkeypatch, data_dir, _Scripted, "calib_judge")
     (align,) = out.glob("steps/align-*")
+    assert list(align.glob("*/*.safetensors"))  # kept without the option
+    settings = tmp_path / "judge.yaml"
+    args = ["study", "run", "budget", "-m", family[0], "-m", family[1], "--scale", "test", "-c", str(settings)]
+    code, text = _run(*args, "--out", str(out), "--drop-weights")  # a finished study: the option frees it
+    assert code == 0 and "weights of its runs dropped" in text, text
     runs = [f for f in align.iterdir() if f.is_dir()]
     assert len(runs) == 2 * (2 + 2 + 2)  # two models, three arms, two runs each
     for run in runs:
@@ -290,8 +295,6 @@ def test_drop_weights_frees_a_training_step_once_its_readers_are_done(family, tm
         assert (run / "config.json").is_file()
     page = (out / "report" / "study.md").read_text()
     assert "Each run of `tiny-qwen` against the model before training" in page
-    settings = tmp_path / "judge.yaml"
-    args = ["study", "run", "budget", "-m", family[0], "-m", family[1], "--scale", "test", "-c", str(settings)]
     code, text = _run(*args, "--out", str(out))
     assert code == 0, text  # finished: nothing needs the weights
     assert "0 step(s) run, 3 finished before" in text and (out / "report" / "study.md").read_text() == page

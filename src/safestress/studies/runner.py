@@ -232,6 +232,8 @@ def run_study(
         outcomes.append(StepOutcome(step.name, folder, False, seconds))
         if drop_weights:
             drop_spent_weights(steps, folders, log)
+    if drop_weights:  # also what a finished study left: a rerun with the option frees it
+        drop_spent_weights(steps, folders, log)
     return outcomes
 
 
