@@ -239,7 +239,6 @@ def run_study(
 
 # files that hold a run's weights; its config, tokenizer and training record stay
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.pt", "*.pth")
-DROPPED = "weights-dropped.json"
 
 
 def drop_spent_weights(steps: tuple[StepSpec, ...] | list[StepSpec], folders: dict[str, Path], log: Callable) -> None:
@@ -247,6 +246,8 @@ def drop_spent_weights(steps: tuple[StepSpec, ...] | list[StepSpec], folders: di
     has finished: what they were made for is then in the store and the records. Each run keeps
     its config, tokenizer and training record, and ``weights-dropped.json`` lists what went and its
     size; a later step that wants the weights again says so in one line (``--redo`` the training)."""
+    from safestress.studies.steps import DROPPED
+
     for step in steps:
         folder = folders.get(step.name)
         listing = folder / "models.json" if folder else None

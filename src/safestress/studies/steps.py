@@ -110,6 +110,10 @@ def _with_variant(settings: dict[str, Any], variant: dict[str, Any]) -> dict[str
     return {**base, **top, "params": {**base.get("params", {}), **params}}
 
 
+# written into a run's folder when ``study run --drop-weights`` deleted its weights (runner.py)
+DROPPED = "weights-dropped.json"
+
+
 def run_paths(folder: Path, listing: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
     """A training step's listing (base model → arm → run folder names) with each run's path.
 
@@ -129,8 +133,6 @@ def trained_models(ctx: StepContext, step: str, setting: str = "models_from") ->
     if not listing.is_file():
         raise SafestressError(f"step '{ctx.step.name}': {setting} '{step}' is not a training step (no models.json)")
     runs = run_paths(ctx.needs[step], json.loads(listing.read_text()))
-    from safestress.studies.runner import DROPPED
-
     dropped = [
         f for by_arm in runs.values() for folders in by_arm.values() for f in folders if (Path(f) / DROPPED).is_file()
     ]
