@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from safestress import stats
 from safestress.judges.agreement import Agreement, KappaDifference
 from safestress.judges.audit import JudgeAudit
 from safestress.report.fit import Block
@@ -17,12 +18,10 @@ def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDiffe
     """One row per judge: accuracy, κ with its interval, the confusion counts and, for every
     judge after the first, its κ difference to the first on the same items, Holm over those
     comparisons (the table's family) and the word the adjusted p allows."""
-    from safestress import stats
-
     pct = level_label(level)
     head = ["judge", "n", "unscored", "accuracy", f"Cohen's κ [{pct} CI]", "TP/FP/FN/TN"]
     head += [f"κ − first's [{pct} CI]", "p", "p (Holm)", "verdict"] if diffs else []
-    adjusted = stats.holm([d.p_value for d in diffs]) if diffs else []
+    adjusted = kappa_holm(diffs)
     cells = []
     for i, a in enumerate(results):
         c = a.confusion
@@ -44,6 +43,11 @@ def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDiffe
             "over items)."
         )
     return Block(title, head, cells, notes, text=("judge", "verdict"), optional=("unscored", "TP/FP/FN/TN"))
+
+
+def kappa_holm(diffs: list[KappaDifference]) -> list[float]:
+    """Holm-adjusted p of each later judge's κ against the first's: the family is one table's comparisons."""
+    return stats.holm([d.p_value for d in diffs]) if diffs else []
 
 
 def _preview(text: str, chars: int) -> str:
@@ -73,9 +77,7 @@ def disagreement_block(first: Agreement, shown: int = 10) -> Block:
 
 def agreement_records(results: list[Agreement], diffs: list[KappaDifference]) -> list[dict[str, Any]]:
     """One flat record per judge, for CSV."""
-    from safestress import stats
-
-    holm_p = stats.holm([d.p_value for d in diffs]) if diffs else []
+    holm_p = kappa_holm(diffs)
     records = []
     for i, a in enumerate(results):
         record = {"judge": a.judge, "n": a.n, "unscored": a.unscored, "accuracy": a.accuracy, "kappa": a.kappa}

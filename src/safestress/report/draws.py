@@ -23,7 +23,8 @@ import numpy as np
 
 from safestress import stats
 from safestress.errors import SafestressError
-from safestress.report.summary import outcome_values
+from safestress.report.runs import prompt_mean_rate
+from safestress.report.summary import OUTCOMES, outcome_values
 
 
 @dataclass
@@ -41,12 +42,6 @@ class DrawRow:
     p_holm: float = math.nan
     verdict: str = ""
     outcome: str = "rate"
-
-
-def _rate(rows: Any) -> float:
-    """A condition's rate: the mean over prompts of per-prompt means (several seeds), scored rows only."""
-    scored = rows.dropna(subset=["value"])
-    return float(scored.groupby("item_id")["value"].mean().mean()) if not scored.empty else math.nan
 
 
 def draw_rows(frame: Any, judge: str, classified: str, draws: str, outcome: str = "rate") -> list[DrawRow]:
@@ -67,8 +62,8 @@ def draw_rows(frame: Any, judge: str, classified: str, draws: str, outcome: str 
                 f"{model} on {dataset}: '{classified}' must name exactly one condition (found {len(mine)}) and "
                 f"'{draws}' at least one (found {len(theirs)})"
             )
-        rate = _rate(part[part["condition"] == mine[0]])
-        draw_rates = [_rate(part[part["condition"] == c]) for c in theirs]
+        rate = prompt_mean_rate(part[part["condition"] == mine[0]])
+        draw_rates = [prompt_mean_rate(part[part["condition"] == c]) for c in theirs]
         clean = part[part["condition"] == "clean"]
         rank, p = stats.rank_p(rate, draw_rates)
         rows.append(
@@ -76,7 +71,7 @@ def draw_rows(frame: Any, judge: str, classified: str, draws: str, outcome: str 
                 str(model),
                 str(dataset),
                 judge,
-                _rate(clean) if not clean.empty else math.nan,
+                prompt_mean_rate(clean) if not clean.empty else math.nan,
                 rate,
                 draw_rates,
                 float(np.mean(draw_rates)),
@@ -127,8 +122,6 @@ def draw_cells(r: DrawRow) -> list[str]:
 
 def draw_notes(rows: list[DrawRow], classified: str = "", draws: str = "") -> list[str]:
     """What the table's columns count and the family its Holm correction runs over."""
-    from safestress.report.summary import OUTCOMES
-
     if not rows:
         return []
     chosen = (

@@ -75,8 +75,9 @@ def parse_arms(items: list[str] | None) -> dict[str, list[str]]:
     return arms
 
 
-def _run_rate(rows: Any) -> float:
-    """One run's rate under one condition: the mean over prompts of per-prompt means (scored only)."""
+def prompt_mean_rate(rows: Any) -> float:
+    """One model's rate under one condition (a training run's, a pruned set's): the mean over
+    prompts of per-prompt means of ``value`` (several seeds), scored rows only."""
     scored = rows.dropna(subset=["value"])
     if scored.empty:
         return math.nan
@@ -99,7 +100,7 @@ def arm_rows(frame: Any, judge: str, arms: dict[str, list[str]], outcome: str = 
     rows: list[ArmRow] = []
     for dataset, part in df.groupby("dataset", sort=True):
         rates = {  # (arm, condition key) → per-run rates
-            (arm, key): [_run_rate(grp[grp["model"] == m]) for m in runs]
+            (arm, key): [prompt_mean_rate(grp[grp["model"] == m]) for m in runs]
             for arm, runs in arms.items()
             for key, grp in part[part["model"].isin(runs)].groupby(CONDITION_KEY, sort=False)
         }
