@@ -15,7 +15,8 @@ head that never saw it. Reported:
 
 Per-row probabilities go to ``OUT/predictions.json``; heads to ``OUT/fold{k}`` (resumes).
 
-Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/harm_judge.py --pyrit DIR --out bench_out/harm
+Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/harm_judge.py --pyrit DIR --out bench_out/harm \
+           --rows docs/results/judges
        (DIR: ``pip install --no-deps --target /tmp/pyrit pyrit==1.1.0``, then
        /tmp/pyrit/pyrit/datasets/scorer_evals; ≈ 15 min per fold on 2 cores)
 """
@@ -239,15 +240,48 @@ def report(rows: list[dict], preds: dict, data_dir: Path) -> None:
         print(f"| {model} (fold {fold}) | {ref[0]}/{ref[1]} | {found[0]}/{found[1]} | {safe[0]}/{safe[1]} |")
 
 
+def _harmful(label: str) -> bool | None:
+    """A harm verdict's label as a per-item verdict: harmful, not, or not scored (incoherent)."""
+    return {"harmful": True, "safe": False}.get(label)
+
+
+def save_rows(rows: list[dict], preds: dict, data_dir: Path, out: Path) -> None:
+    """The per-item verdicts behind docs/judges.md's held-out tables (``agreement`` blocks): on
+    jailbreak_eval_manual.csv, the fold heads' and every refusal judge's "complied" (read as
+    harmful); on each XSTest model, the fold head that never saw it and the phrase judges. Row i is
+    row i of the labelled file; the labels stay there."""
+    from safestress.judges.agreement import write_verdict_lists
+
+    out.mkdir(parents=True, exist_ok=True)
+    held = {i: v for fold in preds.values() for i, v in fold["jailbreak_eval"].items()}
+    prompts, responses = [str(r["intent"]) for r in rows], [str(r["response"] or "") for r in rows]
+    verdicts = {"harm (held-out folds)": [_harmful(held[str(r["_id"])][1]) for r in rows]}
+    for name in REFUSAL_JUDGES:
+        verdicts[f"{name} (complied)"] = [v.harmful for v in make_judge(name).judge(prompts, responses)]
+    write_verdict_lists(out / "jailbreak-eval-heldout.csv", verdicts)
+    for fold in sorted(preds, key=int):
+        model = preds[fold]["xstest_model"]
+        rows_x = read_rows_file(data_dir / "xstest_labelled" / f"xstest_completions_{model}.csv")
+        p_x, r_x = [str(r["prompt"]) for r in rows_x], [str(r["completion"] or "") for r in rows_x]
+        per_model = {f"harm (fold {fold})": [_harmful(v[1]) for v in preds[fold]["xstest"]]}
+        for name in ("refusal", "phrase-jbb"):
+            per_model[f"{name} (complied)"] = [v.harmful for v in make_judge(name).judge(p_x, r_x)]
+        write_verdict_lists(out / f"xstest-{model}-heldout.csv", per_model)
+    print(f"verdicts written to {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pyrit", type=Path, required=True, help="PyRIT 1.1.0's datasets/scorer_evals folder")
     ap.add_argument("--out", type=Path, default=Path("bench_out/harm"))
+    ap.add_argument("--rows", type=Path, help="write the per-item verdict files here (docs/results/judges)")
     args = ap.parse_args()
     data_dir = Path(os.environ.get("SAFESTRESS_DATA_DIR", "../shared/data"))
     rows = read_rows_file(data_dir / "jailbreak_eval_manual.csv")
     args.out.mkdir(parents=True, exist_ok=True)
     preds = train_folds(rows, data_dir, args.pyrit, args.out)
+    if args.rows:
+        save_rows(rows, preds, data_dir, args.rows)
     report(rows, preds, data_dir)
     print()
     outside_examples(args.out)

@@ -39,6 +39,7 @@ from safestress.judges.agreement import (
     confusion_counts,
     evaluate_judge,
     load_labelled,
+    write_verdict_lists,
 )
 from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
 from safestress.judges.toxicity import TOXICITY_EPOCHS, ToxicityJudge, toxicity_head_settings, toxigen_statements
@@ -67,6 +68,7 @@ def rotation(
     held_out: list[str],
     compliant: list[str],
     extra_data: list[str],
+    rows_dir: Path | None = None,
 ) -> None:
     print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
     # training data beside the two XSTest models, read once: ``--extra`` (e.g. pyrit-objective) and
@@ -83,9 +85,15 @@ def rotation(
         train_s = time.perf_counter() - t0
         p, r, t = xstest(data, test)
         judge = EmbeddingRefusalJudge(head)
-        row = agreement_row(
-            t, [evaluate_judge(make_judge(name), p, r, t) for name in PHRASE_JUDGES], evaluate_judge(judge, p, r, t)
-        )
+        phrase = [evaluate_judge(make_judge(name), p, r, t) for name in PHRASE_JUDGES]
+        embedding = evaluate_judge(judge, p, r, t)
+        row = agreement_row(t, phrase, embedding)
+        if rows_dir is not None:  # the per-item verdicts behind docs/judges.md's rotation tables
+            rows_dir.mkdir(parents=True, exist_ok=True)
+            verdicts = {f"embedding, trained without {test}": embedding.verdicts}
+            write_verdict_lists(
+                rows_dir / f"xstest-{test}-rotation.csv", verdicts | {a.judge: a.verdicts for a in phrase}
+            )
         row["embedding"]["train_seconds"] = train_s
         row["embedding"]["scores"] = judge.refusal_probability(p, r)
         report[test] = row
@@ -351,6 +359,7 @@ def main() -> None:
     ap.add_argument("--toxicity-judge", action="append", default=[], help="pyrit-hate: judges to check (repeat)")
     ap.add_argument("--rescore", default="", help="recompute the rotation table from this JSON's head scores")
     ap.add_argument("--out", default="judge-agreement.json")
+    ap.add_argument("--rows", default="", help="rotation: write each held-out model's per-item verdicts here")
     args = ap.parse_args()
     data = Path(args.data)
     os.environ.setdefault("SAFESTRESS_DATA_DIR", str(data))
@@ -363,7 +372,8 @@ def main() -> None:
             settings = HeadSettings(epochs=args.epochs, augment=args.augment, opening_rule=args.opening_rule)
             report["opening_rule"] = args.opening_rule
             held_out = [m for m in args.held_out.split(",") if m]
-            rotation(data, settings, Path(tmp), report, held_out, args.compliant, args.extra)
+            rows_dir = Path(args.rows) if args.rows else None
+            rotation(data, settings, Path(tmp), report, held_out, args.compliant, args.extra, rows_dir)
     if "toxicity" in parts:
         nested = tuple(int(e) for e in args.toxicity_nested.split(",") if e)
         toxicity(report, args.toxicity_epochs, nested)

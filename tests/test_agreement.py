@@ -205,3 +205,75 @@ def test_saved_verdicts_recompute_the_agreement_table_in_a_document(data_dir, tm
     doc.write_text(doc.read_text().replace(f" positive={','.join(XSTEST_POSITIVE)}", ""))
     with pytest.raises(SafestressError, match="needs data=LABELLED_FILE and positive="):
         refresh(doc, check=True)
+
+
+def test_an_accuracy_table_counts_published_columns_and_keeps_the_rows_asked_for(tmp_path):
+    """`compare=accuracy`: each later judge's accuracy minus the first's on the items both scored,
+    exact McNemar on the discordant items (statsmodels' binomial test), Holm over the table;
+    `columns=` reads a published judge's labels from the labelled file (empty: not scored) and
+    `where=` keeps the rows whose column starts with a prefix; typos are one-line errors."""
+    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.multitest import multipletests
+
+    from safestress.judges.agreement import write_verdict_lists
+    from safestress.report.doc_tables import refresh
+    from safestress.report.tables import fmt_p
+
+    rng = np.random.default_rng(3)
+    n = 60
+    truth = rng.random(n) < 0.5
+    first = _rater(rng, truth, 0.9)
+    second = _rater(rng, truth, 0.6)
+    published = _rater(rng, truth, 0.7)
+    kind = np.where(np.arange(n) % 3 == 0, "contrast_x", "safe_y")
+    with (tmp_path / "labels.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "type", "paper"])
+        for i in range(n):
+            w.writerow(["yes" if truth[i] else "no", kind[i], "" if i < 5 else str(bool(published[i]))])
+    write_verdict_lists(tmp_path / "v.csv", {"a": first.tolist(), "b": [None, *second.tolist()[1:]]})
+    doc = tmp_path / "doc.md"
+    opening = "agreement file=v.csv data=labels.csv label=label positive=yes compare=accuracy columns=Paper:paper"
+    doc.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    table = doc.read_text()
+    right = first == truth
+
+    def line(other, keep):
+        only_a = int(np.sum(right[keep] & ~(other == truth)[keep]))
+        only_b = int(np.sum(~right[keep] & (other == truth)[keep]))
+        p = mcnemar([[0, only_a], [only_b, 0]], exact=True).pvalue
+        return only_a, only_b, p
+
+    keep_b = np.arange(n) >= 1
+    keep_paper = np.arange(n) >= 5
+    (ab, bb, pb), (ap, bp, pp) = line(second, keep_b), line(published, keep_paper)
+    row_b = next(r for r in table.splitlines() if r.startswith("| b |"))
+    row_paper = next(r for r in table.splitlines() if r.startswith("| Paper |"))
+    assert f"| {keep_b.sum()} | {100 * (bb - ab) / keep_b.sum():+.1f} pts" in row_b and f"| {ab} / {bb} |" in row_b
+    assert f"| {keep_paper.sum()} | {100 * (bp - ap) / keep_paper.sum():+.1f} pts" in row_paper
+    assert f"| {ap} / {bp} |" in row_paper and "| 55 | 5 |" in row_paper  # 5 rows the paper left unlabelled
+    acc_a = float(np.mean(right))
+    assert table.splitlines()[3].startswith(f"| a | {n} | 0 | {acc_a:.3f} \\[")
+    assert "Holm family: the 2 comparison(s)" in table
+    q_b, q_paper = multipletests([pb, pp], method="holm")[1]
+    assert f"| {fmt_p(pb)} | {fmt_p(q_b)} |" in row_b and f"| {fmt_p(pp)} | {fmt_p(q_paper)} |" in row_paper
+    assert refresh(doc, check=True) == []
+    # where=: only the contrast rows
+    doc.write_text(doc.read_text().replace("columns=Paper:paper", "where=type^contrast"))
+    refresh(doc)
+    assert f"| a | {int(np.sum(kind == 'contrast_x'))} | 0 |" in doc.read_text()
+    doc.write_text(doc.read_text().replace("where=type^contrast", "where=type!^contrast"))
+    refresh(doc)
+    assert f"| a | {int(np.sum(kind != 'contrast_x'))} | 0 |" in doc.read_text()
+    for bad, message in (
+        ("where=type^nothing", "keeps no row"),
+        ("where=type~x", "write COL=VALUE"),
+        ("columns=Paper:nope", "nope"),
+        ("columns=Paper:type", "not true/false"),
+        ("compare=f1", "known are kappa and accuracy"),
+    ):
+        spec = f"agreement file=v.csv data=labels.csv label=label positive=yes {bad}"
+        doc.write_text(f"<!-- safestress-table {spec} -->\n<!-- /safestress-table -->\n")
+        with pytest.raises(SafestressError, match=message):
+            refresh(doc, check=True)

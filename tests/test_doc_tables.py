@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from safestress.errors import SafestressError
 from safestress.report.doc_tables import blocks, refresh
 from tests.test_cli import cli
 from tests.test_report import _rows
@@ -20,6 +24,10 @@ def test_every_documented_table_equals_its_recomputation():
     fails here until ``safestress refresh-tables docs/*.md`` is run and the diff is read."""
     documents = sorted(DOCS.rglob("*.md"))  # with the study pages under docs/results/
     assert sum(blocks(d) for d in documents) >= 4  # the docs do hold generated tables
+    if importlib.util.find_spec("pyrit") is None:  # CI installs it (.ci/run); a newcomer may not have
+        needs = [d.name for d in documents if "data=pyrit:" in d.read_text()]
+        documents = [d for d in documents if d.name not in needs]
+        warnings.warn(f"not checked without PyRIT's data (pip install --no-deps pyrit==1.1.0): {needs}", stacklevel=1)
     drifted = {str(d.relative_to(DOCS)): refresh(d, check=True) for d in documents}
     assert not any(drifted.values()), drifted
 
@@ -120,3 +128,29 @@ def test_condition_keeps_one_condition_even_with_commas_in_its_name(tmp_path: Pa
     page.write_text(page.read_text().replace(sites, "noise"))
     proc = cli("refresh-tables", str(page), "--check")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "condition 'noise' has no rows" in proc.stderr
+
+
+def test_an_audit_table_shows_coverage_and_width_at_the_sample_size_asked_for(tmp_path: Path):
+    """`audit` renders benchmarks/judge_audit.py's figures at one labelled-sample size, in
+    percent and points, and refuses a size the benchmark did not run or an unknown part."""
+    cover = {"judge alone": {"covered": 0.0, "width": 0.083}, "labels alone": {"covered": 0.969, "width": 0.224}}
+    cover["corrected"] = {"covered": 0.976, "width": 0.17}
+    rows = [{"model": "llama2orig", "judge": "refusal", "n": n, "truth": 0.224, "judge_rate": 0.278, **cover,
+             "worth": 86.8} for n in (30, 50)]  # fmt: skip
+    change = {"from": "llama2orig", "to": "gpt4", "judge": "refusal", "n": 50, "truth": 0.287, "judge_change": 0.2}
+    change |= {k: cover[k] for k in ("labels alone", "corrected")}
+    (tmp_path / "audit.json").write_text(json.dumps({"draws": 2000, "rows": rows, "changes": [change]}))
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "<!-- safestress-table audit file=audit.json part=rates n=50 -->\n<!-- /safestress-table -->\n"
+        "<!-- safestress-table audit file=audit.json part=changes n=50 -->\n<!-- /safestress-table -->\n"
+    )
+    refresh(doc)
+    text = doc.read_text()
+    assert "| Llama-2 | `refusal` | 22.4 | 27.8 | 0.0% / 8.3 | 96.9% / 22.4 | 97.6% / 17.0 | 87 |" in text
+    assert text.count("| Llama-2 | `refusal` |") == 1  # n=30 left out
+    assert "| Llama-2 → GPT-4 | `refusal` | +28.7 | +20.0 | 96.9% / 22.4 | 97.6% / 17.0 |" in text
+    for bad, message in (("n=100", "no rows at n=100"), ("part=x n=50", "known are rates and changes"), ("", "n=")):
+        doc.write_text(f"<!-- safestress-table audit file=audit.json {bad} -->\n<!-- /safestress-table -->\n")
+        with pytest.raises(SafestressError, match=message):
+            refresh(doc, check=True)

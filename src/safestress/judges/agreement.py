@@ -154,6 +154,44 @@ def compare_kappa(
     return KappaDifference(len(keep), observed, ci, min(1.0, 2 * float(tail)))
 
 
+@dataclass
+class AccuracyDifference:
+    """Accuracy of a second judge minus the first's on the items both scored: a paired difference
+    of proportions (each item is right or wrong under both judges)."""
+
+    n: int
+    difference: float
+    ci: tuple[float, float]
+    p_value: float  # exact McNemar on the items exactly one of the two gets right
+    only_first: int  # items only the first judge gets right
+    only_second: int
+
+
+def compare_accuracy(
+    truth: Sequence[bool], first: Sequence[bool | None], second: Sequence[bool | None], level: float = 0.95
+) -> AccuracyDifference:
+    """Is the second judge right more often than the first, on the same items?
+
+    The question a harm-labelled set asks of judges with different positive rates: κ rewards
+    matching the labels' base rate, accuracy counts right answers. Items either judge left
+    unscored are dropped from both. The interval is Newcombe's paired square-and-add interval and
+    the test exact McNemar, the pair this project uses for every paired proportion (stats.paired).
+    """
+    from safestress.stats import mcnemar_exact, newcombe_paired_ci
+
+    keep = [i for i, (a, b) in enumerate(zip(first, second)) if a is not None and b is not None]
+    if not keep:
+        raise SafestressError("comparing two judges needs items both scored")
+    right_a = [first[i] == truth[i] for i in keep]
+    right_b = [second[i] == truth[i] for i in keep]
+    only_a = sum(a and not b for a, b in zip(right_a, right_b))
+    only_b = sum(b and not a for a, b in zip(right_a, right_b))
+    ci = newcombe_paired_ci(right_a, right_b, alpha=1 - level)
+    return AccuracyDifference(
+        len(keep), (only_b - only_a) / len(keep), ci, mcnemar_exact(only_a, only_b), only_a, only_b
+    )
+
+
 def evaluate_judge(
     judge: Judge,
     prompts: Sequence[str],
@@ -215,9 +253,17 @@ def write_verdicts(path: Path, results: Sequence[Agreement]) -> None:
     """Each judge's verdict on each item, by the item's row in the labelled file (1 its positive
     class, 0 not, empty where it did not score): the per-item file behind an agreement table. The
     labels stay in their own file; this holds only what the judges said."""
+    write_verdict_lists(path, {a.judge: a.verdicts for a in results})
+
+
+def write_verdict_lists(path: Path, verdicts: dict[str, Sequence[bool | None]]) -> None:
+    """:func:`write_verdicts` from judge name → per-item verdicts, for verdicts made elsewhere
+    (a benchmark's held-out heads)."""
     from safestress.textfile import write_rows
 
-    rows = ([i, a.judge, "" if v is None else int(v)] for a in results for i, v in enumerate(a.verdicts))
+    rows = (
+        [i, judge, "" if v is None else int(v)] for judge, per_item in verdicts.items() for i, v in enumerate(per_item)
+    )
     write_rows(path, VERDICT_COLUMNS, rows)
 
 

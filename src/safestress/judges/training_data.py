@@ -95,16 +95,21 @@ def compliant_answers(spec: str) -> LabelledSet:
     return LabelledSet([prompts[i] for i in kept], [responses[i] for i in kept], [False] * len(kept), source)
 
 
-def pyrit_objective_dir() -> Path:
-    """``datasets/scorer_evals/objective`` of an installed ``pyrit`` package, located without
-    importing it (``pip install --no-deps pyrit`` is enough: only its data files are read)."""
+def pyrit_datasets_dir() -> Path:
+    """``datasets`` of an installed ``pyrit`` package, located without importing it (``pip install
+    --no-deps pyrit`` is enough: only its data files are read)."""
     spec = importlib.util.find_spec("pyrit")
     if spec is None or not spec.submodule_search_locations:
         raise SafestressError(
             f"PyRIT's scorer data is missing: pip install --no-deps pyrit=={PYRIT_RELEASE}, "
             f"or pass {PYRIT_OBJECTIVE}:DIR (a directory of its objective/*.csv files)"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "scorer_evals" / "objective"
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets"
+
+
+def pyrit_objective_dir() -> Path:
+    """``datasets/scorer_evals/objective`` of an installed ``pyrit`` package."""
+    return pyrit_datasets_dir() / "scorer_evals" / "objective"
 
 
 def pyrit_objective(directory: str | Path | None = None) -> LabelledSet:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from safestress import stats
-from safestress.judges.agreement import Agreement, KappaDifference
+from safestress.judges.agreement import AccuracyDifference, Agreement, KappaDifference
 from safestress.judges.audit import JudgeAudit
 from safestress.report.fit import Block
 from safestress.report.tables import fmt_kappa, fmt_p, level_label
@@ -43,6 +43,35 @@ def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDiffe
             "over items)."
         )
     return Block(title, head, cells, notes, text=("judge", "verdict"), optional=("unscored", "TP/FP/FN/TN"))
+
+
+def accuracy_block(results: list[Agreement], diffs: list[AccuracyDifference], level: float) -> Block:
+    """One row per judge: accuracy with its Wilson interval, κ, the confusion counts and, for every
+    judge after the first, its accuracy minus the first's on the items both scored (Newcombe's
+    paired interval, exact McNemar), Holm over those comparisons and the word the adjusted p allows."""
+    pct = level_label(level)
+    head = ["judge", "n", "unscored", f"accuracy [{pct} CI]", "Cohen's κ", "TP/FP/FN/TN"]
+    head += ["items", f"accuracy − first's [{pct} CI]", "right only first / only this", "p", "p (Holm)", "verdict"]
+    adjusted = stats.holm([d.p_value for d in diffs]) if diffs else []
+    cells = []
+    for i, a in enumerate(results):
+        c = a.confusion
+        right = c["tp"] + c["tn"]
+        lo, hi = stats.wilson_ci(right, a.n, 1 - level) if a.n else (float("nan"), float("nan"))
+        row = [a.judge, str(a.n), str(a.unscored), f"{a.accuracy:.3f} [{lo:.3f}, {hi:.3f}]", f"{a.kappa:.3f}"]
+        row.append("/".join(str(c[k]) for k in ("tp", "fp", "fn", "tn")))
+        if not i:
+            row += ["—"] * 6
+        else:
+            d, q = diffs[i - 1], adjusted[i - 1]
+            row += [str(d.n), f"{100 * d.difference:+.1f} pts [{100 * d.ci[0]:+.1f}, {100 * d.ci[1]:+.1f}]"]
+            row += [f"{d.only_first} / {d.only_second}", fmt_p(d.p_value), fmt_p(q), stats.verdict(q)]
+        cells.append(row)
+    notes = [
+        f"Holm family: the {len(diffs)} comparison(s) with the first judge's accuracy in this table (exact "
+        "McNemar on the items exactly one of the two gets right; Newcombe's paired interval)."
+    ]
+    return Block("", head, cells, notes, text=("judge", "verdict"), optional=("unscored", "TP/FP/FN/TN"))
 
 
 def kappa_holm(diffs: list[KappaDifference]) -> list[float]:

@@ -30,9 +30,16 @@ study's runs against the one model they were trained from, when the export holds
   --rows`` wrote, ``data=`` the labelled file, ``label=`` its column, default ``final_label``,
   ``positive=V,V``): accuracy, Cohen's κ with its interval, the confusion, and every later
   judge's κ against the first's (paired bootstrap), as ``judge eval`` prints them. The labels are
-  read from their own file (``../shared`` beside the project), never copied;
+  read from their own file (``../shared`` beside the project, or ``pyrit:PATH`` in an installed
+  PyRIT's data), never copied. ``compare=accuracy`` compares accuracy instead (Newcombe, exact
+  McNemar: for harm labels, where judges' base rates differ); ``columns=NAME:COL,…`` adds judges
+  whose verdicts are columns of the labelled file (published labels); ``where=COL^PREFIX`` (or
+  ``COL=VALUE``, negated by ``!``) keeps some rows;
 * ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
   ``benchmarks/lab_calibration.py``);
+* ``audit``: what a judge audit buys, from ``benchmarks/judge_audit.py --out FILE``: per model and
+  judge (``part=rates``) or per change between models (``part=changes``), at ``n=`` labels, how
+  often each interval covers the true share and its mean width;
 * ``sequential``: a sequential sweep against the full sweep of the same conditions
   (``full=FILE`` the full sweep's export, ``order=FILE`` the prompts in the order rounds took
   them, ``round=N``, ``margin=POINTS``): each condition's word from both, where it stopped, and
@@ -55,7 +62,7 @@ from safestress.config import margin_share
 from safestress.errors import SafestressError
 
 _BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
-KINDS = ("rates", "contrasts", "runs", "draws", "agreement", "calibration", "sequential")
+KINDS = ("rates", "contrasts", "runs", "draws", "agreement", "calibration", "audit", "sequential")
 _FILE_OPTIONS = ("full", "order", "data")  # options that name a further file, relative to the document
 
 
@@ -76,7 +83,8 @@ def parse_spec(text: str, base: Path) -> TableSpec:
         key, sep, value = item.partition("=")
         if not sep:
             raise SafestressError(f"table option '{item}' is not KEY=VALUE")
-        options[key] = str((base / value).resolve()) if key in _FILE_OPTIONS else value
+        in_project = key in _FILE_OPTIONS and not value.startswith("pyrit:")
+        options[key] = str((base / value).resolve()) if in_project else value
     source = options.pop("export", None) or options.pop("file", None)
     if source is None:
         raise SafestressError(f"a '{kind}' table needs export=FILE or file=FILE")
@@ -101,6 +109,8 @@ def render(spec: TableSpec) -> str:
         return calibration_table(json.loads(spec.source.read_text()))
     if spec.kind == "agreement":
         return agreement_table(spec)
+    if spec.kind == "audit":
+        return audit_table(json.loads(spec.source.read_text()), spec.options)
     from safestress.report import markdown_arms, markdown_contrasts, markdown_draws, markdown_table
     from safestress.report.contrasts import model_contrasts
     from safestress.report.runs import arm_rows, parse_arms
@@ -143,24 +153,85 @@ def render(spec: TableSpec) -> str:
 def agreement_table(spec: TableSpec) -> str:
     """Judges' saved per-item verdicts against the labels of the file they judged."""
     from safestress.datasets import read_rows_file
-    from safestress.judges.agreement import agreement_from, compare_kappa, read_verdicts, truth_of
+    from safestress.judges.agreement import agreement_from, compare_accuracy, compare_kappa, read_verdicts, truth_of
     from safestress.report import markdown_notes, markdown_rows
-    from safestress.report.agreement_tables import agreement_block
+    from safestress.report.agreement_tables import accuracy_block, agreement_block
 
     if "data" not in spec.options or "positive" not in spec.options:
         raise SafestressError("an 'agreement' table needs data=LABELLED_FILE and positive=VALUE[,VALUE]")
-    data = spec.options["data"]
+    compare = spec.options.get("compare", "kappa")
+    if compare not in ("kappa", "accuracy"):
+        raise SafestressError(f"compare={compare}: known are kappa and accuracy")
+    data = labelled_path(spec.options["data"])
     label = spec.options.get("label", "final_label")
     rows = read_rows_file(data)
+    # a positive value is checked against the whole file (a typo is never silently "no positives"),
+    # then the rows are filtered: a subset may hold none
     truth = truth_of(rows, label, [v for v in spec.options["positive"].split(",") if v], data)
     level = float(spec.options.get("level", 0.95))
-    verdicts = read_verdicts(spec.source, len(truth))
-    results = [agreement_from(judge, per_item, truth, level) for judge, per_item in verdicts.items()]
-    diffs = [compare_kappa(truth, a.verdicts, results[0].verdicts, level=level) for a in results[1:]]
-    block = agreement_block("", results, diffs, level)
+    verdicts = read_verdicts(spec.source, len(truth)) | column_verdicts(rows, spec.options.get("columns", ""), data)
+    kept = kept_rows(rows, spec.options.get("where", ""), data)
+    truth = [truth[i] for i in kept]
+    results = [agreement_from(j, [v[i] for i in kept], truth, level) for j, v in verdicts.items()]
+    if compare == "accuracy":
+        block = accuracy_block(
+            results, [compare_accuracy(truth, results[0].verdicts, a.verdicts, level) for a in results[1:]], level
+        )
+    else:
+        diffs = [compare_kappa(truth, a.verdicts, results[0].verdicts, level=level) for a in results[1:]]
+        block = agreement_block("", results, diffs, level)
     positive = spec.options["positive"]
-    source = f"Against `{label}` of {Path(data).name} (positive: {positive}); verdicts: {spec.source.name}."
+    where = f", rows where {spec.options['where']}" if "where" in spec.options else ""
+    source = f"Against `{label}` of {Path(data).name}{where} (positive: {positive}); verdicts: {spec.source.name}."
     return markdown_rows(block.head, block.cells) + markdown_notes([source, *block.notes])
+
+
+def labelled_path(value: str) -> str:
+    """A labelled file's path; ``pyrit:REST`` is REST under an installed PyRIT's ``datasets``
+    folder (its human-labelled scorer sets, read as data files; ``pip install --no-deps pyrit``)."""
+    if value.startswith("pyrit:"):
+        from safestress.judges.training_data import pyrit_datasets_dir
+
+        return str(pyrit_datasets_dir() / value.removeprefix("pyrit:"))
+    return value
+
+
+def column_verdicts(rows: list[dict[str, Any]], columns: str, path: str) -> dict[str, list[bool | None]]:
+    """``NAME:COLUMN,…``: judges whose verdicts are columns of the labelled file itself (published
+    judges' labels beside the human one): true/1 positive, false/0 not, empty not scored."""
+    from safestress.datasets import require_columns
+
+    out: dict[str, list[bool | None]] = {}
+    for item in (c for c in columns.split(",") if c):
+        name, sep, column = item.rpartition(":")
+        if not sep or not name:
+            raise SafestressError(f"columns entry '{item}' is not NAME:COLUMN")
+        require_columns(rows, [column], path)
+        values = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False, "": None}
+        odd = sorted({str(r[column]) for r in rows if str(r[column] or "").strip().lower() not in values})
+        if odd:
+            raise SafestressError(f"column '{column}' holds '{odd[0]}', not true/false/1/0/empty")
+        out[name] = [values[str(r[column] or "").strip().lower()] for r in rows]
+    return out
+
+
+def kept_rows(rows: list[dict[str, Any]], where: str, path: str) -> list[int]:
+    """The rows a ``where=`` keeps: ``COL=VALUE``, ``COL^PREFIX`` (starts with), or either negated
+    by ``!`` before the operator (``type!^contrast``); no condition keeps every row."""
+    from safestress.datasets import require_columns
+
+    if not where:
+        return list(range(len(rows)))
+    match = re.fullmatch(r"(?P<col>[^!=^]+)(?P<neg>!?)(?P<op>[=^])(?P<value>.*)", where)
+    if match is None:
+        raise SafestressError(f"where={where}: write COL=VALUE, COL^PREFIX, COL!=VALUE or COL!^PREFIX")
+    col, value = match["col"], match["value"]
+    require_columns(rows, [col], path)
+    test = (lambda v: v == value) if match["op"] == "=" else (lambda v: v.startswith(value))
+    kept = [i for i, r in enumerate(rows) if test(str(r[col])) != bool(match["neg"])]
+    if not kept:
+        raise SafestressError(f"where={where} keeps no row of {Path(path).name}")
+    return kept
 
 
 def calibration_table(data: dict[str, Any]) -> str:
@@ -176,6 +247,53 @@ def calibration_table(data: dict[str, Any]) -> str:
     for f in data["figures"]:
         lo, hi = (100 * x for x in f["ci"])
         lines.append(f"| {f['kind']} | {f['name']} | {f['goal']} | {100 * f['rate']:.1f}% [{lo:.1f}, {hi:.1f}] |")
+    return "\n".join(lines) + "\n"
+
+
+_AUDIT_MODELS = {"llama2orig": "Llama-2", "mistralinstruct": "Mistral-Instruct", "gpt4": "GPT-4"}
+
+
+def audit_table(data: dict[str, Any], options: dict[str, str]) -> str:
+    """The judge-audit simulation at one labelled-sample size: coverage of the true share (or
+    change) by each interval and its mean width, in points; "worth" is the labels-alone sample
+    size the corrected interval's width equals."""
+    if "n" not in options:
+        raise SafestressError("an 'audit' table needs n=LABELS (a sample size the benchmark ran)")
+    n, part = int(options["n"]), options.get("part", "rates")
+    if part not in ("rates", "changes"):
+        raise SafestressError(f"part={part}: known are rates and changes")
+    rows = [r for r in data["rows" if part == "rates" else "changes"] if r["n"] == n]
+    if not rows:
+        raise SafestressError(f"the audit file holds no rows at n={n}")
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        return f"{100 * r[key]['covered']:.1f}% / {100 * r[key]['width']:.1f}"
+
+    def model(name: str) -> str:
+        return _AUDIT_MODELS.get(name, name)
+
+    if part == "rates":
+        lines = [
+            f"| model | judge | true % | judge % | judge alone | {n} labels alone | corrected | worth |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {model(r['model'])} | `{r['judge']}` | {100 * r['truth']:.1f} | {100 * r['judge_rate']:.1f} | "
+            f"{cell(r, 'judge alone')} | {cell(r, 'labels alone')} | {cell(r, 'corrected')} | {r['worth']:.0f} |"
+            for r in rows
+        ]
+    else:
+        lines = [
+            f"| change | judge | true Δ pts | judge's Δ pts | {n} labels alone: cover / width "
+            "| corrected: cover / width |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {model(r['from'])} → {model(r['to'])} | `{r['judge']}` | {100 * r['truth']:+.1f} | "
+            f"{100 * r['judge_change']:+.1f} | {cell(r, 'labels alone')} | {cell(r, 'corrected')} |"
+            for r in rows
+        ]
+    lines += ["", f"{data['draws']:,} random labelled samples per row; cover / width: % of draws, points."]
     return "\n".join(lines) + "\n"
 
 
