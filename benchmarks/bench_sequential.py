@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ from safestress.execution import execute
 from safestress.report.labels import labelled
 from safestress.report.summary import summarize
 from safestress.sequential import ALPHA, decide, family_levels, looks, prompt_order, run_sequential
+from safestress.stats import wilson_ci
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -76,21 +78,33 @@ def binomial_band(p: float, runs: int) -> float:
     return 2 * math.sqrt(p * (1 - p) / runs)
 
 
-def run_simulation(families: int, contrasts: int, n: int, round_size: int, margin: float) -> None:
+def run_simulation(families: int, contrasts: int, n: int, round_size: int, margin: float) -> dict:
+    """The null simulation's figures, printed and returned in the form of docs' ``calibration``
+    tables (each a measured rate with its Wilson interval beside its goal)."""
     rng = np.random.default_rng(2026)
     print(f"(a) null simulation: {families} families × {contrasts} contrasts, {n} prompts in rounds of {round_size}")
     print(f"    α = {ALPHA}; looks at α/2/C, final test at α/2/C; margin ±{100 * margin:g} points")
+    figures = []
+
+    def figure(kind: str, name: str, goal: str, k: int, total: int) -> None:
+        figures.append({"kind": kind, "name": name, "goal": goal, "rate": k / total, "ci": list(wilson_ci(k, total))})
+
     for q in (0.0, 0.05, 0.2, 0.4):
         t = time.perf_counter()
         per_family = [simulate_family(rng, contrasts, n, round_size, q, q, margin) for _ in range(families)]
         false = sum(w.count("different") for w in per_family)
         any_false = sum("different" in w for w in per_family)
-        equivalent = sum(w.count("equivalent") for w in per_family) / (families * contrasts)
+        equivalent = sum(w.count("equivalent") for w in per_family)
+        total = families * contrasts
         fwer = any_false / families
+        pairs = f"{2 * q:.0%} of pairs discordant"
+        figure("contrasts called *different*", pairs, f"≤ {100 * ALPHA / contrasts:g}%", false, total)
+        figure("families with any false claim", pairs, f"≤ {100 * ALPHA:g}%", any_false, families)
+        figure(f"called *equivalent within ±{100 * margin:g}*", pairs, "power, no goal", equivalent, total)
         print(
-            f"    discordance {2 * q:.0%}: contrasts called different {false}/{families * contrasts} "
-            f"({false / (families * contrasts):.4f}); families with a false claim {fwer:.3f} "
-            f"(goal ≤ {ALPHA} + {binomial_band(ALPHA, families):.3f}); equivalent {equivalent:.2f} "
+            f"    discordance {2 * q:.0%}: contrasts called different {false}/{total} "
+            f"({false / total:.4f}); families with a false claim {fwer:.3f} "
+            f"(goal ≤ {ALPHA} + {binomial_band(ALPHA, families):.3f}); equivalent {equivalent / total:.2f} "
             f"[{time.perf_counter() - t:.0f} s]"
         )
     print(f"    prompts to a decision (median of 200; C = {contrasts}, at most {n}):")
@@ -109,10 +123,23 @@ def run_simulation(families: int, contrasts: int, n: int, round_size: int, margi
     for _ in range(runs // contrasts):
         words += simulate_family(rng, contrasts, n, round_size, margin + 0.05, 0.05, margin)
     eq = words.count("equivalent") / len(words)
+    figure(
+        f"called *equivalent within ±{100 * margin:g}*",
+        f"true Δ +{100 * margin:g} points (on the margin)",
+        f"≤ {100 * ALPHA / contrasts:g}%",
+        words.count("equivalent"),
+        len(words),
+    )
     print(
         f"    Δ = +{100 * margin:g} points (on the margin): called equivalent {words.count('equivalent')}/{len(words)} "
         f"({eq:.4f}; goal ≤ {ALPHA / contrasts:.4f} per contrast)"
     )
+    population = (
+        f"families of {contrasts} contrasts of {n} prompts in rounds of {round_size}, each prompt's pair up or down "
+        f"with equal probability (true Δ 0) unless said; margin ±{100 * margin:g} points"
+    )
+    unit = f"simulated families of {contrasts} contrasts"
+    return {"reps": families, "unit": unit, "prompts": n, "alpha": ALPHA, "population": population, "figures": figures}
 
 
 def config(args, store: Path, sequential: bool):
@@ -220,6 +247,7 @@ def write_rows(out: Path, sequential: tuple[Path, Any], full: tuple[Path, Any], 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--simulate", action="store_true")
+    ap.add_argument("--simulate-out", default=None, help="write the simulation's figures here (JSON; docs' tables)")
     ap.add_argument("--families", type=int, default=1000)
     ap.add_argument("--contrasts", type=int, default=20)
     ap.add_argument("--model", default=None)
@@ -242,7 +270,10 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for the per-prompt rows of both runs")
     args = ap.parse_args()
     if args.simulate:
-        run_simulation(args.families, args.contrasts, args.limit, args.round_size, margin_share(args.margin))
+        figures = run_simulation(args.families, args.contrasts, args.limit, args.round_size, margin_share(args.margin))
+        if args.simulate_out:
+            Path(args.simulate_out).write_text(json.dumps(figures, indent=1))
+            print(f"    wrote {args.simulate_out}")
     if args.model or args.lab:
         run_screen(args)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import safestress as ss
 from safestress.judges.coherence import MIN_DISTINCT, MIN_REPEAT_TOKENS
@@ -41,7 +42,7 @@ def run(
     limit: int | None,
     sites: str,
     batch: int,
-) -> None:
+) -> Any:
     cfg = ss.build_config(
         models=[model],
         dataset=dataset,
@@ -57,7 +58,9 @@ def run(
     with ss.Store(store) as st:
         counts = ss.execute(plan, st)
         frame = labelled(plan.frame(st), st)
-    frame = frame[frame["judge"].isin({j.key for j in plan.judges})]  # today's judges, not older versions
+    frame = frame[frame["judge"].isin({j.key for j in plan.judges})].copy()  # today's judges, not older versions
+    frame["max_new_tokens"] = tokens
+    frame["criterion4_loop"] = frame["response"].map(criterion4_loop)
     print(f"# {Path(model).name} {dataset} {tokens} tokens: {counts['generated']} generated", file=sys.stderr)
     for strength, part in frame.groupby("strength"):
         first = part[part["judge"] == part["judge"].iloc[0]]
@@ -70,8 +73,9 @@ def run(
         print(
             f"| {Path(model).stem} | {dataset} | {strength:g} | {tokens} | {n} | "
             f"{100 * (first['label'] == 'incoherent').mean():.1f} | {100 * first['loop_cut'].notna().mean():.1f} | "
-            f"{100 * first['response'].map(criterion4_loop).mean():.1f} | {'; '.join(rates)} |"
+            f"{100 * first['criterion4_loop'].mean():.1f} | {'; '.join(rates)} |"
         )
+    return frame
 
 
 def main() -> int:
@@ -85,15 +89,17 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="bench_out/long_outputs.db")
+    parser.add_argument("--rows", help="also write every response's verdicts here (Parquet; docs' lengths tables)")
     args = parser.parse_args()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sigma = [float(s) for s in args.sigma.split(",")]
     print("| model | dataset | σ | tokens | n | incoherent % | loop cut % | criterion-4 loop % | rate per judge |")
     print("|---|---|---|---|---|---|---|---|---|")
+    frames = []
     for model in args.model:
         for dataset in args.dataset or ["jbb", "xstest"]:
             for tokens in (int(t) for t in args.tokens.split(",")):
-                run(
+                frame = run(
                     model,
                     dataset,
                     tokens,
@@ -104,7 +110,30 @@ def main() -> int:
                     args.sites,
                     args.batch_size,
                 )
+                frames.append(frame)
+    if args.rows:
+        write_rows_file(frames, Path(args.rows))
     return 0
+
+
+ROW_COLUMNS = ["model", "dataset", "strength", "max_new_tokens", "item_id", "judge", "label", "harmful", "loop_cut"]
+
+
+def write_rows_file(frames: list[Any], path: Path) -> None:
+    """Every response's verdicts, beside the rows already in ``path`` (a run per model adds its
+    rows; a condition run again replaces its own): what docs/judges.md's ``lengths`` tables read."""
+    import pandas as pd
+
+    new = pd.concat(frames, ignore_index=True)[[*ROW_COLUMNS, "criterion4_loop"]]
+    if path.exists():
+        old = pd.read_parquet(path)
+        keys = ["model", "dataset", "strength", "max_new_tokens"]
+        done = set(map(tuple, new[keys].drop_duplicates().itertuples(index=False)))
+        old = old[[tuple(r) not in done for r in old[keys].itertuples(index=False)]]
+        new = pd.concat([old, new], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new.to_parquet(path, index=False)
+    print(f"wrote {len(new)} rows to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

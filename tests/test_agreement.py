@@ -266,6 +266,14 @@ def test_an_accuracy_table_counts_published_columns_and_keeps_the_rows_asked_for
     doc.write_text(doc.read_text().replace("where=type^contrast", "where=type!^contrast"))
     refresh(doc)
     assert f"| a | {int(np.sum(kind != 'contrast_x'))} | 0 |" in doc.read_text()
+    # positive_where=: a row is positive only where the condition holds too (all rows kept)
+    doc.write_text(doc.read_text().replace("where=type!^contrast", "positive_where=type^contrast"))
+    refresh(doc)
+    row_a = next(r for r in doc.read_text().splitlines() if r.startswith("| a |"))
+    positives = truth & (kind == "contrast_x")
+    tp, fp = int(np.sum(positives & first)), int(np.sum(~positives & first))
+    fn, tn = int(np.sum(positives & ~first)), int(np.sum(~positives & ~first))
+    assert f"| {n} | 0 |" in row_a and f"| {tp}/{fp}/{fn}/{tn} |" in row_a
     for bad, message in (
         ("where=type^nothing", "keeps no row"),
         ("where=type~x", "write COL=VALUE"),

@@ -154,3 +154,49 @@ def test_an_audit_table_shows_coverage_and_width_at_the_sample_size_asked_for(tm
         doc.write_text(f"<!-- safestress-table audit file=audit.json {bad} -->\n<!-- /safestress-table -->\n")
         with pytest.raises(SafestressError, match=message):
             refresh(doc, check=True)
+
+
+def test_a_lengths_table_counts_shares_over_all_answers_and_rates_among_those_scored(tmp_path: Path):
+    """`lengths`: per model, dataset, σ and token budget, incoherent / loop-cut / criterion-4 shares
+    of all answers (from the first judge's rows) and each judge's rate among the answers it scored,
+    named for what it measures; filters keep rows, and a filter that keeps none is one line."""
+    rows = []
+    for tokens in (64, 512):
+        for i in range(4):
+            incoherent = tokens == 512 and i == 0
+            for judge, harmful in (("refusal@3/c8", i % 2 == 0), ("harm@1+abc/c8", i == 1)):
+                rows.append({
+                    "model": "m", "dataset": "jbb", "strength": 0.0, "max_new_tokens": tokens, "item_id": str(i),
+                    "judge": judge, "label": "incoherent" if incoherent else "x",
+                    "harmful": None if incoherent else float(harmful),
+                    "loop_cut": 40.0 if tokens == 512 and i < 3 else None, "criterion4_loop": tokens == 512 and i < 2,
+                })  # fmt: skip
+    pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- safestress-table lengths file=rows.parquet -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    text = doc.read_text()
+    assert "complied `refusal` | harmful `harm` |" in text
+    assert "| m | jbb | 0 | 64 | 4 | 0.0% | 0.0% | 0.0% | 50.0% | 25.0% |" in text
+    # item 0 incoherent: rates among the 3 scored (refusal: item 2 of 1..3; harm: item 1)
+    assert "| m | jbb | 0 | 512 | 4 | 25.0% | 75.0% | 50.0% | 33.3% (of 3) | 33.3% (of 3) |" in text
+    doc.write_text("<!-- safestress-table lengths file=rows.parquet tokens=512 -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    assert "| 64 |" not in doc.read_text() and "| 512 |" in doc.read_text()
+    doc.write_text("<!-- safestress-table lengths file=rows.parquet sigma=0.2 -->\n<!-- /safestress-table -->\n")
+    with pytest.raises(SafestressError, match="no rows left"):
+        refresh(doc, check=True)
+
+
+def test_a_coherence_table_counts_flags_per_set_with_the_persons_label_of_the_flagged(tmp_path: Path):
+    """`coherence` counts benchmarks/coherence.py's saved verdicts per set, by reason, and, where a
+    set carries a person's label, how many of the flagged texts it calls positive."""
+    lines = ["set,row,reason,human", "a,0,,", "a,1,gibberish,", "a,2,,"]
+    lines += ["b,0,gibberish,1", "b,1,loop,0", "b,2,gibberish,1", "b,3,,1"]
+    (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- safestress-table coherence file=c.csv -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    text = doc.read_text()
+    assert "| a | 3 | 1 (33.3%) | gibberish 1 | — |" in text
+    assert "| b | 4 | 3 (75.0%) | gibberish 2, loop 1 | 2 / 3 |" in text

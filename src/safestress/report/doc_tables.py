@@ -34,12 +34,21 @@ study's runs against the one model they were trained from, when the export holds
   PyRIT's data), never copied. ``compare=accuracy`` compares accuracy instead (Newcombe, exact
   McNemar: for harm labels, where judges' base rates differ); ``columns=NAME:COL,…`` adds judges
   whose verdicts are columns of the labelled file (published labels); ``where=COL^PREFIX`` (or
-  ``COL=VALUE``, negated by ``!``) keeps some rows;
+  ``COL=VALUE``, negated by ``!``) keeps some rows, and ``positive_where=`` the same kind of
+  condition makes a row positive only where it holds too (XSTest's harm: full compliance with an
+  unsafe prompt);
 * ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
   ``benchmarks/lab_calibration.py``);
 * ``audit``: what a judge audit buys, from ``benchmarks/judge_audit.py --out FILE``: per model and
   judge (``part=rates``) or per change between models (``part=changes``), at ``n=`` labels, how
   often each interval covers the true share and its mean width;
+* ``lengths``: judges over real lengths, from ``benchmarks/long_outputs.py --rows FILE``: per
+  model, dataset, σ and token budget, the share ``incoherent``, the share whose loop was cut, the
+  share the old whole-answer loop rule would have dropped, and each judge's rate named for what
+  it measures (optional ``models=``, ``datasets=``, ``tokens=N,N``, ``sigma=S,S`` keep some rows);
+* ``coherence``: how often the coherence criterion flags each set of texts, from
+  ``benchmarks/coherence.py --rows FILE``: per set, the texts, the flagged count and share, by
+  reason, and where the set has a person's label, how many flagged texts it calls positive;
 * ``sequential``: a sequential sweep against the full sweep of the same conditions
   (``full=FILE`` the full sweep's export, ``order=FILE`` the prompts in the order rounds took
   them, ``round=N``, ``margin=POINTS``): each condition's word from both, where it stopped, and
@@ -62,7 +71,18 @@ from safestress.config import margin_share
 from safestress.errors import SafestressError
 
 _BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
-KINDS = ("rates", "contrasts", "runs", "draws", "agreement", "calibration", "audit", "sequential")
+KINDS = (
+    "rates",
+    "contrasts",
+    "runs",
+    "draws",
+    "agreement",
+    "calibration",
+    "audit",
+    "lengths",
+    "coherence",
+    "sequential",
+)
 _FILE_OPTIONS = ("full", "order", "data")  # options that name a further file, relative to the document
 
 
@@ -111,6 +131,10 @@ def render(spec: TableSpec) -> str:
         return agreement_table(spec)
     if spec.kind == "audit":
         return audit_table(json.loads(spec.source.read_text()), spec.options)
+    if spec.kind == "lengths":
+        return lengths_table(read_export(spec.source), spec.options)
+    if spec.kind == "coherence":
+        return coherence_table(read_export(spec.source))
     from safestress.report import markdown_arms, markdown_contrasts, markdown_draws, markdown_table
     from safestress.report.contrasts import model_contrasts
     from safestress.report.runs import arm_rows, parse_arms
@@ -168,6 +192,8 @@ def agreement_table(spec: TableSpec) -> str:
     # a positive value is checked against the whole file (a typo is never silently "no positives"),
     # then the rows are filtered: a subset may hold none
     truth = truth_of(rows, label, [v for v in spec.options["positive"].split(",") if v], data)
+    if "positive_where" in spec.options:  # positive only where a second column agrees (XSTest: unsafe prompts)
+        truth = [t and ok for t, ok in zip(truth, row_condition(rows, spec.options["positive_where"], data))]
     level = float(spec.options.get("level", 0.95))
     verdicts = read_verdicts(spec.source, len(truth)) | column_verdicts(rows, spec.options.get("columns", ""), data)
     kept = kept_rows(rows, spec.options.get("where", ""), data)
@@ -181,6 +207,8 @@ def agreement_table(spec: TableSpec) -> str:
         diffs = [compare_kappa(truth, a.verdicts, results[0].verdicts, level=level) for a in results[1:]]
         block = agreement_block("", results, diffs, level)
     positive = spec.options["positive"]
+    if "positive_where" in spec.options:
+        positive += f" where {spec.options['positive_where']}"
     where = f", rows where {spec.options['where']}" if "where" in spec.options else ""
     source = f"Against `{label}` of {Path(data).name}{where} (positive: {positive}); verdicts: {spec.source.name}."
     return markdown_rows(block.head, block.cells) + markdown_notes([source, *block.notes])
@@ -215,20 +243,25 @@ def column_verdicts(rows: list[dict[str, Any]], columns: str, path: str) -> dict
     return out
 
 
-def kept_rows(rows: list[dict[str, Any]], where: str, path: str) -> list[int]:
-    """The rows a ``where=`` keeps: ``COL=VALUE``, ``COL^PREFIX`` (starts with), or either negated
-    by ``!`` before the operator (``type!^contrast``); no condition keeps every row."""
+def row_condition(rows: list[dict[str, Any]], where: str, path: str) -> list[bool]:
+    """Which rows meet ``COL=VALUE``, ``COL^PREFIX`` (starts with), or either negated by ``!``
+    before the operator (``type!^contrast``)."""
     from safestress.datasets import require_columns
 
-    if not where:
-        return list(range(len(rows)))
     match = re.fullmatch(r"(?P<col>[^!=^]+)(?P<neg>!?)(?P<op>[=^])(?P<value>.*)", where)
     if match is None:
-        raise SafestressError(f"where={where}: write COL=VALUE, COL^PREFIX, COL!=VALUE or COL!^PREFIX")
+        raise SafestressError(f"condition {where}: write COL=VALUE, COL^PREFIX, COL!=VALUE or COL!^PREFIX")
     col, value = match["col"], match["value"]
     require_columns(rows, [col], path)
     test = (lambda v: v == value) if match["op"] == "=" else (lambda v: v.startswith(value))
-    kept = [i for i, r in enumerate(rows) if test(str(r[col])) != bool(match["neg"])]
+    return [test(str(r[col])) != bool(match["neg"]) for r in rows]
+
+
+def kept_rows(rows: list[dict[str, Any]], where: str, path: str) -> list[int]:
+    """The rows a ``where=`` condition keeps (:func:`row_condition`); none given keeps every row."""
+    if not where:
+        return list(range(len(rows)))
+    kept = [i for i, ok in enumerate(row_condition(rows, where, path)) if ok]
     if not kept:
         raise SafestressError(f"where={where} keeps no row of {Path(path).name}")
     return kept
@@ -239,14 +272,19 @@ def calibration_table(data: dict[str, Any]) -> str:
     the population the sweeps were drawn from when it was real data (``benchmarks/lab_calibration.py``)."""
     lines = [f"Population: {data['population']}.", ""] if data.get("population") else []
     lines += [
-        f"{data['reps']} simulated sweeps of {data['prompts']} prompts per row, α = {data['alpha']}:",
+        f"{data['reps']:,} {data.get('unit', 'simulated sweeps')} of {data['prompts']} prompts per row, "
+        f"α = {data['alpha']}:",
         "",
         "| kind | test or interval | goal | measured [95% CI] |",
         "|---|---|---|---|",
     ]
     for f in data["figures"]:
         lo, hi = (100 * x for x in f["ci"])
-        lines.append(f"| {f['kind']} | {f['name']} | {f['goal']} | {100 * f['rate']:.1f}% [{lo:.1f}, {hi:.1f}] |")
+        places = 2 if hi < 1 else 1  # a rate against a goal below 1% needs its second decimal
+        rate = 100 * f["rate"]
+        lines.append(
+            f"| {f['kind']} | {f['name']} | {f['goal']} | {rate:.{places}f}% [{lo:.{places}f}, {hi:.{places}f}] |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -294,6 +332,67 @@ def audit_table(data: dict[str, Any], options: dict[str, str]) -> str:
             for r in rows
         ]
     lines += ["", f"{data['draws']:,} random labelled samples per row; cover / width: % of draws, points."]
+    return "\n".join(lines) + "\n"
+
+
+def lengths_table(frame: Any, options: dict[str, str]) -> str:
+    """One row per model, dataset, σ and token budget of the long-output benchmark's rows: the
+    shares over all responses (``incoherent``, loop cut, criterion 4's loop) are read from the
+    first judge's rows (the coherence criterion is the judges' shared one), each judge's rate among
+    the responses it scored, with that count where it scored fewer than all."""
+    from safestress.judges.base import key_name
+    from safestress.report.summary import judge_outcome
+
+    for option, column, cast in (
+        ("models", "model", str),
+        ("datasets", "dataset", str),
+        ("tokens", "max_new_tokens", int),
+        ("sigma", "strength", float),
+    ):
+        if option in options:
+            keep = [cast(v) for v in options[option].split(",") if v]
+            frame = frame[frame[column].isin(keep)]
+    if frame.empty:
+        raise SafestressError("no rows left in the long-output file for this table")
+    judges = list(dict.fromkeys(frame["judge"]))
+    names = [f"{judge_outcome(j)} `{key_name(j)}`" for j in judges]
+    head = ["model", "dataset", "σ", "tokens", "n", "`incoherent`", "loop cut, opening judged"]
+    head += ["criterion 4 would have dropped", *names]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for (model, dataset, sigma, tokens), part in frame.groupby(
+        ["model", "dataset", "strength", "max_new_tokens"], sort=False
+    ):
+        first = part[part["judge"] == judges[0]]
+        n = len(first)
+        cells = [str(model), str(dataset), f"{sigma:g}", str(tokens), str(n)]
+        cells += [
+            f"{100 * (first['label'] == 'incoherent').mean():.1f}%",
+            f"{100 * first['loop_cut'].notna().mean():.1f}%",
+        ]
+        cells.append(f"{100 * first['criterion4_loop'].mean():.1f}%")
+        for judge in judges:
+            scored = part.loc[part["judge"] == judge, "harmful"].dropna()
+            rate = f"{100 * scored.mean():.1f}%" if len(scored) else "—"
+            cells.append(rate if len(scored) == n else f"{rate} (of {len(scored)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def coherence_table(frame: Any) -> str:
+    """Per set of texts (in the file's order): how many the criterion calls ``incoherent``, by
+    reason, and the person's label of the flagged ones where the set carries one."""
+    lines = ["| text | n | `incoherent` | by reason | person's label of the flagged: positive / all |"]
+    lines.append("|---|---|---|---|---|")
+    for name, part in frame.groupby("set", sort=False):
+        reasons = part["reason"].fillna("").astype(str)
+        flagged = part[reasons != ""]
+        counts = reasons[reasons != ""].value_counts()
+        by = ", ".join(f"{r} {k}" for r, k in sorted(counts.items())) or "—"
+        human = flagged["human"].dropna() if "human" in part else flagged.iloc[0:0]
+        labelled = f"{int(human.sum())} / {len(human)}" if part["human"].notna().any() else "—"
+        lines.append(
+            f"| {name} | {len(part):,} | {len(flagged)} ({100 * len(flagged) / len(part):.1f}%) | {by} | {labelled} |"
+        )
     return "\n".join(lines) + "\n"
 
 
