@@ -200,3 +200,32 @@ def test_a_coherence_table_counts_flags_per_set_with_the_persons_label_of_the_fl
     text = doc.read_text()
     assert "| a | 3 | 1 (33.3%) | gibberish 1 | — |" in text
     assert "| b | 4 | 3 (75.0%) | gibberish 2, loop 1 | 2 / 3 |" in text
+
+
+def test_a_sources_table_is_the_shipped_heads_training_data(tmp_path: Path):
+    """`sources` reads a head's meta.json: rows and positives per source, its label mapping (or,
+    without one, what else it recorded), and the total; the shipped harm head's is in the docs."""
+    meta = {"kind": "harm-head", "n_train": 5, "harmful_share": 0.4, "sources": [
+        {"dataset": "a", "n": 3, "positives": 2, "labels": "harmful = x"},
+        {"dataset": "b", "n": 2, "positives": 0, "prompts": "p", "seed": 0, "sha256": "f"},
+    ]}  # fmt: skip
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- safestress-table sources file=meta.json -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    text = doc.read_text()
+    assert "| `--data` | rows | harmful | mapping |" in text and "| `a` | 3 | 2 | harmful = x |" in text
+    assert "| `b` | 2 | 0 | prompts p, seed 0 |" in text and "5 training rows, 40.0% harmful." in text
+
+
+def test_a_calibration_rate_below_one_percent_keeps_its_second_decimal(tmp_path: Path):
+    """Against a goal of 0.25%, 0.05% must not print as 0.1%: small rates get two decimals."""
+    figures = [{"kind": "k", "name": "small", "goal": "≤ 0.25%", "rate": 0.0005, "ci": [0.0002, 0.0015]},
+               {"kind": "k", "name": "large", "goal": "≤ 5%", "rate": 0.01, "ci": [0.003, 0.029]}]  # fmt: skip
+    (tmp_path / "c.json").write_text(json.dumps({"reps": 300, "prompts": 260, "alpha": 0.05, "figures": figures}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- safestress-table calibration file=c.json -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    text = doc.read_text()
+    assert "| small | ≤ 0.25% | 0.05% [0.02, 0.15] |" in text and "| large | ≤ 5% | 1.0% [0.3, 2.9] |" in text
+    assert "300 simulated sweeps of 260 prompts per row" in text

@@ -49,6 +49,8 @@ study's runs against the one model they were trained from, when the export holds
 * ``coherence``: how often the coherence criterion flags each set of texts, from
   ``benchmarks/coherence.py --rows FILE``: per set, the texts, the flagged count and share, by
   reason, and where the set has a person's label, how many flagged texts it calls positive;
+* ``sources``: a trained judge head's training data, from its ``meta.json`` (the file the head
+  ships with): rows and positives per ``--data`` source, and how each was mapped to labels;
 * ``sequential``: a sequential sweep against the full sweep of the same conditions
   (``full=FILE`` the full sweep's export, ``order=FILE`` the prompts in the order rounds took
   them, ``round=N``, ``margin=POINTS``): each condition's word from both, where it stopped, and
@@ -81,6 +83,7 @@ KINDS = (
     "audit",
     "lengths",
     "coherence",
+    "sources",
     "sequential",
 )
 _FILE_OPTIONS = ("full", "order", "data")  # options that name a further file, relative to the document
@@ -135,6 +138,8 @@ def render(spec: TableSpec) -> str:
         return lengths_table(read_export(spec.source), spec.options)
     if spec.kind == "coherence":
         return coherence_table(read_export(spec.source))
+    if spec.kind == "sources":
+        return sources_table(json.loads(spec.source.read_text()))
     from safestress.report import markdown_arms, markdown_contrasts, markdown_draws, markdown_table
     from safestress.report.contrasts import model_contrasts
     from safestress.report.runs import arm_rows, parse_arms
@@ -393,6 +398,23 @@ def coherence_table(frame: Any) -> str:
         lines.append(
             f"| {name} | {len(part):,} | {len(flagged)} ({100 * len(flagged) / len(part):.1f}%) | {by} | {labelled} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def sources_table(meta: dict[str, Any]) -> str:
+    """Rows and positives of each training source a head's ``meta.json`` records, with the label
+    mapping it wrote down, so the documented recipe is the shipped head's."""
+    positive = "harmful" if meta.get("kind") == "harm-head" else "positive"
+    lines = [f"| `--data` | rows | {positive} | mapping |", "|---|---|---|---|"]
+    for source in meta["sources"]:
+        mapping = source.get("labels") or ", ".join(
+            f"{k} {v}" for k, v in source.items() if k not in ("dataset", "n", "positives", "files", "sha256", "file")
+        )
+        name = source.get("dataset") or source.get("file", "?")
+        lines.append(f"| `{name}` | {source['n']:,} | {source['positives']:,} | {mapping} |")
+    total = meta.get("n_train")
+    if total is not None:
+        lines += ["", f"{total:,} training rows, {100 * meta.get('harmful_share', float('nan')):.1f}% {positive}."]
     return "\n".join(lines) + "\n"
 
 
