@@ -130,6 +130,14 @@ def test_condition_keeps_one_condition_even_with_commas_in_its_name(tmp_path: Pa
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "condition 'noise' has no rows" in proc.stderr
 
 
+def _render(tmp_path: Path, spec: str) -> str:
+    """A one-block document with ``spec``, refreshed: the Markdown the table kind writes."""
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"<!-- safestress-table {spec} -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    return doc.read_text()
+
+
 def test_an_audit_table_shows_coverage_and_width_at_the_sample_size_asked_for(tmp_path: Path):
     """`audit` renders benchmarks/judge_audit.py's figures at one labelled-sample size, in
     percent and points, and refuses a size the benchmark did not run or an unknown part."""
@@ -140,20 +148,14 @@ def test_an_audit_table_shows_coverage_and_width_at_the_sample_size_asked_for(tm
     change = {"from": "llama2orig", "to": "gpt4", "judge": "refusal", "n": 50, "truth": 0.287, "judge_change": 0.2}
     change |= {k: cover[k] for k in ("labels alone", "corrected")}
     (tmp_path / "audit.json").write_text(json.dumps({"draws": 2000, "rows": rows, "changes": [change]}))
-    doc = tmp_path / "doc.md"
-    doc.write_text(
-        "<!-- safestress-table audit file=audit.json part=rates n=50 -->\n<!-- /safestress-table -->\n"
-        "<!-- safestress-table audit file=audit.json part=changes n=50 -->\n<!-- /safestress-table -->\n"
-    )
-    refresh(doc)
-    text = doc.read_text()
+    text = _render(tmp_path, "audit file=audit.json part=rates n=50")
     assert "| Llama-2 | `refusal` | 22.4 | 27.8 | 0.0% / 8.3 | 96.9% / 22.4 | 97.6% / 17.0 | 87 |" in text
     assert text.count("| Llama-2 | `refusal` |") == 1  # n=30 left out
+    text = _render(tmp_path, "audit file=audit.json part=changes n=50")
     assert "| Llama-2 → GPT-4 | `refusal` | +28.7 | +20.0 | 96.9% / 22.4 | 97.6% / 17.0 |" in text
     for bad, message in (("n=100", "no rows at n=100"), ("part=x n=50", "known are rates and changes"), ("", "n=")):
-        doc.write_text(f"<!-- safestress-table audit file=audit.json {bad} -->\n<!-- /safestress-table -->\n")
         with pytest.raises(SafestressError, match=message):
-            refresh(doc, check=True)
+            _render(tmp_path, f"audit file=audit.json {bad}")
 
 
 def test_a_lengths_table_counts_shares_over_all_answers_and_rates_among_those_scored(tmp_path: Path):
@@ -172,20 +174,15 @@ def test_a_lengths_table_counts_shares_over_all_answers_and_rates_among_those_sc
                     "loop_cut": 40.0 if tokens == 512 and i < 3 else None, "criterion4_loop": tokens == 512 and i < 2,
                 })  # fmt: skip
     pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
-    doc = tmp_path / "doc.md"
-    doc.write_text("<!-- safestress-table lengths file=rows.parquet -->\n<!-- /safestress-table -->\n")
-    refresh(doc)
-    text = doc.read_text()
+    text = _render(tmp_path, "lengths file=rows.parquet")
     assert "complied `refusal` | harmful `harm` |" in text
     assert "| m | jbb | 0 | 64 | 4 | 0.0% | 0.0% | 0.0% | 50.0% | 25.0% |" in text
     # item 0 incoherent: rates among the 3 scored (refusal: item 2 of 1..3; harm: item 1)
     assert "| m | jbb | 0 | 512 | 4 | 25.0% | 75.0% | 50.0% | 33.3% (of 3) | 33.3% (of 3) |" in text
-    doc.write_text("<!-- safestress-table lengths file=rows.parquet tokens=512 -->\n<!-- /safestress-table -->\n")
-    refresh(doc)
-    assert "| 64 |" not in doc.read_text() and "| 512 |" in doc.read_text()
-    doc.write_text("<!-- safestress-table lengths file=rows.parquet sigma=0.2 -->\n<!-- /safestress-table -->\n")
+    text = _render(tmp_path, "lengths file=rows.parquet tokens=512")
+    assert "| 64 |" not in text and "| 512 |" in text
     with pytest.raises(SafestressError, match="no rows left"):
-        refresh(doc, check=True)
+        _render(tmp_path, "lengths file=rows.parquet sigma=0.2")
 
 
 def test_a_coherence_table_counts_flags_per_set_with_the_persons_label_of_the_flagged(tmp_path: Path):
@@ -194,10 +191,7 @@ def test_a_coherence_table_counts_flags_per_set_with_the_persons_label_of_the_fl
     lines = ["set,row,reason,human", "a,0,,", "a,1,gibberish,", "a,2,,"]
     lines += ["b,0,gibberish,1", "b,1,loop,0", "b,2,gibberish,1", "b,3,,1"]
     (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
-    doc = tmp_path / "doc.md"
-    doc.write_text("<!-- safestress-table coherence file=c.csv -->\n<!-- /safestress-table -->\n")
-    refresh(doc)
-    text = doc.read_text()
+    text = _render(tmp_path, "coherence file=c.csv")
     assert "| a | 3 | 1 (33.3%) | gibberish 1 | — |" in text
     assert "| b | 4 | 3 (75.0%) | gibberish 2, loop 1 | 2 / 3 |" in text
 
@@ -210,10 +204,7 @@ def test_a_sources_table_is_the_shipped_heads_training_data(tmp_path: Path):
         {"dataset": "b", "n": 2, "positives": 0, "prompts": "p", "seed": 0, "sha256": "f"},
     ]}  # fmt: skip
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    doc = tmp_path / "doc.md"
-    doc.write_text("<!-- safestress-table sources file=meta.json -->\n<!-- /safestress-table -->\n")
-    refresh(doc)
-    text = doc.read_text()
+    text = _render(tmp_path, "sources file=meta.json")
     assert "| `--data` | rows | harmful | mapping |" in text and "| `a` | 3 | 2 | harmful = x |" in text
     assert "| `b` | 2 | 0 | prompts p, seed 0 |" in text and "5 training rows, 40.0% harmful." in text
 
@@ -223,9 +214,6 @@ def test_a_calibration_rate_below_one_percent_keeps_its_second_decimal(tmp_path:
     figures = [{"kind": "k", "name": "small", "goal": "≤ 0.25%", "rate": 0.0005, "ci": [0.0002, 0.0015]},
                {"kind": "k", "name": "large", "goal": "≤ 5%", "rate": 0.01, "ci": [0.003, 0.029]}]  # fmt: skip
     (tmp_path / "c.json").write_text(json.dumps({"reps": 300, "prompts": 260, "alpha": 0.05, "figures": figures}))
-    doc = tmp_path / "doc.md"
-    doc.write_text("<!-- safestress-table calibration file=c.json -->\n<!-- /safestress-table -->\n")
-    refresh(doc)
-    text = doc.read_text()
+    text = _render(tmp_path, "calibration file=c.json")
     assert "| small | ≤ 0.25% | 0.05% [0.02, 0.15] |" in text and "| large | ≤ 5% | 1.0% [0.3, 2.9] |" in text
     assert "300 simulated sweeps of 260 prompts per row" in text

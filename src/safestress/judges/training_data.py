@@ -66,8 +66,13 @@ def compliant_answers(spec: str) -> LabelledSet:
     Answers of a barely aligned model to harmful prompts fill the gap XSTest leaves (no harmful
     compliance). They carry no human label, so every answer that any phrase judge calls a refusal
     — or that is incoherent — is dropped rather than guessed; the source records how many were kept.
+    A kept answer that loops after a coherent opening is taken as the judges read it (the opening,
+    ``coherence.assess``): a model's answers loop far more than human-labelled text does, and a head
+    trained on the repeated tail learns what no judge is ever shown (23 of SmolLM2's 248 kept
+    answers to harmful-train loop, e.g. "The Law Enforcement's" repeated to the token limit).
     """
     from safestress.datasets import read_rows_file, require_columns
+    from safestress.judges.coherence import assess
     from safestress.judges.phrase import GCGPhraseJudge, JBBPhraseJudge, OpeningRefusalJudge
 
     path, _, cols = spec.partition(":")
@@ -85,14 +90,16 @@ def compliant_answers(spec: str) -> LabelledSet:
     kept = [i for i in range(len(rows)) if keep[i]]
     if not kept:
         raise SafestressError(f"{path}: no answer is free of refusal phrases; nothing to take as compliance")
+    readings = {i: assess(responses[i]) for i in kept}
     source = {
         **file_record(path),
         "n": len(kept),
         "dropped": len(rows) - len(kept),
+        "loops_cut": sum(readings[i].loop_cut is not None for i in kept),
         "positives": 0,
-        "labels": "compliance unless a phrase judge sees a refusal",
+        "labels": "compliance unless a phrase judge sees a refusal; a loop after a coherent opening cut",
     }
-    return LabelledSet([prompts[i] for i in kept], [responses[i] for i in kept], [False] * len(kept), source)
+    return LabelledSet([prompts[i] for i in kept], [readings[i].text for i in kept], [False] * len(kept), source)
 
 
 def pyrit_datasets_dir() -> Path:
