@@ -67,9 +67,9 @@ def compliant_answers(spec: str) -> LabelledSet:
     compliance). They carry no human label, so every answer that any phrase judge calls a refusal
     — or that is incoherent — is dropped rather than guessed; the source records how many were kept.
     A kept answer that loops after a coherent opening is taken as the judges read it (the opening,
-    ``coherence.assess``): a model's answers loop far more than human-labelled text does, and a head
-    trained on the repeated tail learns what no judge is ever shown (23 of SmolLM2's 248 kept
-    answers to harmful-train loop, e.g. "The Law Enforcement's" repeated to the token limit).
+    ``coherence.assess``): a judge is only ever shown that opening, and an opening that does not
+    refuse is compliance. Which loops enter is not a neutral choice (docs/judges.md: dropping
+    SmolLM2's 22 loops instead moved the held-out κ by −0.07 to +0.08 per fold, its mean by +0.01).
     """
     from safestress.datasets import read_rows_file, require_columns
     from safestress.judges.coherence import assess
