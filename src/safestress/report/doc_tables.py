@@ -364,9 +364,8 @@ def lengths_table(frame: Any, options: dict[str, str]) -> str:
     head = ["model", "dataset", "σ", "tokens", "n", "`incoherent`", "loop cut, opening judged"]
     head += ["criterion 4 would have dropped", *names]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for (model, dataset, sigma, tokens), part in frame.groupby(
-        ["model", "dataset", "strength", "max_new_tokens"], sort=False
-    ):
+    # in a fixed order (model, dataset, budget, σ), whatever order the benchmark's runs wrote
+    for (model, dataset, tokens, sigma), part in frame.groupby(["model", "dataset", "max_new_tokens", "strength"]):
         first = part[part["judge"] == judges[0]]
         n = len(first)
         cells = [str(model), str(dataset), f"{sigma:g}", str(tokens), str(n)]
