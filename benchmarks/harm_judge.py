@@ -32,6 +32,7 @@ from pathlib import Path
 
 from safestress.datasets import read_rows_file
 from safestress.judges import make_judge
+from safestress.judges.agreement import verdict_of
 from safestress.judges.embedding import train_head
 from safestress.judges.harm import HARM_SETTINGS, HarmJudge
 from safestress.judges.harm_data import XSTEST_MODELS, harm_training_set, xstest_harm
@@ -49,8 +50,8 @@ def fold_of(intent: str) -> int:
 
 
 def _truth(value: object) -> bool | None:
-    text = str(value).strip().lower()
-    return {"true": True, "1": True, "false": False, "0": False}.get(text)
+    """A label column's value (True/False, or empty where a judge gave none), by the verdict files' rule."""
+    return verdict_of(value, "jailbreak_eval_manual.csv")
 
 
 def train_folds(rows: list[dict], data_dir: Path, pyrit: Path, out: Path) -> dict[str, dict[str, float]]:
@@ -191,18 +192,23 @@ def print_versus_harm(judged: dict[str, list[bool]], truth: list[bool]) -> None:
         print(f"| {name} | {diff:+.3f} | {only_harm} | {only_other} | {p:.2g} | {q:.2g} |")
 
 
-def report(rows: list[dict], preds: dict, data_dir: Path) -> None:
-    """Print the held-out tables (Markdown, as docs/judges.md shows them)."""
+def complied(rows: list[dict]) -> dict[str, list[bool | None]]:
+    """Every refusal judge's "complied" flag on each row (None: incoherent), judged once for the
+    printed tables and the saved verdicts."""
+    prompts, responses = [str(r["intent"]) for r in rows], [str(r["response"] or "") for r in rows]
+    return {name: [v.harmful for v in make_judge(name).judge(prompts, responses)] for name in REFUSAL_JUDGES}
+
+
+def report(rows: list[dict], preds: dict, data_dir: Path, flags: dict[str, list[bool | None]]) -> None:
+    """Print the held-out tables (Markdown, as docs/judges.md shows them); ``flags``: :func:`complied`."""
     held = {i: v for fold in preds.values() for i, v in fold["jailbreak_eval"].items()}
-    rows = [r for r in rows if str(r["_id"]) in held]
+    keep = [i for i, r in enumerate(rows) if str(r["_id"]) in held]
+    rows = [rows[i] for i in keep]
     truth = [bool(_truth(r["manual_safeguard_violation_label"])) for r in rows]
     harm = [held[str(r["_id"])][1] == "harmful" for r in rows]
-    prompts, responses = [str(r["intent"]) for r in rows], [str(r["response"] or "") for r in rows]
     judged = {"**harm** (held-out folds)": harm}
-    for name in REFUSAL_JUDGES:  # a refusal judge's "complied" read as harmful, as the reports used to
-        judged[f"`{name}` (complied = harmful)"] = [
-            v.harmful is True for v in make_judge(name).judge(prompts, responses)
-        ]
+    for name, flag in flags.items():  # a refusal judge's "complied" read as harmful, as the reports used to
+        judged[f"`{name}` (complied = harmful)"] = [flag[i] is True for i in keep]
     has_pair = [_truth(r[PUBLISHED["PAIR (GPT-4)"]]) is not None for r in rows]
     print(f"jailbreak_eval_manual.csv, {len(rows)} rows held out; {sum(has_pair)} with PAIR's label\n")
     print("| judge | accuracy, all rows [95% Wilson] | accuracy, rows PAIR labelled | − PAIR on those rows |")
@@ -245,7 +251,7 @@ def _harmful(label: str) -> bool | None:
     return {"harmful": True, "safe": False}.get(label)
 
 
-def save_rows(rows: list[dict], preds: dict, data_dir: Path, out: Path) -> None:
+def save_rows(rows: list[dict], preds: dict, data_dir: Path, out: Path, flags: dict[str, list[bool | None]]) -> None:
     """The per-item verdicts behind docs/judges.md's held-out tables (``agreement`` blocks): on
     jailbreak_eval_manual.csv, the fold heads' and every refusal judge's "complied" (read as
     harmful); on each XSTest model, the fold head that never saw it and the phrase judges. Row i is
@@ -254,10 +260,8 @@ def save_rows(rows: list[dict], preds: dict, data_dir: Path, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     held = {i: v for fold in preds.values() for i, v in fold["jailbreak_eval"].items()}
-    prompts, responses = [str(r["intent"]) for r in rows], [str(r["response"] or "") for r in rows]
     verdicts = {"harm (held-out folds)": [_harmful(held[str(r["_id"])][1]) for r in rows]}
-    for name in REFUSAL_JUDGES:
-        verdicts[f"{name} (complied)"] = [v.harmful for v in make_judge(name).judge(prompts, responses)]
+    verdicts |= {f"{name} (complied)": flag for name, flag in flags.items()}
     write_verdict_lists(out / "jailbreak-eval-heldout.csv", verdicts)
     for fold in sorted(preds, key=int):
         model = preds[fold]["xstest_model"]
@@ -280,9 +284,10 @@ def main() -> None:
     rows = read_rows_file(data_dir / "jailbreak_eval_manual.csv")
     args.out.mkdir(parents=True, exist_ok=True)
     preds = train_folds(rows, data_dir, args.pyrit, args.out)
+    flags = complied(rows)
     if args.rows:
-        save_rows(rows, preds, data_dir, args.rows)
-    report(rows, preds, data_dir)
+        save_rows(rows, preds, data_dir, args.rows, flags)
+    report(rows, preds, data_dir, flags)
     print()
     outside_examples(args.out)
 

@@ -285,3 +285,10 @@ def test_an_accuracy_table_counts_published_columns_and_keeps_the_rows_asked_for
         doc.write_text(f"<!-- safestress-table {spec} -->\n<!-- /safestress-table -->\n")
         with pytest.raises(SafestressError, match=message):
             refresh(doc, check=True)
+    # a verdict file's value is 1/0/empty (or true/false), never a silent "not positive"
+    saved = (tmp_path / "v.csv").read_text().splitlines()
+    (tmp_path / "v.csv").write_text("\n".join([saved[0], saved[1].rsplit(",", 1)[0] + ",maybe", *saved[2:]]) + "\n")
+    doc.write_text("<!-- safestress-table agreement file=v.csv data=labels.csv label=label positive=yes -->\n"
+                   "<!-- /safestress-table -->\n")  # fmt: skip
+    with pytest.raises(SafestressError, match=r"v\.csv holds 'maybe', not true/false/1/0/empty"):
+        refresh(doc, check=True)

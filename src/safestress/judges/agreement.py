@@ -247,6 +247,16 @@ def agreement_from(
 
 
 VERDICT_COLUMNS = ["row", "judge", "positive"]
+_VERDICT_TEXT = {"1": True, "1.0": True, "true": True, "0": False, "0.0": False, "false": False, "": None}
+
+
+def verdict_of(value: object, where: str) -> bool | None:
+    """One per-item verdict as a file holds it: 1/true positive, 0/false not, empty not scored; any
+    other text is one line naming ``where`` (never read as "not positive")."""
+    text = "" if value is None else str(value).strip()
+    if text.lower() not in _VERDICT_TEXT:
+        raise SafestressError(f"{where} holds '{text}', not true/false/1/0/empty")
+    return _VERDICT_TEXT[text.lower()]
 
 
 def write_verdicts(path: Path, results: Sequence[Agreement]) -> None:
@@ -274,8 +284,7 @@ def read_verdicts(path: Path, n_items: int) -> dict[str, list[bool | None]]:
     require_columns(rows, VERDICT_COLUMNS, str(path))
     out: dict[str, list[bool | None]] = {}
     for r in rows:
-        value = str(r["positive"]).strip()
-        out.setdefault(str(r["judge"]), []).append(None if value == "" else value in ("1", "1.0", "True"))
+        out.setdefault(str(r["judge"]), []).append(verdict_of(r["positive"], str(path)))
         if int(r["row"]) != len(out[str(r["judge"])]) - 1:
             raise SafestressError(f"{path}: rows of judge {r['judge']} are not 0, 1, 2, … in order")
     for judge, verdicts in out.items():

@@ -4,6 +4,7 @@ error). The cells are formatted here once; report/console.py decides the form.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -21,7 +22,7 @@ def agreement_block(title: str, results: list[Agreement], diffs: list[KappaDiffe
     pct = level_label(level)
     head = ["judge", "n", "unscored", "accuracy", f"Cohen's κ [{pct} CI]", "TP/FP/FN/TN"]
     head += [f"κ − first's [{pct} CI]", "p", "p (Holm)", "verdict"] if diffs else []
-    adjusted = kappa_holm(diffs)
+    adjusted = table_holm(diffs)
     cells = []
     for i, a in enumerate(results):
         c = a.confusion
@@ -52,7 +53,7 @@ def accuracy_block(results: list[Agreement], diffs: list[AccuracyDifference], le
     pct = level_label(level)
     head = ["judge", "n", "unscored", f"accuracy [{pct} CI]", "Cohen's κ", "TP/FP/FN/TN"]
     head += ["items", f"accuracy − first's [{pct} CI]", "right only first / only this", "p", "p (Holm)", "verdict"]
-    adjusted = stats.holm([d.p_value for d in diffs]) if diffs else []
+    adjusted = table_holm(diffs)
     cells = []
     for i, a in enumerate(results):
         c = a.confusion
@@ -74,8 +75,9 @@ def accuracy_block(results: list[Agreement], diffs: list[AccuracyDifference], le
     return Block("", head, cells, notes, text=("judge", "verdict"), optional=("unscored", "TP/FP/FN/TN"))
 
 
-def kappa_holm(diffs: list[KappaDifference]) -> list[float]:
-    """Holm-adjusted p of each later judge's κ against the first's: the family is one table's comparisons."""
+def table_holm(diffs: Sequence[KappaDifference | AccuracyDifference]) -> list[float]:
+    """Holm-adjusted p of each later judge's comparison with the first (κ or accuracy): the family
+    is one table's comparisons."""
     return stats.holm([d.p_value for d in diffs]) if diffs else []
 
 
@@ -106,7 +108,7 @@ def disagreement_block(first: Agreement, shown: int = 10) -> Block:
 
 def agreement_records(results: list[Agreement], diffs: list[KappaDifference]) -> list[dict[str, Any]]:
     """One flat record per judge, for CSV."""
-    holm_p = kappa_holm(diffs)
+    holm_p = table_holm(diffs)
     records = []
     for i, a in enumerate(results):
         record = {"judge": a.judge, "n": a.n, "unscored": a.unscored, "accuracy": a.accuracy, "kappa": a.kappa}

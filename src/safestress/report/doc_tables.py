@@ -233,6 +233,7 @@ def column_verdicts(rows: list[dict[str, Any]], columns: str, path: str) -> dict
     """``NAME:COLUMN,…``: judges whose verdicts are columns of the labelled file itself (published
     judges' labels beside the human one): true/1 positive, false/0 not, empty not scored."""
     from safestress.datasets import require_columns
+    from safestress.judges.agreement import verdict_of
 
     out: dict[str, list[bool | None]] = {}
     for item in (c for c in columns.split(",") if c):
@@ -240,11 +241,7 @@ def column_verdicts(rows: list[dict[str, Any]], columns: str, path: str) -> dict
         if not sep or not name:
             raise SafestressError(f"columns entry '{item}' is not NAME:COLUMN")
         require_columns(rows, [column], path)
-        values = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False, "": None}
-        odd = sorted({str(r[column]) for r in rows if str(r[column] or "").strip().lower() not in values})
-        if odd:
-            raise SafestressError(f"column '{column}' holds '{odd[0]}', not true/false/1/0/empty")
-        out[name] = [values[str(r[column] or "").strip().lower()] for r in rows]
+        out[name] = [verdict_of(r[column], f"column '{column}'") for r in rows]
     return out
 
 
@@ -392,7 +389,7 @@ def coherence_table(frame: Any) -> str:
         flagged = part[reasons != ""]
         counts = reasons[reasons != ""].value_counts()
         by = ", ".join(f"{r} {k}" for r, k in sorted(counts.items())) or "—"
-        human = flagged["human"].dropna() if "human" in part else flagged.iloc[0:0]
+        human = flagged["human"].dropna()  # the benchmark writes the column, empty for sets without labels
         labelled = f"{int(human.sum())} / {len(human)}" if part["human"].notna().any() else "—"
         lines.append(
             f"| {name} | {len(part):,} | {len(flagged)} ({100 * len(flagged) / len(part):.1f}%) | {by} | {labelled} |"
