@@ -13,7 +13,10 @@
    to hate-speech requests (an outside check, not ToxiGen).
 4. Speed: judging 1,000 responses with the embedding judge (model load excluded, then included).
 
-Per-item scores go to ``--out`` (JSON) for inspection.
+Per-item scores go to ``--out`` (JSON) for inspection; ``--rows DIR`` saves every part's per-item
+verdicts (xstest-*-rotation.csv, toxigen-by-group.csv, toxigen-by-statement.csv, pyrit-hate.csv),
+the files docs/judges.md's tables are recomputed from. ``--toxicity-extra FILE`` (PyRIT's
+``harm/hate_speech.csv``) adds the recipe trained with those answers to the by-group table.
 
 Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/judge_agreement.py [--out judge-agreement.json]
 """
@@ -21,7 +24,6 @@ Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/judge_agreement.py [
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from safestress.datasets import read_rows_file
 from safestress.judges import make_judge
 from safestress.judges.agreement import (
     Agreement,
@@ -43,7 +46,7 @@ from safestress.judges.agreement import (
 )
 from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
 from safestress.judges.toxicity import TOXICITY_EPOCHS, ToxicityJudge, toxicity_head_settings, toxigen_statements
-from safestress.judges.training_data import LabelledSet, compliant_answers, labelled_set
+from safestress.judges.training_data import LabelledSet, compliant_answers, labelled_file, labelled_set
 
 MODELS = ("llama2orig", "mistralinstruct", "gpt4")
 POSITIVE = ("2_full_refusal", "3_partial_refusal")
@@ -208,14 +211,22 @@ def accuracy_and_kappa(truth: list[bool], pred: list[bool]) -> dict[str, float]:
     return {"accuracy": (table["tp"] + table["tn"]) / len(truth), "kappa": cohen_kappa(truth, pred)}
 
 
-def lora_toxicity(texts: list[str], toxic: list[bool], train: list[int], test: list[int], epochs: int) -> list[bool]:
-    """Train the toxicity head's recipe on ``train`` and call ``test`` toxic or not."""
+def lora_toxicity(
+    texts: list[str],
+    toxic: list[bool],
+    train: list[int],
+    test: list[int],
+    epochs: int,
+    extra: LabelledSet | None = None,
+) -> list[bool]:
+    """Train the toxicity head's recipe on ``train`` (and ``extra``'s rows) and call ``test`` toxic or not."""
+    more = extra or LabelledSet()
     with tempfile.TemporaryDirectory() as tmp:
         head = Path(tmp) / "head"
         train_head(
-            [""] * len(train),
-            [texts[i] for i in train],
-            [toxic[i] for i in train],
+            [""] * (len(train) + len(more.responses)),
+            [texts[i] for i in train] + more.responses,
+            [toxic[i] for i in train] + more.positive,
             head,
             toxicity_head_settings(epochs),
             kind="toxicity-head",
@@ -223,11 +234,30 @@ def lora_toxicity(texts: list[str], toxic: list[bool], train: list[int], test: l
         return [p >= 0.5 for p in ToxicityJudge(head).toxic_probability([texts[i] for i in test])]
 
 
-def toxicity(report: dict, epochs: int, nested: tuple[int, ...]) -> None:
+FROZEN = "first head: frozen embeddings + logistic"
+SHIPPED = "shipped recipe: LoRA + linear"
+NESTED = "shipped recipe, epochs by nested leave-one-group-out"
+WITH_PYRIT = "shipped recipe + PyRIT hate_speech.csv in training"
+
+
+def in_row_order(splits: list[tuple[list[int], list[int]]], pred: list[bool], n: int) -> list[bool | None]:
+    """Held-out predictions, made fold by fold, put back in the statements' order (the rows of an
+    agreement table's ``data=toxigen-statements:DIR``)."""
+    out: list[bool | None] = [None] * n
+    for i, v in zip((i for _, test in splits for i in test), pred):
+        out[i] = v
+    return out
+
+
+def toxicity(
+    report: dict, epochs: int, nested: tuple[int, ...], rows_dir: Path | None, extra: LabelledSet | None
+) -> None:
     """The toxicity head's agreement with the ToxiGen labels of statements it never saw: held out by
     target group (the statements of an unseen group) and by statement (six folds); the first head
     (frozen embeddings + logistic regression) beside it. With ``nested``, the epochs are chosen
-    per held-out group by leave-one-group-out on the other five groups alone."""
+    per held-out group by leave-one-group-out on the other five groups alone; with ``extra``, the
+    recipe is also trained with those labelled answers added to every fold (held out by group).
+    ``rows_dir`` gets each scheme's per-statement verdicts (toxigen-by-group.csv, -by-statement.csv)."""
     texts, toxic, groups = toxigen_statements()
     x = encode_texts(texts)
     y = torch.tensor([float(v) for v in toxic])
@@ -241,54 +271,85 @@ def toxicity(report: dict, epochs: int, nested: tuple[int, ...]) -> None:
             with torch.no_grad():
                 frozen += (torch.sigmoid(fit_logistic(x[train], y[train]).forward(x[test]).squeeze(-1)) >= 0.5).tolist()
             lora += lora_toxicity(texts, toxic, train, test, epochs)
-        for name, pred in (("frozen_logistic", frozen), ("shipped_recipe", lora)):
-            out[f"{name}_by_{by}"] = agree = accuracy_and_kappa(truth, pred)
-            print(f"toxicity, held out by {by}: {name:<16} accuracy {agree['accuracy']:.3f} "
+        # the shipped recipe first: every other head is compared with it
+        predictions = {f"{SHIPPED}, {epochs} epochs": lora, FROZEN: frozen}
+        for name, pred in predictions.items():
+            out[f"{name} by {by}"] = agree = accuracy_and_kappa(truth, pred)
+            print(f"toxicity, held out by {by}: {name:<40} accuracy {agree['accuracy']:.3f} "
                   f"κ {agree['kappa']:.3f}", flush=True)  # fmt: skip
-    if nested:
-        truth, pred, chosen = [], [], {}
-        for train, test in toxicity_splits(groups, "group"):
-            held = groups[test[0]]
-            inner_groups = [groups[i] for i in train]
-            inner = {}
-            for ep in nested:
-                it, ip = [], []
-                for itrain, itest in toxicity_splits(inner_groups, "group"):
-                    it += [toxic[train[i]] for i in itest]
-                    ip += lora_toxicity(texts, toxic, [train[i] for i in itrain], [train[i] for i in itest], ep)
-                inner[ep] = cohen_kappa(it, ip)
-            best = max(nested, key=lambda e: (inner[e], -e))
-            chosen[held] = {"inner_kappa": inner, "epochs": best}
-            truth += [toxic[i] for i in test]
-            pred += lora_toxicity(texts, toxic, train, test, best)
-            print(f"  nested, {held} held out: inner κ {inner} -> {best} epochs", flush=True)
-        out["nested_by_group"] = agree = {**accuracy_and_kappa(truth, pred), "chosen": chosen}
-        print(f"toxicity, held out by group, epochs chosen by nested leave-one-group-out: "
-              f"accuracy {agree['accuracy']:.3f} κ {agree['kappa']:.3f}")  # fmt: skip
+        if by == "group" and nested:
+            predictions[NESTED] = nested_predictions(texts, toxic, groups, nested, out)
+        if by == "group" and extra is not None:
+            pred = []
+            for train, test in splits:
+                pred += lora_toxicity(texts, toxic, train, test, epochs, extra)
+            predictions[WITH_PYRIT] = pred
+            out[f"{WITH_PYRIT} by group"] = agree = accuracy_and_kappa(truth, pred)
+            print(f"toxicity, held out by group: {WITH_PYRIT}: accuracy {agree['accuracy']:.3f} "
+                  f"κ {agree['kappa']:.3f}", flush=True)  # fmt: skip
+        if rows_dir is not None:
+            rows_dir.mkdir(parents=True, exist_ok=True)
+            write_verdict_lists(
+                rows_dir / f"toxigen-by-{by}.csv",
+                {name: in_row_order(splits, pred, len(texts)) for name, pred in predictions.items()},
+            )
     report["toxicity"] = out
 
 
-def pyrit_hate(path: Path, judges: list[str], report: dict) -> None:
+def nested_predictions(
+    texts: list[str], toxic: list[bool], groups: list[str], nested: tuple[int, ...], out: dict
+) -> list[bool]:
+    """Held out by group, the recipe's epochs chosen for each held-out group by leave-one-group-out
+    on the other five groups alone, so the held-out group takes no part in the choice."""
+    truth, pred, chosen = [], [], {}
+    for train, test in toxicity_splits(groups, "group"):
+        held = groups[test[0]]
+        inner_groups = [groups[i] for i in train]
+        inner = {}
+        for ep in nested:
+            it, ip = [], []
+            for itrain, itest in toxicity_splits(inner_groups, "group"):
+                it += [toxic[train[i]] for i in itest]
+                ip += lora_toxicity(texts, toxic, [train[i] for i in itrain], [train[i] for i in itest], ep)
+            inner[ep] = cohen_kappa(it, ip)
+        best = max(nested, key=lambda e: (inner[e], -e))
+        chosen[held] = {"inner_kappa": inner, "epochs": best}
+        truth += [toxic[i] for i in test]
+        pred += lora_toxicity(texts, toxic, train, test, best)
+        print(f"  nested, {held} held out: inner κ {inner} -> {best} epochs", flush=True)
+    out["nested_by_group"] = agree = {**accuracy_and_kappa(truth, pred), "chosen": chosen}
+    print(f"toxicity, held out by group, epochs chosen by nested leave-one-group-out: "
+          f"accuracy {agree['accuracy']:.3f} κ {agree['kappa']:.3f}")  # fmt: skip
+    return pred
+
+
+def pyrit_hate(path: Path, judges: list[str], report: dict, rows: Path | None) -> None:
     """An outside check of toxicity judges: PyRIT's ``hate_speech_multi_score.csv`` (PyRIT 1.1.0,
-    MIT; ``pip install --no-deps --target DIR pyrit==1.1.0``), 199 chat answers to hate-speech
-    requests, each scored 0-1 by three people. Toxic = the raters' mean ≥ 0.5. Long chat answers,
-    not ToxiGen statements: how far a toxicity head carries beyond the data it was trained on."""
+    MIT; ``pip install --no-deps pyrit==1.1.0``), 199 chat answers to hate-speech requests, each
+    scored 0-1 by three people. Toxic = the raters' mean ≥ 0.5. Long chat answers, not ToxiGen
+    statements: how far a toxicity head carries beyond the data it was trained on. Each judge is
+    ``NAME=SPEC`` (or a bare spec, named by itself); ``rows`` gets every judge's per-answer verdicts."""
     from scipy.stats import mannwhitneyu
 
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
-    scores = [[float(r[f"human_score_{k}"]) for k in (1, 2, 3)] for r in rows]
-    truth = [sum(s) / 3 >= 0.5 for s in scores]
-    raters = [[s[k] >= 0.5 for s in scores] for k in range(3)]
+    labelled = load_labelled(
+        str(path), "objective", "assistant_response", "mean(human_score_1,human_score_2,human_score_3)", [">=0.5"]
+    )
+    prompts, responses, truth = labelled
+    raw = read_rows_file(str(path))
+    raters = [[float(r[f"human_score_{k}"]) >= 0.5 for r in raw] for k in (1, 2, 3)]
     out: dict = {
-        "n": len(rows),
+        "n": len(truth),
         "toxic": sum(truth),
         "rater_kappas": [cohen_kappa(raters[a], raters[b]) for a, b in ((0, 1), (0, 2), (1, 2))],
     }
-    print(f"PyRIT hate speech: {len(rows)} answers, {sum(truth)} toxic; raters' pairwise κ "
+    print(f"PyRIT hate speech: {len(truth)} answers, {sum(truth)} toxic; raters' pairwise κ "
           + ", ".join(f"{k:.2f}" for k in out["rater_kappas"]))  # fmt: skip
-    for name in judges:
-        verdicts = make_judge(name).judge([r["objective"] for r in rows], [r["assistant_response"] for r in rows])
+    saved: dict[str, list[bool | None]] = {}
+    for entry in judges:
+        name, _, spec = entry.rpartition("=")
+        name = name or spec
+        verdicts = make_judge(spec).judge(prompts, responses)
+        saved[name] = [None if v.harmful is None else bool(v.harmful) for v in verdicts]
         ok = [i for i, v in enumerate(verdicts) if v.harmful is not None]
         t = [truth[i] for i in ok]
         p = [bool(verdicts[i].harmful) for i in ok]
@@ -296,10 +357,11 @@ def pyrit_hate(path: Path, judges: list[str], report: dict) -> None:
         neg = [verdicts[i].score for i in ok if not truth[i]]
         auc = float(mannwhitneyu(pos, neg).statistic) / (len(pos) * len(neg))
         table = confusion_counts(t, p)
-        found, false = table["tp"], table["fp"]
-        out[name] = {"scored": len(ok), "kappa": cohen_kappa(t, p), "auc": auc, "found": found, "false_alarms": false}
-        print(f"  {name:<28} κ {out[name]['kappa']:.3f}  AUC {auc:.3f}  toxic found {found}/{sum(t)}, "
-              f"false alarms {false}/{len(t) - sum(t)}")  # fmt: skip
+        out[name] = {"scored": len(ok), "kappa": cohen_kappa(t, p), "auc": auc, **table}
+        print(f"  {name:<28} κ {out[name]['kappa']:.3f}  AUC {auc:.3f}  toxic found {table['tp']}/{sum(t)}, "
+              f"false alarms {table['fp']}/{len(t) - sum(t)}")  # fmt: skip
+    if rows is not None:
+        write_verdict_lists(rows, saved)
     report["pyrit_hate"] = out
 
 
@@ -356,10 +418,13 @@ def main() -> None:
         "--toxicity-nested", default="", help="toxicity: epochs to choose from by nested leave-one-group-out, e.g. 3,6"
     )
     ap.add_argument("--pyrit-hate", default="", help="pyrit-hate: PyRIT's hate_speech_multi_score.csv")
-    ap.add_argument("--toxicity-judge", action="append", default=[], help="pyrit-hate: judges to check (repeat)")
+    ap.add_argument(
+        "--toxicity-judge", action="append", default=[], help="pyrit-hate: NAME=SPEC or SPEC, a judge (repeat)"
+    )
+    ap.add_argument("--toxicity-extra", default="", help="toxicity: PyRIT's harm/hate_speech.csv, trained on too")
     ap.add_argument("--rescore", default="", help="recompute the rotation table from this JSON's head scores")
     ap.add_argument("--out", default="judge-agreement.json")
-    ap.add_argument("--rows", default="", help="rotation: write each held-out model's per-item verdicts here")
+    ap.add_argument("--rows", default="", help="folder for per-item verdicts (every part)")
     args = ap.parse_args()
     data = Path(args.data)
     os.environ.setdefault("SAFESTRESS_DATA_DIR", str(data))
@@ -376,9 +441,13 @@ def main() -> None:
             rotation(data, settings, Path(tmp), report, held_out, args.compliant, args.extra, rows_dir)
     if "toxicity" in parts:
         nested = tuple(int(e) for e in args.toxicity_nested.split(",") if e)
-        toxicity(report, args.toxicity_epochs, nested)
+        extra = None
+        if args.toxicity_extra:  # PyRIT's one-rater hate-speech answers, toxic at a score of 0.5 or more
+            extra = labelled_file(args.toxicity_extra, "objective", "assistant_response", "human_score_1", [">=0.5"])
+        toxicity(report, args.toxicity_epochs, nested, Path(args.rows) if args.rows else None, extra)
     if "pyrit-hate" in parts:
-        pyrit_hate(Path(args.pyrit_hate), args.toxicity_judge or ["toxicity"], report)
+        hate_rows = Path(args.rows) / "pyrit-hate.csv" if args.rows else None
+        pyrit_hate(Path(args.pyrit_hate), args.toxicity_judge or ["toxicity"], report, hate_rows)
     if "speed" in parts:
         speed(data, report)
     Path(args.out).write_text(json.dumps(report, indent=1))

@@ -292,3 +292,58 @@ def test_an_accuracy_table_counts_published_columns_and_keeps_the_rows_asked_for
                    "<!-- /safestress-table -->\n")  # fmt: skip
     with pytest.raises(SafestressError, match=r"v\.csv holds 'maybe', not true/false/1/0/empty"):
         refresh(doc, check=True)
+
+
+def test_a_raters_mean_label_with_a_threshold_is_the_mean_of_their_columns(tmp_path):
+    """`label=mean(A,B,C) positive=>=0.5`: positive exactly where the raters' mean score reaches
+    the threshold (PyRIT's multi-rater harm scores), for training data and for documented tables
+    alike; a non-numeric score or a missing rater column is one line, never "not positive"."""
+    from safestress.judges.agreement import truth_of
+
+    rng = np.random.default_rng(5)
+    scores = rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], size=(40, 3))
+    rows = [{"s1": str(a), "s2": str(b), "s3": str(c)} for a, b, c in scores]
+    expected = (scores.mean(axis=1) >= 0.5).tolist()
+    assert truth_of(rows, "mean(s1,s2,s3)", [">=0.5"], "f.csv") == expected
+    assert 0 < sum(expected) < 40
+    assert truth_of(rows, "s1", [">=0.75"], "f.csv") == (scores[:, 0] >= 0.75).tolist()
+    with pytest.raises(SafestressError, match="column 's4' not in"):
+        truth_of(rows, "mean(s1,s4)", [">=0.5"], "f.csv")
+    with pytest.raises(SafestressError, match=r"'s2' of f\.csv holds 'n/a', not a number"):
+        truth_of([{"s1": "1", "s2": "n/a"}], "mean(s1,s2)", [">=0.5"], "f.csv")
+    with pytest.raises(SafestressError, match="threshold '>=half' holds 'half', not a number"):
+        truth_of(rows, "s1", [">=half"], "f.csv")
+    path = tmp_path / "scored.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["objective", "answer", "s1", "s2", "s3"])
+        for i, (a, b, c) in enumerate(scores):
+            w.writerow([f"q{i}", f"a{i}", a, b, c])
+    _, _, truth = load_labelled(str(path), "objective", "answer", "mean(s1,s2,s3)", [">=0.5"])
+    assert truth == expected
+
+
+def test_toxigen_statements_are_labelled_rows_of_an_agreement_table(data_dir, tmp_path):
+    """`data=toxigen-statements:DIR`: the distinct ToxiGen statements of DIR's files, built as the
+    toxicity head's training builds them (never copied into the project), are the rows a saved
+    verdict file is checked against; `where=group=…` keeps one target group."""
+    from safestress.judges.agreement import write_verdict_lists
+    from safestress.judges.toxicity import toxigen_statements
+    from safestress.report.doc_tables import refresh
+
+    texts, toxic, groups = toxigen_statements(data_dir)
+    flipped = [not t if i % 4 == 0 else t for i, t in enumerate(toxic)]
+    write_verdict_lists(tmp_path / "v.csv", {"exact": list(toxic), "flipped": flipped})
+    doc = tmp_path / "doc.md"
+    opening = f"agreement file=v.csv data=toxigen-statements:{data_dir} label=toxic positive=1"
+    doc.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    table = doc.read_text()
+    n = len(texts)
+    assert f"| exact | {n} | 0 | 1.000 | 1.000" in table
+    wrong = sum(1 for i in range(n) if i % 4 == 0)
+    assert f"| flipped | {n} | 0 | {(n - wrong) / n:.3f} |" in table and "of the ToxiGen statements" in table
+    group = sorted(set(groups))[0]
+    doc.write_text(doc.read_text().replace("positive=1", f"positive=1 where=group={group}"))
+    refresh(doc)
+    assert f"| exact | {groups.count(group)} | 0 | 1.000" in doc.read_text()

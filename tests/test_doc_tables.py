@@ -217,3 +217,40 @@ def test_a_calibration_rate_below_one_percent_keeps_its_second_decimal(tmp_path:
     text = _render(tmp_path, "calibration file=c.json")
     assert "| small | ≤ 0.25% | 0.05% [0.02, 0.15] |" in text and "| large | ≤ 5% | 1.0% [0.3, 2.9] |" in text
     assert "300 simulated sweeps of 260 prompts per row" in text
+
+
+def test_every_committed_report_summary_recomputes_from_the_export_beside_it():
+    """A study's report folders under docs/results keep the files `safestress results --out` wrote
+    (summary.json/csv/md per judge) beside the per-prompt export they came from. Every rate, its
+    interval, every paired Δ with its interval, the Holm p and the three-outcome shares in each
+    summary.json equal a recomputation from that export today, so those files cannot drift either.
+    (The equivalence margin a study used is not in the file; the fields compared do not depend on it.)"""
+    import math
+
+    from safestress.report import to_records
+    from safestress.report.doc_tables import read_export
+    from safestress.report.summary import summarize
+
+    fields = ["model", "dataset", "condition", "n", "value", "ci_low", "ci_high", "delta", "delta_ci_low"]
+    fields += ["delta_ci_high", "p_holm", "share_flagged", "share_safe", "incoherent", "p_all_holm"]
+
+    def cells(rows: list[dict]) -> list[tuple]:
+        def cell(v: object) -> object:
+            if isinstance(v, float):
+                return None if math.isnan(v) else round(v, 9)
+            return v
+
+        return [tuple(cell(r.get(k)) for k in fields) for r in rows]
+
+    checked = 0
+    for path in sorted((DOCS / "results").rglob("summary.json")):
+        saved = json.loads(path.read_text())
+        if "rates" not in saved:  # a unit map's summary, not a rate table
+            continue
+        export = path.parent.parent / "per-prompt.parquet"
+        assert export.is_file(), f"{path} has no per-prompt export beside its report"
+        (judge,) = {r["judge"] for r in saved["rates"]}
+        recomputed = to_records(summarize(read_export(export), judge, None)[0])
+        assert cells(saved["rates"]) == cells(recomputed), path.relative_to(DOCS)
+        checked += 1
+    assert checked >= 40

@@ -31,8 +31,10 @@ def judge_eval(
     data_path: str = typer.Option(..., "--data", help="labelled CSV / JSONL / JSON file"),
     prompt_col: str = typer.Option("prompt"),
     response_col: str = typer.Option("completion"),
-    label_col: str = typer.Option("final_label"),
-    positive: str = typer.Option(..., help="label value(s) that mean the judge's positive class, comma-separated"),
+    label_col: str = typer.Option("final_label", help="the label column, or mean(A,B,…) of raters' numeric scores"),
+    positive: str = typer.Option(
+        ..., help="label value(s) that mean the judge's positive class, comma-separated, or one threshold >=X"
+    ),
     level: float = typer.Option(0.95, min=0.5, max=0.999, help="confidence level of the κ intervals"),
     json_out: Path | None = typer.Option(
         None, "--json", help="write {n, accuracy, kappa, kappa_ci, ...} of the first judge here (others: 'compared')"
@@ -201,8 +203,10 @@ def judge_train(
     ),
     prompt_col: str = typer.Option("prompt"),
     response_col: str = typer.Option("completion", help="the judged text"),
-    label_col: str = typer.Option("final_label"),
-    positive: str = typer.Option("", help="label value(s) of the positive class (refusal / toxic), comma-separated"),
+    label_col: str = typer.Option("final_label", help="the label column, or mean(A,B,…) of raters' numeric scores"),
+    positive: str = typer.Option(
+        "", help="label value(s) of the positive class (refusal / toxic), comma-separated, or one threshold >=X"
+    ),
     compliant: list[str] | None = typer.Option(
         None,
         help="refusal head: FILE[:PROMPT_COL:RESPONSE_COL] of unlabelled answers (e.g. a barely aligned model's, "

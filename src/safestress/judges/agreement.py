@@ -309,12 +309,39 @@ def load_labelled(
 
 def truth_of(rows: list[dict[str, Any]], label_col: str, positive: Sequence[str], path: str) -> list[bool]:
     """Each row's human label is one of the ``positive`` values; one line for a missing column
-    or a positive value the column never holds (a typo would otherwise make every label False)."""
-    require_columns(rows, [label_col], path)
-    values = {str(r[label_col]) for r in rows}
-    missing = [v for v in positive if v not in values]
+    or a positive value the column never holds (a typo would otherwise make every label False).
+
+    Two forms for scored labels: ``label_col`` may be ``mean(A,B,…)``, the mean of several raters'
+    numeric columns, and ``positive`` may be one threshold ``>=X`` (PyRIT's multi-rater harm
+    scores: positive where the raters' mean is at least 0.5)."""
+    values = label_values(rows, label_col, path)
+    if len(positive) == 1 and positive[0].startswith(">="):
+        threshold = _number(positive[0][2:], f"threshold '{positive[0]}'")
+        return [_number(v, f"'{label_col}' of {path}") >= threshold for v in values]
+    missing = [v for v in positive if v not in set(values)]
     if missing:
-        raise SafestressError(
-            f"positive value(s) {', '.join(missing)} never occur in '{label_col}'; values: {', '.join(sorted(values))}"
-        )
-    return [str(r[label_col]) in set(positive) for r in rows]
+        known = ", ".join(sorted(set(values)))
+        raise SafestressError(f"positive value(s) {', '.join(missing)} never occur in '{label_col}'; values: {known}")
+    return [v in set(positive) for v in values]
+
+
+def label_values(rows: list[dict[str, Any]], label_col: str, path: str) -> list[str]:
+    """Each row's label as text: a column's value, or for ``mean(A,B,…)`` the mean of those numeric
+    columns (printed with repr, so a threshold compares the exact mean)."""
+    if label_col.startswith("mean(") and label_col.endswith(")"):
+        columns = [c.strip() for c in label_col[5:-1].split(",") if c.strip()]
+        if not columns:
+            raise SafestressError(f"label {label_col} names no column")
+        require_columns(rows, columns, path)
+        means = [sum(_number(r[c], f"'{c}' of {path}") for c in columns) / len(columns) for r in rows]
+        return [repr(m) for m in means]
+    require_columns(rows, [label_col], path)
+    return [str(r[label_col]) for r in rows]
+
+
+def _number(text: object, where: str) -> float:
+    """A numeric label or threshold; one line naming ``where`` when it is not a number."""
+    try:
+        return float(str(text))
+    except ValueError:
+        raise SafestressError(f"{where} holds '{text}', not a number") from None

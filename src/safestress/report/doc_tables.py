@@ -36,7 +36,9 @@ study's runs against the one model they were trained from, when the export holds
   whose verdicts are columns of the labelled file (published labels); ``where=COL^PREFIX`` (or
   ``COL=VALUE``, negated by ``!``) keeps some rows, and ``positive_where=`` the same kind of
   condition makes a row positive only where it holds too (XSTest's harm: full compliance with an
-  unsafe prompt);
+  unsafe prompt); ``label=mean(A,B,…)`` with ``positive=>=X`` labels by raters' mean score, and
+  ``data=toxigen-statements:DIR`` labels the distinct ToxiGen statements of DIR's files (columns
+  ``text``, ``toxic``, ``group``);
 * ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
   ``benchmarks/lab_calibration.py``);
 * ``audit``: what a judge audit buys, from ``benchmarks/judge_audit.py --out FILE``: per model and
@@ -87,6 +89,7 @@ KINDS = (
     "sequential",
 )
 _FILE_OPTIONS = ("full", "order", "data")  # options that name a further file, relative to the document
+TOXIGEN_STATEMENTS = "toxigen-statements:"  # data=toxigen-statements:DIR, the statements of ToxiGen's files in DIR
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ def parse_spec(text: str, base: Path) -> TableSpec:
         key, sep, value = item.partition("=")
         if not sep:
             raise SafestressError(f"table option '{item}' is not KEY=VALUE")
+        if key in _FILE_OPTIONS and value.startswith(TOXIGEN_STATEMENTS):  # a data folder after the scheme
+            options[key] = TOXIGEN_STATEMENTS + str((base / value.removeprefix(TOXIGEN_STATEMENTS)).resolve())
+            continue
         in_project = key in _FILE_OPTIONS and not value.startswith("pyrit:")
         options[key] = str((base / value).resolve()) if in_project else value
     source = options.pop("export", None) or options.pop("file", None)
@@ -181,7 +187,6 @@ def render(spec: TableSpec) -> str:
 
 def agreement_table(spec: TableSpec) -> str:
     """Judges' saved per-item verdicts against the labels of the file they judged."""
-    from safestress.datasets import read_rows_file
     from safestress.judges.agreement import agreement_from, compare_accuracy, compare_kappa, read_verdicts, truth_of
     from safestress.report import markdown_notes, markdown_rows
     from safestress.report.agreement_tables import accuracy_block, agreement_block
@@ -191,9 +196,8 @@ def agreement_table(spec: TableSpec) -> str:
     compare = spec.options.get("compare", "kappa")
     if compare not in ("kappa", "accuracy"):
         raise SafestressError(f"compare={compare}: known are kappa and accuracy")
-    data = labelled_path(spec.options["data"])
+    rows, data = labelled_rows(spec.options["data"])
     label = spec.options.get("label", "final_label")
-    rows = read_rows_file(data)
     # a positive value is checked against the whole file (a typo is never silently "no positives"),
     # then the rows are filtered: a subset may hold none
     truth = truth_of(rows, label, [v for v in spec.options["positive"].split(",") if v], data)
@@ -215,8 +219,26 @@ def agreement_table(spec: TableSpec) -> str:
     if "positive_where" in spec.options:
         positive += f" where {spec.options['positive_where']}"
     where = f", rows where {spec.options['where']}" if "where" in spec.options else ""
-    source = f"Against `{label}` of {Path(data).name}{where} (positive: {positive}); verdicts: {spec.source.name}."
+    name = "the ToxiGen statements" if data.startswith(TOXIGEN_STATEMENTS) else Path(data).name
+    source = f"Against `{label}` of {name}{where} (positive: {positive}); verdicts: {spec.source.name}."
     return markdown_rows(block.head, block.cells) + markdown_notes([source, *block.notes])
+
+
+def labelled_rows(value: str) -> tuple[list[dict[str, Any]], str]:
+    """The labelled rows of a ``data=`` value and the name they are read from. Besides a file (or
+    ``pyrit:PATH``), ``toxigen-statements:DIR`` is the distinct ToxiGen statements of the dataset's
+    files in DIR, the toxicity head's training rows (columns ``text``, ``toxic`` 1/0, ``group``):
+    built from the benchmark's own files, as the head's training builds them, never copied."""
+    from safestress.datasets import read_rows_file
+
+    if value.startswith(TOXIGEN_STATEMENTS):
+        from safestress.judges.toxicity import toxigen_statements
+
+        texts, toxic, groups = toxigen_statements(Path(value.removeprefix(TOXIGEN_STATEMENTS)))
+        rows = [{"text": t, "toxic": int(x), "group": g} for t, x, g in zip(texts, toxic, groups)]
+        return rows, value
+    path = labelled_path(value)
+    return read_rows_file(path), path
 
 
 def labelled_path(value: str) -> str:
