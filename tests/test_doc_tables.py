@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import warnings
 from pathlib import Path
@@ -254,3 +255,73 @@ def test_every_committed_report_summary_recomputes_from_the_export_beside_it():
         assert cells(saved["rates"]) == cells(recomputed), path.relative_to(DOCS)
         checked += 1
     assert checked >= 40
+
+
+def _rounds_to(number: str, printed: str) -> bool:
+    """``number`` as a source prints it rounds to ``printed`` at the decimals ``printed`` has
+    (``0.576`` backs ``0.58``; ``0.5`` does not back ``0.50``)."""
+    places = len(printed.split(".")[1])
+    return len(number.split(".")[1]) >= places and abs(round(float(number), places) - float(printed)) < 1e-9
+
+
+def _claim_tables(text: str) -> list[list[str]]:
+    """The hand-written tables of a page (those outside generated blocks), each as its lines."""
+    tables: list[list[str]] = []
+    current: list[str] | None = None
+    generated = False
+    for line in text.splitlines():
+        if line.startswith("<!-- safestress-table"):
+            generated = True
+        elif line.startswith("<!-- /safestress-table"):
+            generated = False
+        elif not generated and line.startswith("|"):
+            if current is None:
+                current = []
+                tables.append(current)
+            current.append(line)
+            continue
+        current = None
+    return tables
+
+
+def test_every_figure_of_the_reproduction_page_is_in_a_page_it_links_to():
+    """docs/reproduction.md sets the papers' claims beside measured figures in hand-written tables
+    (their cells are sentences, not rows of one statistic). So that they cannot drift from the
+    generated pages either, every decimal figure in a table must appear, to the decimals it is
+    printed with, on a line of a page the table links to (or of this page's generated blocks), and
+    an estimate with its interval ("+29.3 [+15.5, +41.6]") on one and the same line there, so a
+    figure cannot be backed by a number that only happens to occur elsewhere. (A change "clean →
+    perturbed" joins two rows of a table, so each side is checked alone.)"""
+    import re
+
+    number = re.compile(r"\d+\.\d+")
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    interval = re.compile(r"\s*\[[+\u2212-]?|,\s*[+\u2212-]?|\u2013[+\u2212-]?")  # "x [lo", "lo, hi", "lo–hi"
+    doc = DOCS / "reproduction.md"
+    text = doc.read_text()
+    own = "".join(re.findall(r"<!-- safestress-table.*?<!-- /safestress-table -->", text, re.S))
+    tables = _claim_tables(text)
+    assert len(tables) >= 3
+    unbacked, apart, pairs = [], [], 0
+    for table in tables:
+        links = {m for line in table for m in link.findall(line)}
+        assert links, f"a table of reproduction.md links to no page: {table[0]}"
+        pages = [doc.parent / x for x in links if x.endswith(".md") and (doc.parent / x).is_file()]
+        texts = [own, *(page.read_text() for page in pages)]  # this page: its generated blocks only
+        source_lines = [number.findall(line) for t in texts for line in t.splitlines()]
+        source_lines = [nums for nums in source_lines if nums]
+
+        def on_one_line(*printed: str, lines: list[list[str]] = source_lines) -> bool:
+            return any(all(any(_rounds_to(n, p) for n in nums) for p in printed) for nums in lines)
+
+        for row in table[2:]:
+            found = list(number.finditer(row))
+            unbacked += [(row[:50], m.group()) for m in found if not on_one_line(m.group())]
+            for a, b in itertools.pairwise(found):
+                if interval.fullmatch(row[a.end() : b.start()]):
+                    pairs += 1
+                    if not on_one_line(a.group(), b.group()):
+                        apart.append(row[max(0, a.start() - 30) : b.end()])
+    assert pairs >= 20  # the check has intervals to hold together
+    assert not unbacked, unbacked
+    assert not apart, apart
