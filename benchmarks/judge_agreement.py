@@ -141,11 +141,12 @@ def print_row(test: str, row: dict, data: Path) -> None:
             )
 
 
-def rescore(data: Path, path: Path, report: dict) -> None:
-    """Recompute the agreement table from stored per-item head scores (no retraining)."""
+def rescore(data: Path, path: Path, report: dict, rows_dir: Path | None = None) -> None:
+    """Recompute the agreement table from stored per-item head scores (no retraining), for the
+    held-out models the JSON holds; ``rows_dir`` gets their per-item verdicts, as a rotation's."""
     old = json.loads(path.read_text())
     print(f"{'held out':<16} " + " ".join(f"{j:>13}" for j in (*PHRASE_JUDGES, "embedding", "head only")))
-    for test in MODELS:
+    for test in (m for m in MODELS if m in old):
         p, r, t = xstest(data, test)
         scores = old[test]["embedding"]["scores"]
         judge = make_judge("refusal")
@@ -164,7 +165,12 @@ def rescore(data: Path, path: Path, report: dict) -> None:
                 return [self.stored[(a, b)] for a, b in zip(prompts, responses)]
 
         phrase = [evaluate_judge(make_judge(name), p, r, t) for name in PHRASE_JUDGES]
-        row = agreement_row(t, phrase, evaluate_judge(Stored(stored, judge), p, r, t))
+        embedding = evaluate_judge(Stored(stored, judge), p, r, t)
+        row = agreement_row(t, phrase, embedding)
+        if rows_dir is not None:
+            rows_dir.mkdir(parents=True, exist_ok=True)
+            lists = {f"embedding, trained without {test}": embedding.verdicts} | {a.judge: a.verdicts for a in phrase}
+            write_verdict_lists(rows_dir / f"xstest-{test}-rotation.csv", lists)
         row["embedding"].update({"scores": scores, "opening_refusals": sum(opening)})
         report[test] = row
         print_row(test, row, data)
@@ -432,7 +438,7 @@ def main() -> None:
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         if args.rescore:
-            rescore(data, Path(args.rescore), report)
+            rescore(data, Path(args.rescore), report, Path(args.rows) if args.rows else None)
         elif "rotation" in parts:
             settings = HeadSettings(epochs=args.epochs, augment=args.augment, opening_rule=args.opening_rule)
             report["opening_rule"] = args.opening_rule

@@ -347,3 +347,51 @@ def test_toxigen_statements_are_labelled_rows_of_an_agreement_table(data_dir, tm
     doc.write_text(doc.read_text().replace("positive=1", f"positive=1 where=group={group}"))
     refresh(doc)
     assert f"| exact | {groups.count(group)} | 0 | 1.000" in doc.read_text()
+
+
+def test_a_kappas_table_sets_variants_of_a_run_against_each_labelled_file(tmp_path):
+    """`kappas`: one judge's κ (statsmodels' Cohen's κ, with its interval) for each variant of a
+    run (rows) on each labelled file (columns), from the verdict files each variant saved; a
+    variant run on one fold only leaves the other cells and the mean empty; a file holding the
+    judge twice is one line."""
+    from safestress.judges.agreement import write_verdict_lists
+    from safestress.report.doc_tables import refresh
+
+    rng = np.random.default_rng(11)
+    truth = {}
+    for fold in ("f1", "f2"):
+        truth[fold] = rng.random(80) < 0.4
+        with (tmp_path / f"labels_{fold}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["final_label"])
+            w.writerows(["ref"] if t else ["ok"] for t in truth[fold])
+    made = {}
+    for variant, folds in (("a", ("f1", "f2")), ("b", ("f1",))):
+        (tmp_path / "runs" / variant).mkdir(parents=True)
+        for fold in folds:
+            made[variant, fold] = _rater(rng, truth[fold], 0.85 if variant == "a" else 0.7)
+            lists = {f"emb, trained without {fold}": made[variant, fold].tolist(), "phrase": truth[fold].tolist()}
+            write_verdict_lists(tmp_path / "runs" / variant / f"v-{fold}.csv", lists)
+    doc = tmp_path / "doc.md"
+    opening = (
+        "kappas file=runs judge=emb pattern=v-{fold}.csv data=labels_{fold}.csv positive=ref "
+        'folds=One:f1,Two:f2 variants="first=a;second=b"'
+    )
+    doc.write_text(f"<!-- safestress-table {opening} -->\n<!-- /safestress-table -->\n")
+    refresh(doc)
+    table = doc.read_text()
+
+    def kappa(t, v):
+        c = _confusion(t, v)
+        return cohens_kappa([[c["tp"], c["fn"]], [c["fp"], c["tn"]]]).kappa
+
+    k = {key: kappa(truth[key[1]], v) for key, v in made.items()}
+    assert f"| first | {k['a', 'f1']:.3f} \\[" in table
+    assert f"| {(k['a', 'f1'] + k['a', 'f2']) / 2:.3f} |" in table
+    assert next(r for r in table.splitlines() if r.startswith("| second |")).endswith(" |  |  |")
+    assert "One: κ \\[95% CI\\] | Two: κ \\[95% CI\\] | mean κ" in table
+    doc.write_text(doc.read_text().replace("judge=emb ", "judge=e "))  # "emb…" and no other: still one
+    refresh(doc)
+    write_verdict_lists(tmp_path / "runs" / "b" / "v-f1.csv", {"emb x": [True] * 80, "emb y": [False] * 80})
+    with pytest.raises(SafestressError, match="holds 2 verdict lists of judge 'e'"):
+        refresh(doc)

@@ -39,6 +39,13 @@ study's runs against the one model they were trained from, when the export holds
   unsafe prompt); ``label=mean(A,B,…)`` with ``positive=>=X`` labels by raters' mean score, and
   ``data=toxigen-statements:DIR`` labels the distinct ToxiGen statements of DIR's files (columns
   ``text``, ``toxic``, ``group``);
+* ``kappas``: one judge's κ (with its interval) for several variants of a run (rows) on several
+  labelled files (columns), from the verdict files each variant saved (``benchmarks/
+  judge_agreement.py --rows DIR``): ``variants="NAME=DIR;…"`` (folders relative to ``file=``, ``.``
+  for ``file=`` itself), ``pattern=`` the verdict file's name and ``data=`` the labelled file's
+  path, both with ``{fold}``, ``folds=LABEL:FOLD,…``, ``judge=`` the start of the judge's name in the files,
+  ``positive=``; a variant run on some folds only leaves the others empty, and the mean is over
+  variants run on every fold;
 * ``calibration``: the figures of ``benchmarks/stat_calibration.py --out FILE`` (or
   ``benchmarks/lab_calibration.py``);
 * ``audit``: what a judge audit buys, from ``benchmarks/judge_audit.py --out FILE``: per model and
@@ -81,6 +88,7 @@ KINDS = (
     "runs",
     "draws",
     "agreement",
+    "kappas",
     "calibration",
     "audit",
     "lengths",
@@ -138,6 +146,8 @@ def render(spec: TableSpec) -> str:
         return calibration_table(json.loads(spec.source.read_text()))
     if spec.kind == "agreement":
         return agreement_table(spec)
+    if spec.kind == "kappas":
+        return kappa_grid_table(spec)
     if spec.kind == "audit":
         return audit_table(json.loads(spec.source.read_text()), spec.options)
     if spec.kind == "lengths":
@@ -222,6 +232,48 @@ def agreement_table(spec: TableSpec) -> str:
     name = "the ToxiGen statements" if data.startswith(TOXIGEN_STATEMENTS) else Path(data).name
     source = f"Against `{label}` of {name}{where} (positive: {positive}); verdicts: {spec.source.name}."
     return markdown_rows(block.head, block.cells) + markdown_notes([source, *block.notes])
+
+
+def kappa_grid_table(spec: TableSpec) -> str:
+    """Variants of one run (rows) × labelled files (columns): the named judge's κ with its
+    interval on each, read from each variant's saved verdicts and the labels' own files."""
+    from safestress.judges.agreement import agreement_from, read_verdicts, truth_of
+    from safestress.report import markdown_rows
+    from safestress.report.tables import fmt_kappa
+
+    needed = ("variants", "pattern", "folds", "judge", "data", "positive")
+    missing = [k for k in needed if k not in spec.options]
+    if missing:
+        raise SafestressError(f"a 'kappas' table needs {', '.join(f'{k}=' for k in missing)}")
+    folds = [item.partition(":") for item in spec.options["folds"].split(",") if item]
+    variants = [item.partition("=") for item in spec.options["variants"].split(";") if item]
+    if any(not sep for _, sep, _ in folds + variants):
+        raise SafestressError("kappas: write folds=LABEL:FOLD,… and variants=NAME=DIR;…")
+    positive = [v for v in spec.options["positive"].split(",") if v]
+    labels = {}
+    for _, _, fold in folds:
+        rows, path = labelled_rows(spec.options["data"].replace("{fold}", fold))
+        labels[fold] = truth_of(rows, spec.options.get("label", "final_label"), positive, path)
+    cells = []
+    for name, _, folder in variants:
+        row, kappas = [name], []
+        for _, _, fold in folds:
+            path = spec.source / folder / spec.options["pattern"].replace("{fold}", fold)
+            if not path.is_file():
+                row.append("")
+                continue
+            verdicts = read_verdicts(path, len(labels[fold]))
+            keys = [k for k in verdicts if k.startswith(spec.options["judge"])]
+            if len(keys) != 1:
+                raise SafestressError(f"{path.name} holds {len(keys)} verdict lists of judge '{spec.options['judge']}'")
+            a = agreement_from(keys[0], verdicts[keys[0]], labels[fold])
+            kappas.append(a.kappa)
+            row.append(fmt_kappa(a.kappa, a.kappa_ci))
+        row.append(f"{sum(kappas) / len(kappas):.3f}" if len(kappas) == len(folds) else "")
+        cells.append(row)
+    head = ["variant", *(f"{label}: κ [95% CI]" for label, _, _ in folds), "mean κ"]
+    note = f"\nJudge {spec.options['judge']}; each variant's verdicts: {spec.options['pattern']} in its folder.\n"
+    return markdown_rows(head, cells) + note
 
 
 def labelled_rows(value: str) -> tuple[list[dict[str, Any]], str]:
