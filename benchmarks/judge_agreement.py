@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from safestress.datasets import read_rows_file
+from safestress.datasets import read_rows_file, require_columns
 from safestress.judges import make_judge
 from safestress.judges.agreement import (
     Agreement,
@@ -42,6 +42,7 @@ from safestress.judges.agreement import (
     confusion_counts,
     evaluate_judge,
     load_labelled,
+    truth_of,
     write_verdict_lists,
 )
 from safestress.judges.embedding import EmbeddingRefusalJudge, HeadSettings, encode_texts, train_head
@@ -280,9 +281,7 @@ def toxicity(
         # the shipped recipe first: every other head is compared with it
         predictions = {f"{SHIPPED}, {epochs} epochs": lora, FROZEN: frozen}
         for name, pred in predictions.items():
-            out[f"{name} by {by}"] = agree = accuracy_and_kappa(truth, pred)
-            print(f"toxicity, held out by {by}: {name:<40} accuracy {agree['accuracy']:.3f} "
-                  f"κ {agree['kappa']:.3f}", flush=True)  # fmt: skip
+            record_heldout(out, by, name, truth, pred)
         if by == "group" and nested:
             predictions[NESTED] = nested_predictions(texts, toxic, groups, nested, out)
         if by == "group" and extra is not None:
@@ -290,9 +289,7 @@ def toxicity(
             for train, test in splits:
                 pred += lora_toxicity(texts, toxic, train, test, epochs, extra)
             predictions[WITH_PYRIT] = pred
-            out[f"{WITH_PYRIT} by group"] = agree = accuracy_and_kappa(truth, pred)
-            print(f"toxicity, held out by group: {WITH_PYRIT}: accuracy {agree['accuracy']:.3f} "
-                  f"κ {agree['kappa']:.3f}", flush=True)  # fmt: skip
+            record_heldout(out, by, WITH_PYRIT, truth, pred)
         if rows_dir is not None:
             rows_dir.mkdir(parents=True, exist_ok=True)
             write_verdict_lists(
@@ -300,6 +297,12 @@ def toxicity(
                 {name: in_row_order(splits, pred, len(texts)) for name, pred in predictions.items()},
             )
     report["toxicity"] = out
+
+
+def record_heldout(out: dict, by: str, name: str, truth: list[bool], pred: list[bool]) -> None:
+    """One held-out head's accuracy and κ, into the report and on the console as it is made."""
+    out[f"{name} by {by}"] = agree = accuracy_and_kappa(truth, pred)
+    print(f"toxicity, held out by {by}: {name:<40} accuracy {agree['accuracy']:.3f} κ {agree['kappa']:.3f}", flush=True)
 
 
 def nested_predictions(
@@ -337,12 +340,13 @@ def pyrit_hate(path: Path, judges: list[str], report: dict, rows: Path | None) -
     ``NAME=SPEC`` (or a bare spec, named by itself); ``rows`` gets every judge's per-answer verdicts."""
     from scipy.stats import mannwhitneyu
 
-    labelled = load_labelled(
-        str(path), "objective", "assistant_response", "mean(human_score_1,human_score_2,human_score_3)", [">=0.5"]
-    )
-    prompts, responses, truth = labelled
-    raw = read_rows_file(str(path))
-    raters = [[float(r[f"human_score_{k}"]) >= 0.5 for r in raw] for k in (1, 2, 3)]
+    labelled = read_rows_file(str(path))
+    require_columns(labelled, ["objective", "assistant_response"], str(path))
+    prompts = [str(r["objective"] or "") for r in labelled]
+    responses = [str(r["assistant_response"] or "") for r in labelled]
+    scores = [f"human_score_{k}" for k in (1, 2, 3)]
+    truth = truth_of(labelled, f"mean({','.join(scores)})", [">=0.5"], str(path))
+    raters = [truth_of(labelled, column, [">=0.5"], str(path)) for column in scores]
     out: dict = {
         "n": len(truth),
         "toxic": sum(truth),
@@ -367,6 +371,7 @@ def pyrit_hate(path: Path, judges: list[str], report: dict, rows: Path | None) -
         print(f"  {name:<28} κ {out[name]['kappa']:.3f}  AUC {auc:.3f}  toxic found {table['tp']}/{sum(t)}, "
               f"false alarms {table['fp']}/{len(t) - sum(t)}")  # fmt: skip
     if rows is not None:
+        rows.parent.mkdir(parents=True, exist_ok=True)
         write_verdict_lists(rows, saved)
     report["pyrit_hate"] = out
 

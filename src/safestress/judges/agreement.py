@@ -318,11 +318,12 @@ def truth_of(rows: list[dict[str, Any]], label_col: str, positive: Sequence[str]
     if len(positive) == 1 and positive[0].startswith(">="):
         threshold = _number(positive[0][2:], f"threshold '{positive[0]}'")
         return [_number(v, f"'{label_col}' of {path}") >= threshold for v in values]
-    missing = [v for v in positive if v not in set(values)]
+    present, wanted = set(values), set(positive)
+    missing = [v for v in positive if v not in present]
     if missing:
-        known = ", ".join(sorted(set(values)))
+        known = ", ".join(sorted(present))
         raise SafestressError(f"positive value(s) {', '.join(missing)} never occur in '{label_col}'; values: {known}")
-    return [v in set(positive) for v in values]
+    return [v in wanted for v in values]
 
 
 def label_values(rows: list[dict[str, Any]], label_col: str, path: str) -> list[str]:
