@@ -125,3 +125,50 @@ def test_two_processes_on_one_store_generate_each_row_once(tiny_dir, tmp_path):
     cli(*base_args(tiny_dir, csv, reference, "--max-new-tokens", "24", "--batch-size", "2"), check=True)
     query = "SELECT key, response FROM generations ORDER BY key"
     assert sqlite3.connect(store).execute(query).fetchall() == sqlite3.connect(reference).execute(query).fetchall()
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+from safestress.store import Store
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+with Store.for_writing(sys.argv[1]) as st:
+    print(sorted(r[0] for r in st.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")))
+"""
+
+
+def test_processes_opening_one_new_store_at_once_all_find_a_whole_store(tmp_path):
+    """A run opens its store as ``Store.for_writing`` does. The first creates the tables while the
+    others wait on SQLite's lock: none may find the file half made (CI once saw 'no safestress
+    tables' from two runs started together)."""
+    path = tmp_path / "new.db"
+    start = time.time() + 3.0  # every interpreter is up by then, so they open within microseconds
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AT_ONCE, str(path), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
+    tables = "['configs', 'early_stops', 'generations', 'meta', 'metrics', 'verdicts']"
+    assert {out.strip() for out, _ in outs} == {tables}
+
+
+def test_an_sqlite_file_of_someone_else_is_refused_and_left_byte_identical(tmp_path):
+    path = tmp_path / "theirs.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE accounts (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    from safestress.errors import SafestressError
+
+    with pytest.raises(SafestressError, match=r"not a safestress store \(it holds other tables: accounts\)"):
+        Store(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs.db"]  # no -wal or -shm left beside it

@@ -28,9 +28,7 @@ def run_and_report(cfg: SweepConfig, out: Console, err: Console, fmt: str = "tab
 
     hf_logging.disable_progress_bar()
     plan = plan_sweep(cfg)  # everything validated before the store is opened
-    if Path(cfg.store).exists():  # a damaged store is refused before anything is added to it
-        Store.open_existing(cfg.store).close()
-    with Store(cfg.store) as store:
+    with Store.for_writing(cfg.store) as store:
         with job_bar("generating", err) as bar:
             task = bar.add_task("sweep", total=None)
 

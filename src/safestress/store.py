@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
+_STORE_TABLES = frozenset({"configs", "generations", "verdicts"})  # what makes a file a safestress store
+
+
 def content_hash(obj: Any) -> str:
     """SHA-256 (hex, 32 chars) of the canonical JSON of ``obj``."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -239,13 +242,30 @@ class Store:
         _require_writable(self.path)
         try:
             self.conn = sqlite3.connect(self.path, timeout=60)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(_SCHEMA)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            self.conn.commit()
         except sqlite3.DatabaseError as exc:
             raise SafestressError(_database_error(path, exc)) from None
+        try:
+            _create_schema(self.conn, self.path)  # before WAL, which rewrites the header of a foreign file
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise SafestressError(_database_error(path, exc)) from None
+        except SafestressError:
+            self.conn.close()
+            raise
+
+    @classmethod
+    def for_writing(cls, path: str | Path) -> Store:
+        """Open (creating it if needed) and ``check`` before anything is added, so that a run never
+        writes rows into a damaged store. Safe for several runs starting on one new store at once."""
+        store = cls(path)
+        try:
+            store.check()
+        except SafestressError:
+            store.close()
+            raise
+        return store
 
     @classmethod
     def open_existing(cls, path: str | Path, *, readonly: bool = True, check: bool = True) -> Store:
@@ -507,6 +527,28 @@ def _database_error(path: str | Path, exc: sqlite3.DatabaseError) -> str:
     return f"store {path}: {text}"
 
 
+def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Make the tables under SQLite's write lock, after looking at what the file holds.
+
+    Looking and creating are one transaction so that two runs starting on one new store cannot
+    see each other's half-made file: the second waits for the lock and then finds a whole store.
+    A file that holds other tables is someone else's database and is left untouched."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if names and _STORE_TABLES - names:
+            held = ", ".join(sorted(names))
+            raise SafestressError(f"{path} is not a safestress store (it holds other tables: {held})")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
 def _require_writable(path: Path) -> None:
     """Say why a store cannot be written before SQLite says something vaguer."""
     parent = path.parent
@@ -542,7 +584,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         except sqlite3.DatabaseError as exc:
             last = exc
             continue
-        if not {"configs", "generations", "verdicts"} <= names:
+        if _STORE_TABLES - names:
             conn.close()
             raise SafestressError(f"{path} is not a safestress store (no safestress tables)")
         return conn
