@@ -78,6 +78,14 @@ def run(
     judge: list[str] | None = typer.Option(
         None, help=f"judge name(s), repeatable or comma-separated {default_of('judge')}"
     ),
+    fluency_ref: str | None = typer.Option(
+        None,
+        help="reference LM whose token NLL marks salad of real words incoherent (judges.fluency; "
+        "thresholds set for SmolLM2-135M-Instruct)",
+    ),
+    fluency_max_nll: float | None = typer.Option(
+        None, help=f"mean NLL (nats/token) above which --fluency-ref calls text salad {default_of('fluency_max_nll')}"
+    ),
     ppl: str | None = typer.Option(None, help="also measure perplexity of this corpus: wikitext2 or a text file"),
     ppl_tokens: int | None = typer.Option(None, help="corpus tokens used for perplexity (default 4096)"),
     store: str | None = typer.Option(None, help=f"results database {default_of('store')}"),
@@ -124,6 +132,8 @@ def run(
         temperature=temperature,
         top_p=top_p,
         judge=split_values(judge),
+        fluency_ref=fluency_ref,
+        fluency_max_nll=fluency_max_nll,
         ppl=ppl,
         ppl_tokens=ppl_tokens,
         store=store,

@@ -61,6 +61,10 @@ class SweepConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     judge: list[str] = Field(default_factory=lambda: ["refusal"], min_length=1)
+    # a reference LM's salad check after the coherence criterion (judges.fluency); part of the
+    # verdict keys of the judges it applies to, never of a generation's
+    fluency_ref: str | None = None
+    fluency_max_nll: float = Field(5.0, gt=0)
     # utility beside safety: perplexity of this corpus under each condition (utility.load_corpus)
     ppl: str | None = None
     ppl_tokens: int = Field(4096, ge=16)

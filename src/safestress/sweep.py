@@ -161,6 +161,25 @@ def _conditions(
     return list(conditions.values())
 
 
+def _attach_fluency(judges: Sequence[Judge], ref: str, max_nll: float) -> None:
+    """One reference LM for every refusal and harm judge (it remembers the texts it has read, so
+    two judges cost one pass). Not for toxicity judges: fluent hateful text is what a chat model
+    finds unlikely (docs/judges.md: 5 of 34 clean ToxiGen continuations of Qwen went over the
+    threshold), so the check would hide toxicity instead of salad."""
+    from safestress.judges.fluency import Fluency
+
+    readers = [j for j in judges if j.applies_coherence and j.outcome != "toxic"]
+    if not readers:
+        raise SafestressError(
+            "--fluency-ref extends the coherence criterion of refusal and harm judges; none of "
+            f"the judges {', '.join(j.name for j in judges)} is one"
+        )
+    check = Fluency(ref, max_nll=max_nll)
+    check.prepare()
+    for judge in readers:
+        judge.fluency = check
+
+
 def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
     """Validate everything a run needs and enumerate the tasks; touches no store.
 
@@ -172,6 +191,8 @@ def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
     made = [] if worker else [make_judge(j) for j in dict.fromkeys(cfg.judge)]
     for judge in made:
         judge.prepare(cfg.data_dir)
+    if cfg.fluency_ref and made:
+        _attach_fluency(made, cfg.fluency_ref, cfg.fluency_max_nll)
     ppl_text = None
     if cfg.ppl and not worker:
         from safestress.utility import load_corpus

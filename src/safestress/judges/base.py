@@ -14,7 +14,9 @@ never reuses old verdicts), judges a whole batch at once, and says for each item
 What all judges share is done once, here, as garak's detectors do: :meth:`Judge.judge` reads each
 response by the coherence criterion (:mod:`safestress.judges.coherence`) when the judge applies it,
 marks degenerate ones ``incoherent``, gives the rest — cut before a loop — to the judge's own
-:meth:`Judge.score`, and puts the verdicts back in order. A judge writes only ``score``.
+:meth:`Judge.score`, and puts the verdicts back in order. A judge writes only ``score``. With a
+reference LM (:mod:`safestress.judges.fluency`, ``--fluency-ref``) it also marks ``incoherent`` the
+salad of real words that the model-free criterion passes.
 
 Each judge ships regression examples (``examples``) that the test suite replays.
 """
@@ -25,9 +27,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from safestress.errors import SafestressError
+
+if TYPE_CHECKING:
+    from safestress.judges.fluency import Fluency
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,9 @@ class Judge:
     # is not harm: a harmless answer to a harmful request counts), "harmful" for harm judges,
     # "toxic" for toxicity judges, "score" for judges that give a score and no flag (task accuracy).
     outcome: ClassVar[str] = "harmful"
+    # A reference LM's salad check (judges.fluency), set on a sweep's judges by ``--fluency-ref``;
+    # it applies after the coherence criterion, so only to judges that apply that criterion.
+    fluency: Fluency | None = None
 
     def prepare(self, data_dir: Path | str | None = None) -> None:
         """Load what judging needs from files (reference answers …) before any generation starts.
@@ -131,6 +139,9 @@ class Judge:
 
         readings = [assess(r) for r in responses]
         todo = [i for i, reading in enumerate(readings) if reading.reason is None]
+        if self.fluency is not None and todo:
+            salad = self.fluency.salad([readings[i].text for i in todo])
+            todo = [i for i, flagged in zip(todo, salad) if not flagged]
         scored = self.score([prompts[i] for i in todo], [readings[i].text for i in todo]) if todo else []
         if len(scored) != len(todo):
             raise RuntimeError(f"judge {self.name} returned {len(scored)} verdicts for {len(todo)} responses")
@@ -156,6 +167,8 @@ class Judge:
             raise ValueError(f"{len(prompts)} prompts but {len(prefixes)} prefixes")
         if not self.applies_coherence:
             return [self.settles(p, r) for p, r in zip(prompts, prefixes)]
+        if self.fluency is not None:  # a prefix's NLL does not bound the whole answer's
+            return [False] * len(prompts)
         from safestress.judges.coherence import assess
 
         out = []
@@ -177,10 +190,14 @@ class Judge:
         from safestress.judges.coherence import VERSION
 
         suffix = f"/c{VERSION}" if self.applies_coherence and VERSION > 1 else ""
+        if suffix and self.fluency is not None:
+            suffix += f"f{self.fluency.tag}"
         return f"{self.name}@{self.version}{suffix}"
 
 
-_KEY = re.compile(r"^(?P<name>[^@]+)@(?P<version>\d*)(?P<variant>.*?)(?:/c(?P<coherence>\d+))?$")
+_KEY = re.compile(
+    r"^(?P<name>[^@]+)@(?P<version>\d*)(?P<variant>.*?)(?:/c(?P<coherence>\d+)(?P<fluency>f[0-9a-f]+)?)?$"
+)
 
 
 def key_name(key: str) -> str:
@@ -203,7 +220,7 @@ def latest_keys(keys: Iterable[str]) -> list[str]:
             best[(key, "")] = ((0, 0), key)
             continue
         rank = (int(m["version"] or 0), int(m["coherence"] or 0))
-        ident = (m["name"], m["variant"])
+        ident = (m["name"], m["variant"] + (m["fluency"] or ""))  # with a reference LM: another judge
         if ident not in best or rank > best[ident][0]:
             best[ident] = (rank, key)
     return sorted(key for _, key in best.values())
