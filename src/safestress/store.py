@@ -245,9 +245,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise SafestressError(_database_error(path, exc)) from None
         try:
-            _create_schema(self.conn, self.path)  # before WAL, which rewrites the header of a foreign file
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            _refuse_foreign(self.conn, self.path)  # a read: WAL would rewrite a foreign file's header
+            _use_wal(self.conn)
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            _create_schema(self.conn, self.path)
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise SafestressError(_database_error(path, exc)) from None
@@ -527,18 +528,37 @@ def _database_error(path: str | Path, exc: sqlite3.DatabaseError) -> str:
     return f"store {path}: {text}"
 
 
-def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Make the tables under SQLite's write lock, after looking at what the file holds.
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """A file that holds tables but not a store's is someone else's database: refused before
+    anything is written to it. A new, empty file passes (a store being made is invisible until
+    its one transaction commits), and so does a store with tables a user added."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if names and _STORE_TABLES - names:
+        held = ", ".join(sorted(names))
+        raise SafestressError(f"{path} is not a safestress store (it holds other tables: {held})")
 
-    Looking and creating are one transaction so that two runs starting on one new store cannot
-    see each other's half-made file: the second waits for the lock and then finds a whole store.
-    A file that holds other tables is someone else's database and is left untouched."""
+
+def _use_wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Switch a new file to WAL. SQLite answers "database is locked" at once, without waiting,
+    to a switch that races another connection's (runs starting together on one new store), so
+    the switch is retried until it is made or ``wait_s`` has passed."""
+    deadline = time.monotonic() + wait_s
+    while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Make the tables in one transaction under SQLite's write lock, so that two runs starting on
+    one new store cannot see each other's half-made file: the second waits for the lock and then
+    finds a whole store (every statement is ``IF NOT EXISTS``)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if names and _STORE_TABLES - names:
-            held = ", ".join(sorted(names))
-            raise SafestressError(f"{path} is not a safestress store (it holds other tables: {held})")
+        _refuse_foreign(conn, path)  # again under the lock
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)

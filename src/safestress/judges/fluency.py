@@ -56,6 +56,8 @@ class Fluency:
             return
         from safestress.models import load_model
 
+        # float32 on the CPU on every machine, so that an answer near the threshold gets one verdict
+        # everywhere (135M parameters read 128 tokens: cheap beside the generation it checks)
         self._lm = load_model(self.ref, template="raw", device="cpu", dtype="float32", weights=False)
         self._identity = dict(self._lm.identity)
 
