@@ -260,13 +260,7 @@ class Store:
     def for_writing(cls, path: str | Path) -> Store:
         """Open (creating it if needed) and ``check`` before anything is added, so that a run never
         writes rows into a damaged store. Safe for several runs starting on one new store at once."""
-        store = cls(path)
-        try:
-            store.check()
-        except SafestressError:
-            store.close()
-            raise
-        return store
+        return cls(path)._checked()
 
     @classmethod
     def open_existing(cls, path: str | Path, *, readonly: bool = True, check: bool = True) -> Store:
@@ -277,13 +271,16 @@ class Store:
         if not Path(path).is_file():
             raise SafestressError(f"no store at {path}")
         store = cls(path, readonly=readonly)
-        if check:
-            try:
-                store.check()
-            except SafestressError:
-                store.close()
-                raise
-        return store
+        return store._checked() if check else store
+
+    def _checked(self) -> Store:
+        """This store once :meth:`check` passes; closed (and the error raised) when it fails."""
+        try:
+            self.check()
+        except SafestressError:
+            self.close()
+            raise
+        return self
 
     def check(self) -> None:
         """``PRAGMA quick_check``: a one-line error if the file is damaged (a page, an index)."""
