@@ -14,6 +14,7 @@ rest are measured with them as they are:
 Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/fluency.py \\
     --ref ../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf \\
     --export docs/results/family-noise/gemma-3-270m/all/per-prompt.parquet [--rows FILE.csv] [--show 3]
+    [--condition smoothquant --label compliance --no-fluent]
 """
 
 from __future__ import annotations
@@ -40,12 +41,20 @@ def fluent_sets(data: Path) -> dict[str, list[str]]:
     return sets
 
 
-def export_sets(path: Path) -> dict[str, list[str]]:
-    """One export's distinct answers: unperturbed, and perturbed ones the criterion passes."""
-    frame = pd.read_parquet(path, columns=["response", "strength"]).drop_duplicates("response")
-    clean = frame[frame["strength"].fillna(0) == 0]["response"].tolist()
-    noisy = [t for t in frame[frame["strength"].fillna(0) != 0]["response"] if incoherence(t) is None]
-    return {f"{path} clean": clean, f"{path} noisy": noisy}
+def export_sets(path: Path, condition: str | None = None, label: str | None = None) -> dict[str, list[str]]:
+    """One export's distinct answers: unperturbed, and perturbed ones the criterion passes; with
+    ``condition`` only conditions whose name contains it, with ``label`` only the answers some
+    judge gave that label (e.g. ``compliance``)."""
+    frame = pd.read_parquet(path, columns=["response", "strength", "condition", "label"])
+    if condition:
+        frame = frame[frame["condition"].str.contains(condition, regex=False) | (frame["strength"].fillna(0) == 0)]
+    clean = frame[frame["strength"].fillna(0) == 0].drop_duplicates("response")["response"].tolist()
+    perturbed = frame[frame["strength"].fillna(0) != 0]
+    if label:
+        perturbed = perturbed[perturbed["label"] == label]
+    noisy = [t for t in perturbed.drop_duplicates("response")["response"] if incoherence(t) is None]
+    tag = "".join(f" [{k}={v}]" for k, v in (("condition", condition), ("label", label)) if v)
+    return {f"{path} clean": clean, f"{path} noisy{tag}": noisy}
 
 
 def measure(check: Fluency, sets: dict[str, list[str]]) -> list[dict[str, object]]:
@@ -63,6 +72,7 @@ def summarize(rows: list[dict[str, object]], min_tokens: int) -> pd.DataFrame:
     long = frame[frame["tokens"] >= min_tokens]
     out = frame.groupby("set", sort=False).agg(texts=("row", "size"), salad=("salad", "sum"))
     out["salad %"] = (100 * out["salad"] / out["texts"]).round(1)
+    out["mean NLL"] = frame.groupby("set", sort=False)["mean_nll"].mean().round(2)
     out["highest NLL (>= min tokens)"] = long.groupby("set", sort=False)["mean_nll"].max().round(2)
     return out
 
@@ -71,13 +81,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ref", required=True, help="the reference LM (a .gguf file, folder or hub id)")
     ap.add_argument("--export", action="append", default=[], help="a per-prompt.parquet export (repeatable)")
+    ap.add_argument("--condition", help="perturbed answers only of conditions whose name contains this")
+    ap.add_argument("--label", help="perturbed answers only that some judge labelled so (e.g. compliance)")
     ap.add_argument("--rows", help="save each text's NLL and call to this CSV")
+    ap.add_argument("--no-fluent", action="store_true", help="skip the fluent sets the thresholds were set on")
     ap.add_argument("--show", type=int, default=0, help="print this many flagged texts per set")
     args = ap.parse_args()
     check = Fluency(args.ref)
-    sets = fluent_sets(Path(os.environ.get("SAFESTRESS_DATA_DIR", "../shared/data")))
+    sets = {} if args.no_fluent else fluent_sets(Path(os.environ.get("SAFESTRESS_DATA_DIR", "../shared/data")))
     for path in args.export:
-        sets.update(export_sets(Path(path)))
+        sets.update(export_sets(Path(path), args.condition, args.label))
     rows = measure(check, sets)
     print(f"reference {args.ref}: salad = mean NLL > {check.max_nll} nats/token on >= {check.min_tokens} tokens")
     print(summarize(rows, check.min_tokens).to_string())
