@@ -89,5 +89,7 @@ def test_a_sweep_with_a_reference_stores_its_verdicts_apart(tiny_dir, prompts_cs
     assert checked["incoherent"] > plain["incoherent"]
     bad = cli(*args, "--fluency-ref", str(tmp_path / "missing"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "missing" in bad.stderr
+    alone = cli(*args, "--fluency-max-nll", "6")
+    assert alone.returncode == 2 and "give --fluency-ref too" in alone.stderr
     none = cli(*args, "--judge", "gsm8k,toxicity", "--fluency-ref", str(tiny_dir))
     assert none.returncode == 2 and "none of the judges gsm8k, toxicity is one" in none.stderr

@@ -55,13 +55,42 @@ def test_bad_dtype(tiny_dir):
 def test_gguf_is_converted_once_and_cached(smollm):
     from safestress.paths import cache_dir
 
-    converted = list(cache_dir("models").glob("SmolLM2-135M-Instruct.Q4_1-*/model.safetensors"))
+    found = cache_dir("models").glob("SmolLM2-135M-Instruct.Q4_1-*/model.safetensors")
+    converted = [f for f in found if not f.parent.name.endswith(".tmp")]  # another test's conversion in flight
     assert len(converted) == 1
     mtime = converted[0].stat().st_mtime_ns
     again = ss.load_model(str(SMOLLM), weights=False)
     assert again.identity == {k: v for k, v in smollm.identity.items()}
     assert converted[0].stat().st_mtime_ns == mtime
     assert smollm.model.config.model_type == "llama" and smollm.tokenizer.chat_template
+
+
+def test_two_runs_converting_one_gguf_at_once_both_load_it(tmp_path):
+    """Two sweeps started together on a new machine convert the same GGUF at once: each writes
+    its own staging folder, the first to finish publishes it, and both load the result."""
+    import os
+    import subprocess
+    import sys
+
+    if not SMOLLM.is_file():
+        pytest.skip("SmolLM2 GGUF not available")
+    code = "import sys, safestress as ss; print(ss.load_model(sys.argv[1], weights=False).identity['digest'])"
+    env = {**os.environ, "SAFESTRESS_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(SMOLLM)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-400:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1
+    folders = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir())
+    assert len(folders) == 1 and not folders[0].endswith(".tmp")
 
 
 def test_a_model_is_spread_over_gpus_only_when_it_does_not_fit_one():

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safestress.errors import SafestressError
+from safestress.judges.fluency import MAX_NLL as FLUENCY_MAX_NLL
 from safestress.textfile import read_text
 
 
@@ -64,7 +65,7 @@ class SweepConfig(BaseModel):
     # a reference LM's salad check after the coherence criterion (judges.fluency); part of the
     # verdict keys of the judges it applies to, never of a generation's
     fluency_ref: str | None = None
-    fluency_max_nll: float = Field(5.0, gt=0)
+    fluency_max_nll: float = Field(FLUENCY_MAX_NLL, gt=0)
     # utility beside safety: perplexity of this corpus under each condition (utility.load_corpus)
     ppl: str | None = None
     ppl_tokens: int = Field(4096, ge=16)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,8 @@ def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
             plain = AutoModelForCausalLM.from_config(src.config, trust_remote_code=trust_remote_code)
             plain.load_state_dict(src.state_dict())
             plain.generation_config = src.generation_config
-            tmp = target.with_name(target.name + ".tmp")
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")  # runs converting at once stay apart
+            shutil.rmtree(tmp, ignore_errors=True)  # a crashed run's leftover under a reused pid
             plain.save_pretrained(tmp)
             tok.save_pretrained(tmp)
     finally:
@@ -242,12 +244,24 @@ def _convert_gguf(path: Path, trust_remote_code: bool) -> Path:
             hf_logging.enable_progress_bar()
     _drop_gguf_quantization(tmp)
     (tmp / _CONVERTED_MARK).write_text(json.dumps({"source": str(path)}))
-    if target.exists():
-        for f in target.iterdir():
-            f.unlink()
-        target.rmdir()
-    os.replace(tmp, target)
+    _publish_conversion(tmp, target)
     return target
+
+
+def _publish_conversion(tmp: Path, target: Path) -> None:
+    """Move a finished conversion into place. Two runs may convert one file at once (two sweeps
+    started together on a new machine): the first to finish wins and the other's copy is dropped."""
+    if (target / _CONVERTED_MARK).exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if target.exists():  # an unmarked folder: left by a version that did not mark its copies
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / _CONVERTED_MARK).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_model(

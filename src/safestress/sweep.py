@@ -191,6 +191,8 @@ def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
     made = [] if worker else [make_judge(j) for j in dict.fromkeys(cfg.judge)]
     for judge in made:
         judge.prepare(cfg.data_dir)
+    if "fluency_max_nll" in cfg.model_fields_set and not cfg.fluency_ref:
+        raise SafestressError("--fluency-max-nll sets the threshold of --fluency-ref's check; give --fluency-ref too")
     if cfg.fluency_ref and made:
         _attach_fluency(made, cfg.fluency_ref, cfg.fluency_max_nll)
     ppl_text = None
