@@ -28,6 +28,7 @@ from safestress.datasets import Dataset, load_dataset
 from safestress.errors import SafestressError
 from safestress.generation import GenerationSettings, iter_generate, row_key
 from safestress.judges import Judge, make_judge
+from safestress.judges.fluency import MAX_NLL as FLUENCY_MAX_NLL
 from safestress.models import LoadedModel, load_model
 from safestress.perturb import PERTURBATIONS, Identity, Perturbation
 from safestress.perturb.base import perturbed
@@ -191,7 +192,7 @@ def plan_sweep(cfg: SweepConfig, *, worker: bool = False) -> SweepPlan:
     made = [] if worker else [make_judge(j) for j in dict.fromkeys(cfg.judge)]
     for judge in made:
         judge.prepare(cfg.data_dir)
-    if "fluency_max_nll" in cfg.model_fields_set and not cfg.fluency_ref:
+    if cfg.fluency_max_nll != FLUENCY_MAX_NLL and not cfg.fluency_ref:  # a threshold for nothing
         raise SafestressError("--fluency-max-nll sets the threshold of --fluency-ref's check; give --fluency-ref too")
     if cfg.fluency_ref and made:
         _attach_fluency(made, cfg.fluency_ref, cfg.fluency_max_nll)
