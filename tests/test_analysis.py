@@ -13,7 +13,7 @@ import safestress as ss
 from safestress.analysis.drift import drift, fit_probe
 from safestress.analysis.sweeps import MvaPoint, layer_windows, mva, refine_grid
 from safestress.perturb import make_perturbation
-from safestress.utility import load_corpus, perplexity
+from safestress.utility import load_corpus, perplexity, sequence_nll
 
 from .test_cli import cli
 
@@ -40,6 +40,21 @@ def test_perplexity_is_exp_mean_token_nll(tiny_llama):
     with ss.perturbed(tiny_llama, make_perturbation("gaussian", sigma=2.0), "blocks.*.mlp.act"):
         noisy = perplexity(tiny_llama, TEXT, max_tokens=200, window=100)
     assert noisy != pytest.approx(math.exp(sum(halves) / 2), rel=1e-3)
+
+
+def test_sequence_nll_scores_each_sequence_as_it_would_alone(tiny_llama):
+    ids = tiny_llama.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    sequences = [ids[:40], ids[5:12], ids[:1], [], ids[50:90]]  # uneven, padded to the longest in a batch
+    batched = sequence_nll(tiny_llama.model, sequences, batch_size=3)
+    for seq, (total, n) in zip(sequences, batched):
+        if len(seq) < 2:
+            assert (total, n) == (0.0, 0)  # nothing to predict: the first token is context only
+            continue
+        alone = torch.tensor([seq])
+        with torch.no_grad():
+            mean = float(tiny_llama.model(input_ids=alone, labels=alone).loss)
+        assert n == len(seq) - 1
+        assert total / n == pytest.approx(mean, rel=1e-4)
 
 
 def test_corpus_sources(tmp_path, monkeypatch):

@@ -130,9 +130,14 @@ def _stored_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
     return found
 
 
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    """The names of the file's tables (what tells a store from someone else's database)."""
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     """Whether the store has table ``name`` (stores written before it existed do not)."""
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+    return name in _table_names(conn)
 
 
 def _early_stopped(conn: sqlite3.Connection, keys: Sequence[str]) -> set[str]:
@@ -529,7 +534,7 @@ def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
     """A file that holds tables but not a store's is someone else's database: refused before
     anything is written to it. A new, empty file passes (a store being made is invisible until
     its one transaction commits), and so does a store with tables a user added."""
-    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    names = _table_names(conn)
     if names and _STORE_TABLES - names:
         held = ", ".join(sorted(names))
         raise SafestressError(f"{path} is not a safestress store (it holds other tables: {held})")
@@ -597,7 +602,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
     for mode in ("mode=ro", "immutable=1"):
         try:
             conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=60)
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            names = _table_names(conn)
         except sqlite3.DatabaseError as exc:
             last = exc
             continue

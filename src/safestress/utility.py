@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,22 +76,35 @@ def perplexity(lm: Any, text: str, *, max_tokens: int = 4096, window: int = 512,
         raise SafestressError("the perplexity corpus has fewer than two tokens")
     windows = [ids[i : i + window] for i in range(0, len(ids), window)]
     windows = [w for w in windows if len(w) >= 2]
+    sums = sequence_nll(model, windows, batch_size=batch_size)
+    total_nll = sum(nll for nll, _ in sums)
+    total_tokens = sum(n for _, n in sums)
+    return math.exp(total_nll / total_tokens)
+
+
+def sequence_nll(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int) -> list[tuple[float, int]]:
+    """Per token sequence, the summed negative log-likelihood (nats) of its tokens after the first,
+    each given the ones before it, and how many tokens that is (0 for a sequence shorter than two).
+
+    One place for the arithmetic that perplexity and the reference LM's salad check share: right
+    padding (positions stay 0..len-1, so a short sequence scores as it would alone), padded
+    positions masked out of both the attention and the sum.
+    """
     device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
+    out: list[tuple[float, int]] = []
     with torch.no_grad():
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size]
-            width = max(len(w) for w in chunk)
+        for start in range(0, len(sequences), batch_size):
+            chunk = [torch.as_tensor(list(s), dtype=torch.long) for s in sequences[start : start + batch_size]]
+            width = max(2, *(len(s) for s in chunk))
             batch = torch.zeros(len(chunk), width, dtype=torch.long)
             mask = torch.zeros(len(chunk), width, dtype=torch.long)
-            for i, w in enumerate(chunk):  # right padding: positions stay 0..len-1
-                batch[i, : len(w)] = w
-                mask[i, : len(w)] = 1
+            for i, seq in enumerate(chunk):
+                batch[i, : len(seq)] = seq
+                mask[i, : len(seq)] = 1
             logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits.float()
             logp = torch.log_softmax(logits[:, :-1], -1)
             target = batch[:, 1:].to(device)
             nll = -logp.gather(-1, target[..., None])[..., 0]
             keep = mask[:, 1:].to(device).bool()
-            total_nll += float(nll[keep].sum())
-            total_tokens += int(keep.sum())
-    return math.exp(total_nll / total_tokens)
+            out.extend((float(row[k].sum()), int(k.sum())) for row, k in zip(nll, keep))
+    return out

@@ -42,6 +42,7 @@ class Fluency:
     _lm: Any = field(default=None, init=False, repr=False)
     _identity: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _seen: dict[str, tuple[float, int]] = field(default_factory=dict, init=False, repr=False)
+    _tag: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.max_nll > 0:
@@ -63,12 +64,15 @@ class Fluency:
 
     @property
     def tag(self) -> str:
-        """Ten hex digits naming the reference model and the thresholds, for the verdict key."""
-        from safestress.store import content_hash
+        """Ten hex digits naming the reference model and the thresholds, for the verdict key
+        (worked out once: every ``Judge.key`` asks for it)."""
+        if self._tag is None:
+            from safestress.store import content_hash
 
-        self.prepare()
-        spec = {"ref": self._identity, "max_nll": self.max_nll, "min": self.min_tokens, "max": self.max_tokens}
-        return content_hash(spec)[:10]
+            self.prepare()
+            spec = {"ref": self._identity, "max_nll": self.max_nll, "min": self.min_tokens, "max": self.max_tokens}
+            self._tag = content_hash(spec)[:10]
+        return self._tag
 
     def mean_nll(self, texts: Sequence[str]) -> list[tuple[float, int]]:
         """Per text, the reference LM's mean token NLL (nats) and the number of tokens it scored
@@ -80,32 +84,15 @@ class Fluency:
         return [self._seen[t] for t in texts]
 
     def _compute(self, texts: Sequence[str]) -> list[tuple[float, int]]:
-        import torch
+        from safestress.utility import sequence_nll
 
         self.prepare()
-        model = self._lm.ensure_weights()
         tok = self._lm.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        out: list[tuple[float, int]] = []
-        for start in range(0, len(texts), BATCH):
-            ids = [
-                tok(t, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"]
-                for t in texts[start : start + BATCH]
-            ]
-            width = max(2, *(len(i) for i in ids))
-            batch = torch.full((len(ids), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(ids), width), dtype=torch.long)
-            for row, seq in enumerate(ids):
-                batch[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                mask[row, : len(seq)] = 1
-            with torch.no_grad():
-                logits = model(input_ids=batch, attention_mask=mask).logits[:, :-1].float()
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
-            scored = mask[:, 1:].float()
-            counts = scored.sum(1)
-            means = (nll * scored).sum(1) / counts.clamp(min=1)
-            out.extend((float(m), int(c)) for m, c in zip(means, counts))
-        return out
+        ids = [
+            tok(t, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"] for t in texts
+        ]
+        sums = sequence_nll(self._lm.ensure_weights(), ids, batch_size=BATCH)
+        return [(total / n if n else 0.0, n) for total, n in sums]
 
     def salad(self, texts: Sequence[str]) -> list[bool]:
         """The rule, in one place: enough tokens to judge, and a mean NLL above ``max_nll``."""
