@@ -229,8 +229,8 @@ def test_every_committed_report_summary_recomputes_from_the_export_beside_it():
     import math
 
     from safestress.report import to_records
-    from safestress.report.doc_tables import read_export
     from safestress.report.summary import summarize
+    from safestress.store import read_export
 
     fields = ["model", "dataset", "condition", "n", "value", "ci_low", "ci_high", "delta", "delta_ci_low"]
     fields += ["delta_ci_high", "p_holm", "share_flagged", "share_safe", "incoherent", "p_all_holm"]

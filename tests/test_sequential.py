@@ -10,7 +10,6 @@ import pytest
 
 import safestress as ss
 from safestress.execution import execute
-from safestress.report.doc_tables import read_export
 from safestress.sequential import looks, prompt_order, replay, run_sequential
 from safestress.stats.sequential import (
     PRIOR_MEAN,
@@ -21,6 +20,7 @@ from safestress.stats.sequential import (
     log_capital,
     rejected,
 )
+from safestress.store import read_export
 
 
 def _capital_by_hand(values, mean, alpha):

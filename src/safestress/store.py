@@ -612,3 +612,15 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         return conn
     assert last is not None
     raise SafestressError(_database_error(path, last))
+
+
+def read_export(path: Path) -> Any:
+    """A ``safestress export`` file (``Store.export``) as the store's frame: Parquet keeps its
+    types; CSV is read with item ids as text, as the store holds them."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise SafestressError(f"per-prompt file {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype={"item_id": str, "key": str, "config_hash": str})

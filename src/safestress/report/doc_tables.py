@@ -80,6 +80,7 @@ from typing import Any
 
 from safestress.config import margin_share
 from safestress.errors import SafestressError
+from safestress.store import read_export
 
 _BLOCK = re.compile(r"(<!-- safestress-table (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /safestress-table -->)", re.S)
 KINDS = (
@@ -126,18 +127,6 @@ def parse_spec(text: str, base: Path) -> TableSpec:
     if source is None:
         raise SafestressError(f"a '{kind}' table needs export=FILE or file=FILE")
     return TableSpec(kind, (base / source).resolve(), options)
-
-
-def read_export(path: Path) -> Any:
-    """A ``safestress export`` file as the store's frame (Parquet keeps its types; CSV is read
-    with item ids as text, as the store holds them)."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise SafestressError(f"per-prompt file {path} does not exist")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype={"item_id": str, "key": str, "config_hash": str})
 
 
 def render(spec: TableSpec) -> str:

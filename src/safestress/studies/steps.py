@@ -213,10 +213,11 @@ class SweepStep:
     def report(self, ctx: ReportContext) -> str:
         from safestress.config import margin_share
         from safestress.report import summarize_judges
-        from safestress.report.doc_tables import read_export, render
+        from safestress.report.doc_tables import render
         from safestress.report.emit import write_outputs
         from safestress.report.labels import labelled
         from safestress.report.summary import with_perplexity
+        from safestress.store import read_export
 
         out = ctx.page_dir / ctx.step.name
         export = out / "per-prompt.parquet"
