@@ -11,14 +11,17 @@ head that never saw it. Reported:
   judge: "not refused" counted as harmful), with a paired bootstrap of the difference to PAIR;
 * XSTest: the share of human-labelled refusals called harmful (must be ~0) and the share of
   harmful answers (full compliance with an unsafe prompt) found, per held-out model;
-* the hollow non-answers of issue 21 and a few harmless compliances, judged by the fold heads.
+* the hollow non-answers of issue 21 and a few harmless compliances, judged by the fold heads;
+* answers to harmless requests by a model no training source holds (``--harmless-eval``: a sweep
+  export, Qwen2.5-Coder-0.5B-Instruct's by default): the share each fold head calls harmful,
+  every one of them being harmless.
 
 Per-row probabilities go to ``OUT/predictions.json``; heads to ``OUT/fold{k}`` (resumes).
 
 Usage: SAFESTRESS_DATA_DIR=../shared/data python benchmarks/harm_judge.py --pyrit DIR --out bench_out/harm \
-           --rows docs/results/judges
+           --rows docs/results/judges [--before bench_out/harm-earlier]
        (DIR: ``pip install --no-deps --target /tmp/pyrit pyrit==1.1.0``, then
-       /tmp/pyrit/pyrit/datasets/scorer_evals; ≈ 15 min per fold on 2 cores)
+       /tmp/pyrit/pyrit/datasets/scorer_evals; ≈ 8 min per fold on 2 cores)
 """
 
 from __future__ import annotations
@@ -35,11 +38,16 @@ from safestress.judges import make_judge
 from safestress.judges.agreement import verdict_of
 from safestress.judges.embedding import train_head
 from safestress.judges.harm import HARM_SETTINGS, HarmJudge
-from safestress.judges.harm_data import XSTEST_MODELS, harm_training_set, xstest_harm
+from safestress.judges.harm_data import XSTEST_MODELS, harm_training_set, harmless_answers, xstest_harm
 from safestress.stats import wilson_ci
 
 FOLDS = 3  # = XSTest's three models: fold k also holds out model k
 REFUSAL_JUDGES = ("refusal", "phrase-gcg", "phrase-jbb", "phrase-quada", "embedding")
+ROOT = Path(__file__).resolve().parent.parent
+# the shipped recipe's harmless answers (SmolLM2 and the Gemma family's chat model), and a model's
+# answers that no source holds (Qwen's, from a committed study export)
+HARMLESS_TRAIN = ROOT / "docs/results/judges/harmless-answers/per-prompt.parquet"
+HARMLESS_EVAL = ROOT / "docs/results/qwen-attribution/per-prompt.parquet"
 PUBLISHED = {"PAIR (GPT-4)": "automatic_chao_none_label", "GCG keywords": "automatic_zou_none_label",
              "Huang et al.": "automatic_huang_none_label"}  # fmt: skip
 
@@ -54,7 +62,9 @@ def _truth(value: object) -> bool | None:
     return verdict_of(value, "jailbreak_eval_manual.csv")
 
 
-def train_folds(rows: list[dict], data_dir: Path, pyrit: Path, out: Path) -> dict[str, dict[str, float]]:
+def train_folds(
+    rows: list[dict], data_dir: Path, pyrit: Path, out: Path, harmless: list[Path]
+) -> dict[str, dict[str, float]]:
     """Train the fold heads (skipping finished ones) and return held-out P(harmful) per row id."""
     pred_file = out / "predictions.json"
     preds: dict[str, dict[str, float]] = json.loads(pred_file.read_text()) if pred_file.exists() else {}
@@ -68,6 +78,7 @@ def train_folds(rows: list[dict], data_dir: Path, pyrit: Path, out: Path) -> dic
             pyrit,
             exclude_ids={str(r["_id"]) for r in held},
             xstest_models=[m for m in XSTEST_MODELS if m != xs_model],
+            harmless=harmless,
         )
         head_dir = out / f"fold{k}"
         if not (head_dir / "meta.json").exists():
@@ -192,6 +203,46 @@ def print_versus_harm(judged: dict[str, list[bool]], truth: list[bool]) -> None:
         print(f"| {name} | {diff:+.3f} | {only_harm} | {only_other} | {p:.2g} | {q:.2g} |")
 
 
+def harmless_elsewhere(preds_dir: Path, exports: list[Path], before: Path | None) -> None:
+    """Each fold head on answers to harmless requests by models no training source holds: how many
+    it calls harmful (each is harmless, so every one is a false alarm). With ``before`` (the fold
+    heads of an earlier recipe, as this script wrote them), each pair of fold heads is compared on
+    the same answers by the exact McNemar test, Holm over the folds."""
+    from statsmodels.stats.multitest import multipletests
+
+    from safestress.stats import mcnemar_exact
+
+    for export in exports:
+        answers = harmless_answers(str(export))
+        models = ", ".join(answers.source["models"])
+        print(f"\n{models}'s {len(answers.responses)} answers to harmless requests ({export}), called harmful:")
+        rows, pvalues = [], []
+        for k in range(FOLDS):
+            head = preds_dir / f"fold{k}"
+            if not (head / "meta.json").exists():
+                continue
+            now = [v.harmful for v in HarmJudge(head).judge(answers.prompts, answers.responses)]
+            row = f"fold {k} head: {_share(now)}"
+            if before is not None and (before / f"fold{k}" / "meta.json").exists():
+                then = [v.harmful for v in HarmJudge(before / f"fold{k}").judge(answers.prompts, answers.responses)]
+                both = [(a, b) for a, b in zip(then, now) if a is not None and b is not None]
+                only_then = sum(a and not b for a, b in both)
+                only_now = sum(b and not a for a, b in both)
+                pvalues.append(mcnemar_exact(only_then, only_now))
+                row += f"; before: {_share(then)}; only before / only now {only_then} / {only_now}"
+            rows.append(row)
+        holm = multipletests(pvalues, method="holm")[1] if pvalues else []
+        for i, row in enumerate(rows):
+            print(row + (f", exact McNemar p {pvalues[i]:.2g}, Holm p {holm[i]:.2g}" if i < len(pvalues) else ""))
+
+
+def _share(flags: list[bool | None]) -> str:
+    """Called harmful / scored, as a percentage with its Wilson interval."""
+    called, scored = sum(f is True for f in flags), sum(f is not None for f in flags)
+    low, high = wilson_ci(called, scored)
+    return f"{called}/{scored} = {100 * called / scored:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def complied(rows: list[dict]) -> dict[str, list[bool | None]]:
     """Every refusal judge's "complied" flag on each row (None: incoherent), judged once for the
     printed tables and the saved verdicts."""
@@ -279,17 +330,31 @@ def main() -> None:
     ap.add_argument("--pyrit", type=Path, required=True, help="PyRIT 1.1.0's datasets/scorer_evals folder")
     ap.add_argument("--out", type=Path, default=Path("bench_out/harm"))
     ap.add_argument("--rows", type=Path, help="write the per-item verdict files here (docs/results/judges)")
+    ap.add_argument(
+        "--harmless",
+        type=Path,
+        action="append",
+        help="an export of answers to harmless requests to train on (default: docs/results/judges/harmless-answers)",
+    )
+    ap.add_argument(
+        "--harmless-eval",
+        type=Path,
+        action="append",
+        help="a held-out model's harmless answers (default: Qwen's, docs/results/qwen-attribution)",
+    )
+    ap.add_argument("--before", type=Path, help="an earlier run's --out, whose fold heads are compared with these")
     args = ap.parse_args()
     data_dir = Path(os.environ.get("SAFESTRESS_DATA_DIR", "../shared/data"))
     rows = read_rows_file(data_dir / "jailbreak_eval_manual.csv")
     args.out.mkdir(parents=True, exist_ok=True)
-    preds = train_folds(rows, data_dir, args.pyrit, args.out)
+    preds = train_folds(rows, data_dir, args.pyrit, args.out, args.harmless or [HARMLESS_TRAIN])
     flags = complied(rows)
     if args.rows:
         save_rows(rows, preds, data_dir, args.rows, flags)
     report(rows, preds, data_dir, flags)
     print()
     outside_examples(args.out)
+    harmless_elsewhere(args.out, args.harmless_eval or [HARMLESS_EVAL], args.before)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ request is harmful. Each loader maps its source's labels to that question and re
 * ``hollow[:DATASET]``: non-answers written from harmful prompts by :func:`hollow_answer`, all
   harmless. Heavy noise makes short texts that restate the request and help with nothing
   (issue 21). No labelled source holds enough of them.
+* ``harmless-answers:FILE``: a sweep's per-prompt export (``safestress export``) of models'
+  answers to *harmless* requests (a dataset registered as benign, such as ``harmless-val``),
+  every coherent one harmless. Without it the head never sees an ordinary request answered in
+  full: every other source's requests are harmful or XSTest's look-alikes, so it learnt that a
+  detailed, list-shaped answer is harm, and called 43% of SmolLM2's and 24% of Qwen's answers
+  to harmless-val prompts harmful (a bread recipe at P 0.85; docs/judges.md).
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ PYRIT_HARM = "pyrit-harm"
 XSTEST = "xstest"
 XSTEST_MODELS = ("llama2orig", "mistralinstruct", "gpt4")
 HOLLOW = "hollow"
-HARM_SOURCES = (JAILBREAK_EVAL, "pyrit-objective", PYRIT_HARM, XSTEST, HOLLOW)
+HARMLESS_ANSWERS = "harmless-answers"
+HARM_SOURCES = (JAILBREAK_EVAL, "pyrit-objective", PYRIT_HARM, XSTEST, HOLLOW, HARMLESS_ANSWERS)
 
 _IMPERATIVE = re.compile(
     r"^(?:please\s+)?(?:write|create|develop|design|explain|describe|give|provide|suggest|outline|generate|draft|"
@@ -192,6 +199,37 @@ def hollow(arg: str = "", data_dir: Path | None = None, seed: int = 0) -> Labell
     return LabelledSet(list(prompts), answers, [False] * len(answers), source)
 
 
+def harmless_answers(arg: str) -> LabelledSet:
+    """The answers to harmless requests in a sweep export, one per generation, each harmless.
+    Rows of harmful datasets are left out (the export may hold both), and so is every answer a
+    judge marked ``incoherent``: degenerate text never reaches a head, so it is not taught one."""
+    from safestress.datasets import dataset_kind
+    from safestress.store import read_export
+
+    if not arg:
+        raise SafestressError(f"give the export as {HARMLESS_ANSWERS}:FILE (a safestress export .parquet or .csv)")
+    path = Path(arg).expanduser()
+    frame = read_export(path)
+    missing = {"key", "dataset", "prompt", "response", "label"} - set(frame.columns)
+    if missing:
+        raise SafestressError(f"{path} is not a safestress export (no column {', '.join(sorted(missing))})")
+    harmless = frame[[dataset_kind(str(d)) == "benign" for d in frame["dataset"]]]
+    if harmless.empty:
+        raise SafestressError(f"{HARMLESS_ANSWERS}: {path} holds no answers to a harmless dataset")
+    incoherent = set(harmless.loc[harmless["label"] == "incoherent", "key"])
+    rows = harmless[~harmless["key"].isin(incoherent)].drop_duplicates("key")
+    prompts, responses = [str(v) for v in rows["prompt"]], [str(v) for v in rows["response"]]
+    source = {
+        **file_record(path),
+        "dataset": HARMLESS_ANSWERS,
+        "n": len(responses),
+        "positives": 0,
+        "models": sorted(str(m) for m in rows["model"].unique()) if "model" in rows else [],
+        "labels": "every coherent answer to a harmless request is harmless",
+    }
+    return LabelledSet(prompts, responses, [False] * len(responses), source)
+
+
 def harm_set(spec: str, data_dir: Path | None = None) -> LabelledSet:
     """One ``judge train --task harm --data`` entry: ``SOURCE[:ARG]`` with SOURCE one of
     :data:`HARM_SOURCES`."""
@@ -206,6 +244,8 @@ def harm_set(spec: str, data_dir: Path | None = None) -> LabelledSet:
         return xstest_harm(arg, data_dir)
     if name == HOLLOW:
         return hollow(arg, data_dir)
+    if name == HARMLESS_ANSWERS:
+        return harmless_answers(arg)
     raise SafestressError(f"unknown harm data '{name}'; known: {', '.join(HARM_SOURCES)}")
 
 
@@ -215,17 +255,20 @@ def harm_training_set(
     *,
     exclude_ids: Sequence[str] = (),
     xstest_models: Sequence[str] = XSTEST_MODELS,
+    harmless: Sequence[Path] = (),
 ) -> tuple[LabelledSet, list[dict]]:
     """The shipped head's training data: every source above, with the hollow answers written
-    from ``harmful-train``. ``pyrit`` is PyRIT's ``scorer_evals`` folder (default: the installed
-    package's). ``exclude_ids`` and ``xstest_models`` let benchmarks/harm_judge.py hold out a
-    fold of jailbreak-eval and one XSTest model. Returns the set and each part's source record."""
+    from ``harmful-train`` and the answers to harmless requests in the exports ``harmless``.
+    ``pyrit`` is PyRIT's ``scorer_evals`` folder (default: the installed package's).
+    ``exclude_ids`` and ``xstest_models`` let benchmarks/harm_judge.py hold out a fold of
+    jailbreak-eval and one XSTest model. Returns the set and each part's source record."""
     parts = [
         jailbreak_eval("", data_dir, exclude_ids),
         pyrit_objective_harm(str(pyrit / "objective") if pyrit else ""),
         pyrit_harm(str(pyrit / "harm") if pyrit else ""),
         xstest_harm("", data_dir, xstest_models),
         hollow("", data_dir),
+        *(harmless_answers(str(path)) for path in harmless),
     ]
     out = LabelledSet()
     for part in parts:
