@@ -133,6 +133,9 @@ def test_harmless_answers_come_from_an_export_each_once_without_harmful_rows_or_
         harmless_answers(str(tmp_path / "bare.parquet"))
     with pytest.raises(SafestressError, match="harmless-answers:FILE"):
         harm_set("harmless-answers")
+    (tmp_path / "damaged.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(SafestressError, match=r"cannot read per-prompt file .*damaged\.parquet"):
+        harmless_answers(str(tmp_path / "damaged.parquet"))  # one line, not pyarrow's traceback
 
 
 def test_unknown_harm_data_lists_the_known(data_dir):

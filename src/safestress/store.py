@@ -621,6 +621,10 @@ def read_export(path: Path) -> Any:
 
     if not path.is_file():
         raise SafestressError(f"per-prompt file {path} does not exist")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype={"item_id": str, "key": str, "config_hash": str})
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={"item_id": str, "key": str, "config_hash": str})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SafestressError(f"cannot read per-prompt file {path}: {first}") from None
