@@ -208,9 +208,7 @@ def harmless_elsewhere(preds_dir: Path, exports: list[Path], before: Path | None
     it calls harmful (each is harmless, so every one is a false alarm). With ``before`` (the fold
     heads of an earlier recipe, as this script wrote them), each pair of fold heads is compared on
     the same answers by the exact McNemar test, Holm over the folds."""
-    from statsmodels.stats.multitest import multipletests
-
-    from safestress.stats import mcnemar_exact
+    from safestress.stats import discordant, holm, mcnemar_exact
 
     for export in exports:
         answers = harmless_answers(str(export))
@@ -226,14 +224,13 @@ def harmless_elsewhere(preds_dir: Path, exports: list[Path], before: Path | None
             if before is not None and (before / f"fold{k}" / "meta.json").exists():
                 then = [v.harmful for v in HarmJudge(before / f"fold{k}").judge(answers.prompts, answers.responses)]
                 both = [(a, b) for a, b in zip(then, now) if a is not None and b is not None]
-                only_then = sum(a and not b for a, b in both)
-                only_now = sum(b and not a for a, b in both)
+                only_now, only_then = discordant([a for a, _ in both], [b for _, b in both])
                 pvalues.append(mcnemar_exact(only_then, only_now))
                 row += f"; before: {_share(then)}; only before / only now {only_then} / {only_now}"
             rows.append(row)
-        holm = multipletests(pvalues, method="holm")[1] if pvalues else []
+        adjusted = holm(pvalues)
         for i, row in enumerate(rows):
-            print(row + (f", exact McNemar p {pvalues[i]:.2g}, Holm p {holm[i]:.2g}" if i < len(pvalues) else ""))
+            print(row + (f", exact McNemar p {pvalues[i]:.2g}, Holm p {adjusted[i]:.2g}" if i < len(pvalues) else ""))
 
 
 def _share(flags: list[bool | None]) -> str:

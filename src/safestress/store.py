@@ -625,6 +625,6 @@ def read_export(path: Path) -> Any:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"item_id": str, "key": str, "config_hash": str})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid, pandas' ParserError and bad UTF-8 are ValueErrors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SafestressError(f"cannot read per-prompt file {path}: {first}") from None

@@ -94,17 +94,17 @@ def sequence_nll(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: 
     out: list[tuple[float, int]] = []
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
-            chunk = [torch.as_tensor(list(s), dtype=torch.long) for s in sequences[start : start + batch_size]]
+            chunk = [torch.as_tensor(s, dtype=torch.long) for s in sequences[start : start + batch_size]]
             width = max(2, *(len(s) for s in chunk))
             batch = torch.zeros(len(chunk), width, dtype=torch.long)
             mask = torch.zeros(len(chunk), width, dtype=torch.long)
             for i, seq in enumerate(chunk):
                 batch[i, : len(seq)] = seq
                 mask[i, : len(seq)] = 1
-            logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits.float()
+            batch, mask = batch.to(device), mask.to(device)
+            logits = model(input_ids=batch, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], -1)
-            target = batch[:, 1:].to(device)
-            nll = -logp.gather(-1, target[..., None])[..., 0]
-            keep = mask[:, 1:].to(device).bool()
+            nll = -logp.gather(-1, batch[:, 1:, None])[..., 0]
+            keep = mask[:, 1:].bool()
             out.extend((float(row[k].sum()), int(k.sum())) for row, k in zip(nll, keep))
     return out

@@ -213,7 +213,8 @@ def harmless_answers(arg: str) -> LabelledSet:
     missing = {"key", "dataset", "prompt", "response", "label"} - set(frame.columns)
     if missing:
         raise SafestressError(f"{path} is not a safestress export (no column {', '.join(sorted(missing))})")
-    harmless = frame[[dataset_kind(str(d)) == "benign" for d in frame["dataset"]]]
+    benign = [d for d in frame["dataset"].unique() if dataset_kind(str(d)) == "benign"]
+    harmless = frame[frame["dataset"].isin(benign)]
     if harmless.empty:
         raise SafestressError(f"{HARMLESS_ANSWERS}: {path} holds no answers to a harmless dataset")
     incoherent = set(harmless.loc[harmless["label"] == "incoherent", "key"])
